@@ -1,0 +1,72 @@
+// tessera/core/metrics.hpp — MetricsWriter (JSON Lines metrics file) and ProgressLine
+// (a live, rewritten progress line on a terminal; throttled plain lines otherwise).
+#pragma once
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace tessera {
+
+// One JSON object per line, written with a single write and flushed after each record.
+// Doubles are written by nlohmann's dump: shortest text that reads back to the same double,
+// identical on every run. Non-finite doubles (NaN, +-Inf) have no JSON form and are written as
+// null. Strings that are not valid UTF-8 get U+FFFD in place of the bad bytes. Not thread-safe.
+class MetricsWriter {
+ public:
+  // Creates the parent directories. Opening truncates unless append=true (resume); when
+  // appending to a file whose last line was cut short (a crash mid-write), a newline is added
+  // first so the next record starts its own line. Throws tessera::Error naming path.
+  explicit MetricsWriter(const std::string& path, bool append = false);
+  MetricsWriter(MetricsWriter&&) noexcept = default;
+  MetricsWriter& operator=(MetricsWriter&&) noexcept = default;
+
+  // record must be a JSON object; throws tessera::Error naming path otherwise or on I/O failure.
+  void write(const nlohmann::json& record);
+  const std::string& path() const;
+
+ private:
+  struct Closer {
+    void operator()(std::FILE* f) const;
+  };
+  std::string path_;
+  std::unique_ptr<std::FILE, Closer> file_;
+};
+
+// A live progress line. On a terminal (isatty(stdout), unless force_plain) each update rewrites
+// the line in place ("\r" + text + clear-to-end-of-line, cut to the terminal width), at most
+// ten redraws a second; call finish() before printing anything else, which draws the latest
+// text and ends the line. Otherwise each update prints the text as its own line, at most one
+// line per min_interval_s (the first update always prints); finish() prints the latest text if
+// throttling held it back. Example text:
+//   "epoch 2/5  step 812/2345  loss 0.3121  lr 9.1e-04  1830 samples/s"
+// `out` defaults to stdout (tests pass another stream; it is then never a terminal unless it is
+// a tty). The destructor calls finish().
+class ProgressLine {
+ public:
+  explicit ProgressLine(bool force_plain = false, double min_interval_s = 2.0,
+                        std::FILE* out = stdout);
+  ~ProgressLine();
+  ProgressLine(const ProgressLine&) = delete;
+  ProgressLine& operator=(const ProgressLine&) = delete;
+
+  void update(const std::string& text);
+  void finish();  // ends the line on a terminal
+  bool is_terminal() const;
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  void emit(const std::string& text);
+
+  std::FILE* out_;
+  bool terminal_;
+  double min_interval_s_;
+  bool shown_any_ = false;   // something was emitted since the last finish()
+  bool on_line_ = false;     // terminal: a progress line is on screen, not yet ended
+  bool pending_ = false;     // last_ has not been emitted
+  std::string last_;
+  Clock::time_point last_emit_{};
+};
+
+}  // namespace tessera

@@ -1,0 +1,104 @@
+// tessera/core/plugin_host.hpp — the core's side of the ABI: the host table it hands each
+// plugin instance, and C++ wrappers (EncoderInstance, LossInstance, PrecisionInstance).
+#pragma once
+#include <tessera/abi.h>
+
+#include <ATen/ATen.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tessera/core/config.hpp"
+#include "tessera/core/plugin_loader.hpp"
+
+namespace tessera {
+
+using TensorMap = std::map<std::string, at::Tensor>;
+
+// One loss term as the dispatcher sees it.
+struct Term {
+  std::string name;
+  std::string plugin;  // instance label of the loss reducer that emitted it
+  at::Tensor value;    // any shape; in the autograd graph
+  at::Tensor grad;     // undefined: implicit one (scalar value only); else same shape as value
+  double weight = 1.0;
+};
+
+// A buffer a precision backend allocated through the host (optimizer states, masters).
+struct StateBuffer {
+  std::string name;
+  int32_t category;  // TSR_STATE_*
+  at::Tensor data;   // (numel,) 1-D, contiguous
+};
+
+// Where a precision backend's alloc_state puts its buffers (owned by the trainer).
+struct StateStore {
+  at::Device device = at::kCPU;
+  std::vector<StateBuffer> buffers;
+};
+
+at::ScalarType to_scalar_type(int32_t tsr_dtype);  // throws Error on an unknown code
+int32_t to_tsr_dtype(at::ScalarType t);            // TSR_DTYPE_NONE when not representable
+
+// Wraps an at::Tensor in a new handle (refcount 1); the core's side of tensor_wrap_aten.
+tsr_tensor* wrap_tensor(const at::Tensor& t);
+void release_tensor(tsr_tensor* t);
+const at::Tensor& unwrap_tensor(const tsr_tensor* t);
+
+// The state behind one instance's host table (and the table itself).
+class HostContext;
+
+// Base of the instance wrappers: owns the instance, its config and its host table, and
+// keeps the library loaded while it lives.
+class PluginInstance {
+ public:
+  PluginInstance(std::shared_ptr<PluginLibrary> lib, Section config, std::string label,
+                 StateStore* states = nullptr);
+  virtual ~PluginInstance();
+  PluginInstance(const PluginInstance&) = delete;
+  PluginInstance& operator=(const PluginInstance&) = delete;
+
+  const std::string& label() const { return label_; }  // "[[encoder]] #1 'image' (convnet)"
+  const PluginLibrary& library() const { return *lib_; }
+  const Section& config() const;
+
+ protected:
+  // Throws PluginError "<label>: <what> failed: <plugin's message>" for a non-OK status.
+  void check(tsr_status s, const char* what) const;
+  const void* vtable(size_t min_size) const;
+  tsr_instance* raw() const { return inst_; }
+  HostContext& ctx() const { return *ctx_; }
+
+ private:
+  std::shared_ptr<PluginLibrary> lib_;
+  std::unique_ptr<HostContext> ctx_;
+  std::string label_;
+  tsr_instance* inst_ = nullptr;
+};
+
+class EncoderInstance : public PluginInstance {
+ public:
+  using PluginInstance::PluginInstance;
+  std::vector<std::pair<std::string, at::Tensor>> parameters() const;
+  void set_training(bool training) const;
+  void forward(TensorMap& batch) const;
+};
+
+class LossInstance : public PluginInstance {
+ public:
+  using PluginInstance::PluginInstance;
+  // Appends the terms this reducer emits for `batch`.
+  void compute(const TensorMap& batch, std::vector<Term>& terms) const;
+};
+
+class PrecisionInstance : public PluginInstance {
+ public:
+  using PluginInstance::PluginInstance;
+  tsr_precision_info describe() const;
+  void init_shard(const tsr_flat_shard& shard) const;
+  void step(const tsr_flat_shard& shard, const tsr_optim_step& opt) const;
+};
+
+}  // namespace tessera

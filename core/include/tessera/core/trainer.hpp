@@ -1,0 +1,89 @@
+// tessera/core/trainer.hpp — an experiment built from a config (plugins, flat parameters,
+// data, optimizer settings) and the training loop that runs it.
+#pragma once
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tessera/core/backward.hpp"
+#include "tessera/core/config.hpp"
+#include "tessera/core/data.hpp"
+#include "tessera/core/flat_params.hpp"
+#include "tessera/core/plugin_host.hpp"
+#include "tessera/core/plugin_loader.hpp"
+
+namespace tessera {
+
+// The schemas of the core's own sections (one per component, as DESIGN.md asks).
+const Schema& experiment_schema();
+const Schema& data_schema();
+const Schema& optimizer_schema();
+const Schema& schedule_schema();
+const Schema& train_schema();
+const Schema& eval_schema();
+const Schema& encoder_slot_schema();    // keys of [[encoder]] the core owns (plugin, name)
+const Schema& loss_slot_schema();       // keys of [[loss]] the core owns (plugin, name, weight)
+const Schema& precision_slot_schema();  // keys of [precision] the core owns (plugin)
+
+// Learning rate at optimizer step `step` (1-based): linear warmup, then cosine/linear decay
+// to min_lr_ratio * lr at total_steps, or constant.
+double scheduled_lr(const Section& optimizer, const Section& schedule, int64_t step, int64_t total_steps);
+
+// What a finished run reports.
+struct TrainSummary {
+  int64_t steps = 0;
+  int64_t epochs = 0;
+  double final_loss = 0.0;      // mean training loss over the last logging window
+  double eval_accuracy = -1.0;  // last evaluation; -1 when none ran
+  double train_seconds = 0.0;   // training loop only (excludes building and data loading)
+  std::string output_dir;
+};
+
+// Everything one experiment needs, built and validated from its config.
+class Experiment {
+ public:
+  // Validates every section, resolves and creates the plugins. With load_data=false the
+  // dataset is not read and parameters are not moved into flat buffers (`tessera check`).
+  Experiment(const Config& config, bool load_data = true);
+  ~Experiment();
+
+  TrainSummary train();
+  // Accuracy and mean loss on the test split.
+  std::pair<double, double> evaluate();
+
+  const Config& config() const { return config_; }
+  const PluginRegistry& registry() const { return registry_; }
+  FlatParams& params() { return params_; }
+  const StateStore& states() const { return states_; }
+  // Bytes per parameter by category ("parameters", "gradients", "master", "optimizer_states").
+  std::vector<std::pair<std::string, double>> bytes_per_param() const;
+  // One line per component, for the log and `tessera check`.
+  std::string describe() const;
+
+ private:
+  void build_plugins();
+  void build_data();
+  void run_forward(TensorMap& batch) const;
+  std::vector<Term> compute_terms(const TensorMap& batch) const;
+  void optimizer_step(int64_t step, double lr, double grad_scale);
+  double grad_norm() const;
+  void save_model(const std::string& path) const;
+
+  const Config& config_;
+  Section experiment_, data_, optimizer_, schedule_, train_, eval_;
+  PluginRegistry registry_;
+  StateStore states_;
+  std::vector<std::unique_ptr<EncoderInstance>> encoders_;
+  std::vector<std::unique_ptr<LossInstance>> losses_;
+  std::unique_ptr<PrecisionInstance> precision_;
+  tsr_precision_info precision_info_{};
+  FlatParams params_;
+  BackwardDispatcher dispatcher_;
+  std::optional<ImageDataset> train_data_, test_data_;
+  std::unique_ptr<BatchLoader> train_loader_, test_loader_;
+  at::Device device_ = at::kCPU;
+  std::string output_dir_;
+};
+
+}  // namespace tessera

@@ -1,0 +1,191 @@
+// core/src/cli.cpp — the `tessera` subcommands: parse arguments, build, run, report.
+// Each subcommand has --help; bad usage exits 2, a bad config or plugin exits 1.
+#include "tessera/core/cli.hpp"
+
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include <spdlog/spdlog.h>
+
+#include "tessera/core/error.hpp"
+#include "tessera/core/trainer.hpp"
+
+namespace tessera {
+namespace {
+
+const char* kMainHelp = R"(tessera — a trainer framework built from plugins
+
+usage: tessera <command> [options]
+
+commands:
+  train CONFIG [--set section.key=value]...   train the experiment CONFIG describes
+  check CONFIG [--set section.key=value]...   validate CONFIG and resolve its plugins, no training
+  plugins [--plugin-path DIR]...              list the plugins found on the search path
+  plugins inspect NAME [--plugin-path DIR]... describe a plugin and every config key it takes
+
+options:
+  -h, --help     help (also after a command: tessera train --help)
+  --version      print versions
+
+Plugins are searched in [experiment] plugin_path, then $TESSERA_PLUGIN_PATH (':'-separated),
+then beside the executable (bin/../plugins, bin/../lib/tessera/plugins).
+)";
+
+const char* kTrainHelp = R"(usage: tessera train CONFIG [--set section.key=value]...
+
+Trains the experiment described by the TOML file CONFIG. --set overrides a value of the file
+(precedence: --set > file > defaults); for arrays of tables name the element by its `name`
+key or its index: --set encoder.image.channels=64, --set loss.0.weight=0.5.
+Writes metrics.jsonl, config.resolved.toml and model.safetensors to [experiment] output_dir.
+)";
+
+const char* kCheckHelp = R"(usage: tessera check CONFIG [--set section.key=value]...
+
+Validates CONFIG (every key, type and range, against the core's and each plugin's schema),
+loads and creates every plugin it names, and prints the resolved experiment. Trains nothing.
+Exit status 0 when the experiment would start, 1 otherwise.
+)";
+
+const char* kPluginsHelp = R"(usage: tessera plugins [--plugin-path DIR]...
+       tessera plugins inspect NAME [--plugin-path DIR]...
+
+Lists every plugin found on the search path (name, kind, version, ABI, file), and the
+libraries that failed to load with the reason. `inspect` prints one plugin's description
+and every config key it accepts, with type, default and documentation.
+)";
+
+struct Parsed {
+  std::vector<std::string> positional;
+  std::vector<std::string> sets;
+  std::vector<std::string> plugin_paths;
+  bool help = false;
+};
+
+// Throws std::invalid_argument for usage errors.
+Parsed parse(const std::vector<std::string>& args, size_t from) {
+  Parsed p;
+  for (size_t i = from; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&](const std::string& flag) -> std::string {
+      if (i + 1 >= args.size()) throw std::invalid_argument(flag + " needs a value");
+      return args[++i];
+    };
+    if (a == "-h" || a == "--help") p.help = true;
+    else if (a == "--set") p.sets.push_back(value(a));
+    else if (a.rfind("--set=", 0) == 0) p.sets.push_back(a.substr(6));
+    else if (a == "--plugin-path") p.plugin_paths.push_back(value(a));
+    else if (a.rfind("--plugin-path=", 0) == 0) p.plugin_paths.push_back(a.substr(14));
+    else if (!a.empty() && a[0] == '-') throw std::invalid_argument("unknown option " + a);
+    else p.positional.push_back(a);
+  }
+  return p;
+}
+
+int cmd_train(const Parsed& p) {
+  if (p.help) return std::cout << kTrainHelp, 0;
+  if (p.positional.size() != 1) throw std::invalid_argument("train needs exactly one CONFIG");
+  Config cfg = Config::load(p.positional[0], p.sets);
+  spdlog::info("config {} (resolved):\n{}", cfg.path(), cfg.dump());
+  Experiment exp(cfg);
+  spdlog::info("experiment:\n{}", exp.describe());
+  TrainSummary s = exp.train();
+  std::cout << std::fixed << std::setprecision(2) << "trained " << s.steps << " steps, " << s.epochs
+            << " epochs in " << s.train_seconds << " s; final loss " << std::setprecision(4) << s.final_loss;
+  if (s.eval_accuracy >= 0) std::cout << std::setprecision(2) << "; test accuracy " << 100.0 * s.eval_accuracy << "%";
+  std::cout << "\noutputs: " << s.output_dir << "\n";
+  return 0;
+}
+
+int cmd_check(const Parsed& p) {
+  if (p.help) return std::cout << kCheckHelp, 0;
+  if (p.positional.size() != 1) throw std::invalid_argument("check needs exactly one CONFIG");
+  Config cfg = Config::load(p.positional[0], p.sets);
+  Experiment exp(cfg, /*load_data=*/false);
+  std::cout << cfg.path() << ": OK\n" << exp.describe();
+  return 0;
+}
+
+PluginRegistry scan(const Parsed& p) {
+  PluginRegistry reg;
+  reg.scan(PluginRegistry::default_search_path(p.plugin_paths));
+  return reg;
+}
+
+int cmd_plugins(const Parsed& p) {
+  if (p.help) return std::cout << kPluginsHelp, 0;
+  if (!p.positional.empty() && p.positional[0] == "inspect") {
+    if (p.positional.size() != 2) throw std::invalid_argument("plugins inspect needs exactly one NAME");
+    PluginRegistry reg = scan(p);
+    for (const auto& lib : reg.plugins()) {
+      if (lib->name() != p.positional[1]) continue;
+      std::cout << lib->name() << " " << lib->version() << "\n"
+                << "  kind:        " << lib->kind() << "\n"
+                << "  ABI:         " << lib->abi_major() << "." << lib->abi_minor() << "\n"
+                << "  LibTorch:    " << (lib->torch_version().empty() ? "not used" : lib->torch_version()) << "\n"
+                << "  file:        " << lib->path() << "\n"
+                << "  description: " << lib->description() << "\n"
+                << "config keys (" << lib->schema().keys.size() << "):\n";
+      for (const auto& k : lib->schema().keys) {
+        std::cout << "  " << std::left << std::setw(18) << k.name << std::setw(18) << to_string(k.type)
+                  << "default " << std::setw(14) << (k.default_toml ? *k.default_toml : std::string("(required)"));
+        if (k.min_value <= k.max_value) std::cout << " range [" << k.min_value << ", " << k.max_value << "]";
+        std::cout << "\n      " << k.doc << "\n";
+      }
+      return 0;
+    }
+    std::vector<std::string> names;
+    for (const auto& lib : reg.plugins()) names.push_back(lib->name());
+    std::string msg = "no plugin named '" + p.positional[1] + "'";
+    std::string near = nearest(p.positional[1], names);
+    if (!near.empty()) msg += "; did you mean '" + near + "'?";
+    throw PluginError(msg);
+  }
+  if (!p.positional.empty()) throw std::invalid_argument("unknown plugins subcommand '" + p.positional[0] + "'");
+  PluginRegistry reg = scan(p);
+  std::cout << std::left << std::setw(16) << "NAME" << std::setw(22) << "KIND" << std::setw(10) << "VERSION"
+            << std::setw(6) << "ABI" << "PATH\n";
+  for (const auto& lib : reg.plugins())
+    std::cout << std::setw(16) << lib->name() << std::setw(22) << lib->kind() << std::setw(10) << lib->version()
+              << std::setw(6) << (std::to_string(lib->abi_major()) + "." + std::to_string(lib->abi_minor()))
+              << lib->path() << "\n";
+  for (const auto& f : reg.failures()) std::cout << "not loaded: " << f.reason << "\n";
+  if (reg.searched().empty()) std::cout << "(no plugin directory found; set TESSERA_PLUGIN_PATH)\n";
+  return 0;
+}
+
+}  // namespace
+
+int run_cli(const std::vector<std::string>& args) {
+  try {
+    if (args.size() < 2 || args[1] == "-h" || args[1] == "--help" || args[1] == "help") {
+      std::cout << kMainHelp;
+      return args.size() < 2 ? 2 : 0;
+    }
+    const std::string& cmd = args[1];
+    if (cmd == "--version") {
+      std::cout << "tessera " << TESSERA_VERSION << " (plugin ABI " << TSR_ABI_MAJOR << "." << TSR_ABI_MINOR
+                << ", LibTorch " << core_torch_version() << ")\n";
+      return 0;
+    }
+    Parsed p = parse(args, 2);
+    if (cmd == "train") return cmd_train(p);
+    if (cmd == "check") return cmd_check(p);
+    if (cmd == "plugins") return cmd_plugins(p);
+    throw std::invalid_argument("unknown command '" + cmd + "'");
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "error: " << e.what() << "\n(see tessera --help)\n";
+    return 2;
+  } catch (const Error& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  } catch (const c10::Error& e) {
+    std::cerr << "error: " << e.what_without_backtrace() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+}
+
+}  // namespace tessera

@@ -1,0 +1,356 @@
+// core/src/plugin_host.cpp — implements the host table (tensor handles, DLPack, config
+// access, term sink, state buffers) and the instance wrappers that call plugin vtables.
+#include "tessera/core/plugin_host.hpp"
+
+#include <ATen/DLConvertor.h>
+
+#include <atomic>
+
+#include <spdlog/spdlog.h>
+
+#include "tessera/core/error.hpp"
+
+// ---- the opaque handle types, as the core defines them ------------------------------------
+struct tsr_tensor {
+  std::atomic<int64_t> refs{1};
+  at::Tensor t;
+};
+struct tsr_tensor_set {
+  tessera::TensorMap* map;
+  bool read_only;
+};
+struct tsr_term_sink {
+  std::vector<tessera::Term>* terms;
+  std::string plugin;
+};
+struct tsr_config {
+  const tessera::Section* section;
+};
+
+namespace tessera {
+
+namespace {
+thread_local std::string t_last_error;
+}
+
+class HostContext {
+ public:
+  HostContext(std::shared_ptr<PluginLibrary> lib, Section config, std::string label, StateStore* states)
+      : lib(std::move(lib)), section(std::move(config)), label(std::move(label)), states(states) {
+    cfg.section = &section;
+    host = tsr_host{};
+    host.struct_size = sizeof(tsr_host);
+    host.abi_major = TSR_ABI_MAJOR;
+    host.abi_minor = TSR_ABI_MINOR;
+    host.ctx = reinterpret_cast<tsr_host_ctx*>(this);
+    host.log = &log;
+    host.set_error = &set_error;
+    host.config_get_int = &get_int;
+    host.config_get_float = &get_float;
+    host.config_get_bool = &get_bool;
+    host.config_get_string = &get_string;
+    host.config_get_string_array_size = &get_strings_size;
+    host.config_get_string_array_item = &get_strings_item;
+    host.tensor_retain = [](tsr_tensor* t) {
+      if (t) t->refs.fetch_add(1, std::memory_order_relaxed);
+    };
+    host.tensor_release = &release_tensor;
+    host.tensor_dtype = [](const tsr_tensor* t) { return to_tsr_dtype(t->t.scalar_type()); };
+    host.tensor_ndim = [](const tsr_tensor* t) { return static_cast<int64_t>(t->t.dim()); };
+    host.tensor_size = [](const tsr_tensor* t, int64_t d) {
+      return d >= 0 && d < t->t.dim() ? t->t.size(d) : int64_t{-1};
+    };
+    host.tensor_numel = [](const tsr_tensor* t) { return static_cast<int64_t>(t->t.numel()); };
+    host.tensor_data = [](tsr_tensor* t) -> void* { return t->t.is_contiguous() ? t->t.data_ptr() : nullptr; };
+    host.tensor_to_dlpack = &to_dlpack;
+    host.tensor_from_dlpack = &from_dlpack;
+    host.set_get = [](const tsr_tensor_set* s, const char* name) -> tsr_tensor* {
+      auto it = s->map->find(name);
+      // The handle must outlive the call; the set owns it through a cache of wrappers.
+      if (it == s->map->end()) return nullptr;
+      return borrowed_handle(it->second);
+    };
+    host.set_put = &set_put;
+    host.emit_term = &emit_term;
+    host.alloc_state = &alloc_state;
+    host.torch_version = core_torch_version();
+    host.tensor_aten = [](const tsr_tensor* t) -> const void* { return &t->t; };
+    host.tensor_wrap_aten = [](const void* p) { return wrap_tensor(*static_cast<const at::Tensor*>(p)); };
+  }
+
+  std::shared_ptr<PluginLibrary> lib;
+  Section section;
+  std::string label;
+  StateStore* states;
+  tsr_config cfg{};
+  tsr_host host{};
+
+  // Handles given out as "borrowed" by set_get live until the end of the current plugin
+  // call; the wrapper clears them after each call.
+  static thread_local std::vector<tsr_tensor*> borrowed;
+  static tsr_tensor* borrowed_handle(const at::Tensor& t) {
+    tsr_tensor* h = wrap_tensor(t);
+    borrowed.push_back(h);
+    return h;
+  }
+  static void release_borrowed() {
+    for (auto* h : borrowed) release_tensor(h);
+    borrowed.clear();
+  }
+
+ private:
+  static HostContext* self(tsr_host_ctx* c) { return reinterpret_cast<HostContext*>(c); }
+
+  static void log(tsr_host_ctx* c, int32_t level, const char* msg) {
+    const std::string& who = self(c)->label;
+    switch (level) {
+      case TSR_LOG_DEBUG: spdlog::debug("{}: {}", who, msg); break;
+      case TSR_LOG_WARN: spdlog::warn("{}: {}", who, msg); break;
+      case TSR_LOG_ERROR: spdlog::error("{}: {}", who, msg); break;
+      default: spdlog::info("{}: {}", who, msg);
+    }
+  }
+  static void set_error(tsr_host_ctx*, const char* msg) { t_last_error = msg ? msg : ""; }
+
+  template <class F>
+  static tsr_status config_read(const tsr_config* cfg, const char* key, F&& f) {
+    if (!cfg || !key) return TSR_ERR_INVALID_ARGUMENT;
+    if (!cfg->section->has(key)) {
+      t_last_error = std::string("config key '") + key + "' is not in the plugin's schema";
+      return TSR_ERR_NOT_FOUND;
+    }
+    try {
+      f(*cfg->section);
+      return TSR_OK;
+    } catch (const std::exception& e) {
+      t_last_error = e.what();
+      return TSR_ERR_TYPE;
+    }
+  }
+  static tsr_status get_int(const tsr_config* cfg, const char* key, int64_t* out) {
+    return config_read(cfg, key, [&](const Section& s) { *out = s.get_int(key); });
+  }
+  static tsr_status get_float(const tsr_config* cfg, const char* key, double* out) {
+    return config_read(cfg, key, [&](const Section& s) { *out = s.get_float(key); });
+  }
+  static tsr_status get_bool(const tsr_config* cfg, const char* key, int32_t* out) {
+    return config_read(cfg, key, [&](const Section& s) { *out = s.get_bool(key) ? 1 : 0; });
+  }
+  static tsr_status get_string(const tsr_config* cfg, const char* key, const char** out) {
+    return config_read(cfg, key, [&](const Section& s) { *out = s.get_string(key).c_str(); });
+  }
+  static tsr_status get_strings_size(const tsr_config* cfg, const char* key, int64_t* out) {
+    return config_read(cfg, key, [&](const Section& s) { *out = static_cast<int64_t>(s.get_strings(key).size()); });
+  }
+  static tsr_status get_strings_item(const tsr_config* cfg, const char* key, int64_t i, const char** out) {
+    return config_read(cfg, key, [&](const Section& s) { *out = s.get_strings(key).at(static_cast<size_t>(i)).c_str(); });
+  }
+
+  static tsr_status to_dlpack(tsr_tensor* t, DLManagedTensor** out) {
+    if (!t || !out) return TSR_ERR_INVALID_ARGUMENT;
+    try {
+      *out = at::toDLPack(t->t);
+      return TSR_OK;
+    } catch (const std::exception& e) {
+      t_last_error = e.what();
+      return TSR_ERR_UNSUPPORTED;
+    }
+  }
+  static tsr_status from_dlpack(tsr_host_ctx* c, DLManagedTensor* src, tsr_tensor** out) {
+    if (!src || !out) return TSR_ERR_INVALID_ARGUMENT;
+    // Keep the plugin's library loaded until the tensor (and its deleter) is gone.
+    std::shared_ptr<PluginLibrary> keep = c ? self(c)->lib : nullptr;
+    try {
+      at::Tensor t = at::fromDLPack(src);
+      // fromDLPack owns src now; tie the library's lifetime to the storage as well.
+      auto storage_keeper = std::make_shared<std::shared_ptr<PluginLibrary>>(std::move(keep));
+      at::Tensor held = at::from_blob(
+          t.data_ptr(), t.sizes(), t.strides(), [t, storage_keeper](void*) mutable { t.reset(); storage_keeper.reset(); },
+          t.options());
+      *out = wrap_tensor(held);
+      return TSR_OK;
+    } catch (const std::exception& e) {
+      t_last_error = e.what();
+      return TSR_ERR_INVALID_ARGUMENT;
+    }
+  }
+  static tsr_status set_put(tsr_tensor_set* s, const char* name, tsr_tensor* t) {
+    if (!s || !name || !t) return TSR_ERR_INVALID_ARGUMENT;
+    if (s->read_only) {
+      t_last_error = std::string("cannot store '") + name + "': this batch is read-only here";
+      return TSR_ERR_INVALID_ARGUMENT;
+    }
+    (*s->map)[name] = t->t;
+    return TSR_OK;
+  }
+  static tsr_status emit_term(tsr_term_sink* sink, const tsr_term* term) {
+    if (!sink || !term || term->struct_size < sizeof(tsr_term) || !term->name || !term->tensor) {
+      t_last_error = "emit_term: term is NULL, too small, or lacks a name or tensor";
+      return TSR_ERR_INVALID_ARGUMENT;
+    }
+    Term t;
+    t.name = term->name;
+    t.plugin = sink->plugin;
+    t.value = term->tensor->t;
+    if (term->grad) t.grad = term->grad->t;
+    t.weight = term->weight;
+    sink->terms->push_back(std::move(t));
+    return TSR_OK;
+  }
+  static tsr_status alloc_state(tsr_host_ctx* c, const char* name, int32_t category, int32_t dtype,
+                                int64_t numel, tsr_tensor** out) {
+    HostContext* h = self(c);
+    if (!h->states) {
+      t_last_error = "alloc_state is only available to precision backends";
+      return TSR_ERR_UNSUPPORTED;
+    }
+    if (!name || numel < 0 || !out || (category != TSR_STATE_OPTIMIZER && category != TSR_STATE_MASTER))
+      return TSR_ERR_INVALID_ARGUMENT;
+    for (const auto& b : h->states->buffers)
+      if (b.name == name) {
+        t_last_error = std::string("state buffer '") + name + "' already exists";
+        return TSR_ERR_INVALID_ARGUMENT;
+      }
+    try {
+      at::Tensor data = at::zeros({numel}, at::TensorOptions().dtype(to_scalar_type(dtype)).device(h->states->device));
+      h->states->buffers.push_back({name, category, data});
+      *out = wrap_tensor(data);
+      return TSR_OK;
+    } catch (const std::exception& e) {
+      t_last_error = e.what();
+      return TSR_ERR_OUT_OF_MEMORY;
+    }
+  }
+};
+
+thread_local std::vector<tsr_tensor*> HostContext::borrowed;
+
+at::ScalarType to_scalar_type(int32_t d) {
+  switch (d) {
+    case TSR_DTYPE_F32: return at::kFloat;
+    case TSR_DTYPE_F64: return at::kDouble;
+    case TSR_DTYPE_F16: return at::kHalf;
+    case TSR_DTYPE_BF16: return at::kBFloat16;
+    case TSR_DTYPE_I64: return at::kLong;
+    case TSR_DTYPE_I32: return at::kInt;
+    case TSR_DTYPE_U8: return at::kByte;
+    case TSR_DTYPE_BOOL: return at::kBool;
+  }
+  throw Error("unknown tessera dtype code " + std::to_string(d));
+}
+
+int32_t to_tsr_dtype(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return TSR_DTYPE_F32;
+    case at::kDouble: return TSR_DTYPE_F64;
+    case at::kHalf: return TSR_DTYPE_F16;
+    case at::kBFloat16: return TSR_DTYPE_BF16;
+    case at::kLong: return TSR_DTYPE_I64;
+    case at::kInt: return TSR_DTYPE_I32;
+    case at::kByte: return TSR_DTYPE_U8;
+    case at::kBool: return TSR_DTYPE_BOOL;
+    default: return TSR_DTYPE_NONE;
+  }
+}
+
+tsr_tensor* wrap_tensor(const at::Tensor& t) {
+  auto* h = new tsr_tensor;
+  h->t = t;
+  return h;
+}
+void release_tensor(tsr_tensor* t) {
+  if (t && t->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete t;
+}
+const at::Tensor& unwrap_tensor(const tsr_tensor* t) { return t->t; }
+
+// ---- instance wrappers ----------------------------------------------------------------------
+PluginInstance::PluginInstance(std::shared_ptr<PluginLibrary> lib, Section config, std::string label,
+                               StateStore* states)
+    : lib_(lib), ctx_(std::make_unique<HostContext>(lib, std::move(config), label, states)), label_(std::move(label)) {
+  tsr_instance* inst = nullptr;
+  tsr_status s = lib_->descriptor().create(&ctx_->host, &ctx_->cfg, &inst);
+  HostContext::release_borrowed();
+  if (s != TSR_OK || !inst)
+    throw PluginError(label_ + ": plugin " + lib_->label() + " failed to create its instance: " +
+                      (t_last_error.empty() ? "status " + std::to_string(s) : t_last_error));
+  inst_ = inst;
+}
+
+PluginInstance::~PluginInstance() {
+  if (inst_) lib_->descriptor().destroy(inst_);
+}
+
+const Section& PluginInstance::config() const { return ctx_->section; }
+
+void PluginInstance::check(tsr_status s, const char* what) const {
+  HostContext::release_borrowed();
+  if (s == TSR_OK) return;
+  std::string msg = t_last_error.empty() ? "status " + std::to_string(s) : t_last_error;
+  t_last_error.clear();
+  throw PluginError(label_ + ": " + what + " failed: " + msg);
+}
+
+const void* PluginInstance::vtable(size_t min_size) const {
+  const void* v = lib_->descriptor().vtable;
+  uint32_t size = *static_cast<const uint32_t*>(v);
+  if (size < min_size)
+    throw PluginError(label_ + ": plugin " + lib_->label() + " has a " + lib_->kind() + " table of " +
+                      std::to_string(size) + " bytes; ABI 1.0 needs " + std::to_string(min_size));
+  return v;
+}
+
+namespace {
+struct ParamCollector {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+};
+}  // namespace
+
+std::vector<std::pair<std::string, at::Tensor>> EncoderInstance::parameters() const {
+  auto* vt = static_cast<const tsr_encoder_vtable*>(vtable(sizeof(tsr_encoder_vtable)));
+  ParamCollector c;
+  auto visit = [](void* user, const char* name, tsr_tensor* t) -> tsr_status {
+    if (!name || !t) return TSR_ERR_INVALID_ARGUMENT;
+    static_cast<ParamCollector*>(user)->out.emplace_back(name, t->t);
+    return TSR_OK;
+  };
+  check(vt->parameters(raw(), visit, &c), "parameters");
+  return c.out;
+}
+
+void EncoderInstance::set_training(bool training) const {
+  auto* vt = static_cast<const tsr_encoder_vtable*>(vtable(sizeof(tsr_encoder_vtable)));
+  if (vt->set_training) check(vt->set_training(raw(), training ? 1 : 0), "set_training");
+}
+
+void EncoderInstance::forward(TensorMap& batch) const {
+  auto* vt = static_cast<const tsr_encoder_vtable*>(vtable(sizeof(tsr_encoder_vtable)));
+  tsr_tensor_set set{&batch, false};
+  check(vt->forward(raw(), &set), "forward");
+}
+
+void LossInstance::compute(const TensorMap& batch, std::vector<Term>& terms) const {
+  auto* vt = static_cast<const tsr_loss_vtable*>(vtable(sizeof(tsr_loss_vtable)));
+  tsr_tensor_set set{const_cast<TensorMap*>(&batch), true};
+  tsr_term_sink sink{&terms, label()};
+  check(vt->compute(raw(), &set, &sink), "compute");
+}
+
+tsr_precision_info PrecisionInstance::describe() const {
+  auto* vt = static_cast<const tsr_precision_vtable*>(vtable(sizeof(tsr_precision_vtable)));
+  tsr_precision_info info{};
+  info.struct_size = sizeof(info);
+  check(vt->describe(raw(), &info), "describe");
+  return info;
+}
+
+void PrecisionInstance::init_shard(const tsr_flat_shard& shard) const {
+  auto* vt = static_cast<const tsr_precision_vtable*>(vtable(sizeof(tsr_precision_vtable)));
+  check(vt->init_shard(raw(), &shard), "init_shard");
+}
+
+void PrecisionInstance::step(const tsr_flat_shard& shard, const tsr_optim_step& opt) const {
+  auto* vt = static_cast<const tsr_precision_vtable*>(vtable(sizeof(tsr_precision_vtable)));
+  check(vt->step(raw(), &shard, &opt), "step");
+}
+
+}  // namespace tessera

@@ -1,0 +1,491 @@
+// core/src/trainer.cpp — builds an Experiment from its config and runs the training loop:
+// forward through encoders, terms from losses, one backward, clip, optimizer step, metrics.
+#include "tessera/core/trainer.hpp"
+
+#include <ATen/Parallel.h>
+#include <malloc.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "tessera/core/error.hpp"
+#include "tessera/core/metrics.hpp"
+#include "tessera/core/safetensors.hpp"
+#include "tessera/kernels/optim.h"
+
+namespace fs = std::filesystem;
+
+namespace tessera {
+
+// ---- the core's schemas ----------------------------------------------------------------------
+namespace {
+KeySpec key(std::string name, ValueType type, std::optional<std::string> def, std::string doc,
+            double min = 1.0, double max = 0.0, std::vector<std::string> choices = {}) {
+  KeySpec k;
+  k.name = std::move(name);
+  k.type = type;
+  k.default_toml = std::move(def);
+  k.doc = std::move(doc);
+  k.min_value = min;
+  k.max_value = max;
+  k.choices = std::move(choices);
+  return k;
+}
+constexpr auto I = ValueType::Int;
+constexpr auto F = ValueType::Float;
+constexpr auto B = ValueType::Bool;
+constexpr auto S = ValueType::String;
+constexpr auto SA = ValueType::StringArray;
+}  // namespace
+
+const Schema& experiment_schema() {
+  static const Schema s{{
+      key("name", S, "\"experiment\"", "name of the run; also the default output directory runs/<name>"),
+      key("seed", I, "0", "seeds parameter init, shuffling and dropout", 0, 9.2e18),
+      key("device", S, "\"cpu\"", "where to train", 1, 0, {"cpu", "cuda"}),
+      key("threads", I, "0", "intra-op CPU threads; 0 = all cores", 0, 1024),
+      key("output_dir", S, "\"\"", "where metrics and the model go; empty = runs/<name>"),
+      key("plugin_path", SA, "[]", "extra plugin directories, searched before TESSERA_PLUGIN_PATH"),
+      key("log_level", S, "\"info\"", "console log level", 1, 0, {"debug", "info", "warn", "error"}),
+  }};
+  return s;
+}
+const Schema& data_schema() {
+  static const Schema s{{
+      key("dataset", S, "\"fashion_mnist\"", "which dataset reader", 1, 0, {"fashion_mnist"}),
+      key("path", S, "\"/usr/share/datasets/fashion-mnist\"", "directory of the IDX .gz files"),
+      key("batch_size", I, "128", "examples per micro-batch", 1, 65536),
+      key("eval_batch_size", I, "1000", "examples per evaluation batch", 1, 65536),
+      key("train_limit", I, "0", "use only the first N training examples; 0 = all", 0, 1e9),
+      key("test_limit", I, "0", "use only the first N test examples; 0 = all", 0, 1e9),
+      key("shuffle", B, "true", "reshuffle the training set every epoch (seeded)"),
+  }};
+  return s;
+}
+const Schema& optimizer_schema() {
+  static const Schema s{{
+      key("name", S, "\"adamw\"", "update rule", 1, 0, {"adamw", "sgd"}),
+      key("lr", F, "0.001", "peak learning rate", 0, 10),
+      key("beta1", F, "0.9", "AdamW first-moment decay", 0, 1),
+      key("beta2", F, "0.999", "AdamW second-moment decay", 0, 1),
+      key("eps", F, "1e-8", "AdamW denominator epsilon", 0, 1),
+      key("weight_decay", F, "0.0", "decoupled (AdamW) or L2 (SGD) weight decay", 0, 10),
+      key("momentum", F, "0.9", "SGD momentum", 0, 1),
+      key("nesterov", B, "false", "SGD Nesterov momentum"),
+  }};
+  return s;
+}
+const Schema& schedule_schema() {
+  static const Schema s{{
+      key("warmup_steps", I, "0", "optimizer steps of linear warmup from 0", 0, 1e9),
+      key("decay", S, "\"cosine\"", "shape after warmup", 1, 0, {"cosine", "linear", "constant"}),
+      key("min_lr_ratio", F, "0.0", "final lr as a fraction of the peak", 0, 1),
+  }};
+  return s;
+}
+const Schema& train_schema() {
+  static const Schema s{{
+      key("epochs", I, "1", "passes over the training set", 1, 1e6),
+      key("max_steps", I, "0", "stop after this many optimizer steps; 0 = no limit", 0, 1e12),
+      key("grad_accum", I, "1", "micro-batches per optimizer step", 1, 65536),
+      key("clip_grad_norm", F, "0.0", "clip the global gradient norm to this; 0 = off", 0, 1e12),
+      key("log_every", I, "50", "optimizer steps between metric records", 1, 1e9),
+      key("save_model", B, "true", "write model.safetensors at the end"),
+  }};
+  return s;
+}
+const Schema& eval_schema() {
+  static const Schema s{{
+      key("enabled", B, "true", "evaluate on the test split after every epoch"),
+      key("logits", S, "\"logits\"", "batch tensor holding class scores (B, C)"),
+      key("label", S, "\"label\"", "batch tensor holding class indices (B,)"),
+  }};
+  return s;
+}
+const Schema& encoder_slot_schema() {
+  static const Schema s{{
+      key("plugin", S, std::nullopt, "name of the encoder plugin"),
+      key("name", S, "\"\"", "instance name, prefixes its parameters; empty = the plugin name"),
+  }};
+  return s;
+}
+const Schema& loss_slot_schema() {
+  static const Schema s{{
+      key("plugin", S, std::nullopt, "name of the loss reducer plugin"),
+      key("name", S, "\"\"", "instance name; empty = the plugin name"),
+      key("weight", F, "1.0", "multiplies every term this reducer emits", -1e12, 1e12),
+  }};
+  return s;
+}
+const Schema& precision_slot_schema() {
+  static const Schema s{{
+      key("plugin", S, "\"fp32\"", "name of the precision backend plugin"),
+  }};
+  return s;
+}
+
+double scheduled_lr(const Section& opt, const Section& sched, int64_t step, int64_t total_steps) {
+  const double peak = opt.get_float("lr");
+  const int64_t warmup = sched.get_int("warmup_steps");
+  if (step <= warmup) return peak * static_cast<double>(step) / static_cast<double>(std::max<int64_t>(warmup, 1));
+  const std::string& decay = sched.get_string("decay");
+  if (decay == "constant" || total_steps <= warmup) return peak;
+  const double floor = peak * sched.get_float("min_lr_ratio");
+  const double progress = std::min(1.0, static_cast<double>(step - warmup) / static_cast<double>(total_steps - warmup));
+  if (decay == "linear") return floor + (peak - floor) * (1.0 - progress);
+  return floor + (peak - floor) * 0.5 * (1.0 + std::cos(M_PI * progress));
+}
+
+// ---- building ----------------------------------------------------------------------------
+namespace {
+
+Schema merged(const Schema& core, const Schema& plugin, const std::string& slot) {
+  Schema s = core;
+  for (const auto& k : plugin.keys) {
+    if (core.find(k.name)) throw PluginError(slot + ": plugin declares key '" + k.name + "', which the core reserves");
+    s.keys.push_back(k);
+  }
+  return s;
+}
+
+// The `plugin` key of a slot table, read before the plugin (and so the full schema) is known.
+std::string plugin_name(const Config& cfg, const toml::table& t, const Schema& core, const std::string& slot) {
+  const toml::node* n = t.get("plugin");
+  if (!n) {
+    const KeySpec* k = core.find("plugin");
+    if (k && k->default_toml) return std::get<std::string>(parse_toml_value(*k->default_toml, ValueType::String));
+    SourcePos pos{cfg.path(), static_cast<int>(t.source().begin.line), static_cast<int>(t.source().begin.column)};
+    throw ConfigError(pos.str() + ": missing required key 'plugin' in " + slot);
+  }
+  if (!n->is_string()) {
+    SourcePos pos{cfg.path(), static_cast<int>(n->source().begin.line), static_cast<int>(n->source().begin.column)};
+    throw ConfigError(pos.str() + ": key 'plugin' in " + slot + " must be a string");
+  }
+  return **n->as_string();
+}
+
+}  // namespace
+
+Experiment::Experiment(const Config& config, bool load_data) : config_(config) {
+  config_.check_sections({"experiment", "data", "encoder", "loss", "precision", "optimizer", "schedule", "train", "eval"});
+  experiment_ = config_.resolve(config_.table("experiment"), experiment_schema(), "[experiment]");
+  data_ = config_.resolve(config_.table("data"), data_schema(), "[data]");
+  optimizer_ = config_.resolve(config_.table("optimizer"), optimizer_schema(), "[optimizer]");
+  schedule_ = config_.resolve(config_.table("schedule"), schedule_schema(), "[schedule]");
+  train_ = config_.resolve(config_.table("train"), train_schema(), "[train]");
+  eval_ = config_.resolve(config_.table("eval"), eval_schema(), "[eval]");
+
+  spdlog::set_level(spdlog::level::from_str(experiment_.get_string("log_level")));
+  // glibc returns large freed blocks to the OS at once; every step then page-faults its
+  // activations back in (~25% of a CPU step here). Keep them in the heap instead.
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  const int64_t threads = experiment_.get_int("threads");
+  at::set_num_threads(threads > 0 ? static_cast<int>(threads) : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  if (experiment_.get_string("device") == "cuda") {
+    if (!at::hasCUDA())
+      throw ConfigError(experiment_.where("device").str() + ": device = \"cuda\" but this build of LibTorch sees no CUDA device");
+    device_ = at::Device(at::kCUDA, 0);
+  }
+  output_dir_ = experiment_.get_string("output_dir");
+  if (output_dir_.empty()) output_dir_ = "runs/" + experiment_.get_string("name");
+
+  // Parameters are initialised by the plugins' constructors: seed first, so runs repeat.
+  at::manual_seed(static_cast<uint64_t>(experiment_.get_int("seed")));
+  registry_.scan(PluginRegistry::default_search_path(experiment_.get_strings("plugin_path")));
+  build_plugins();
+  if (!load_data) return;
+
+  // Flat buffers in the precision backend's dtypes, then its per-shard state.
+  params_.finalize(to_scalar_type(precision_info_.param_dtype), to_scalar_type(precision_info_.grad_dtype), device_);
+  states_.device = device_;
+  for (auto& buf : params_.buffers()) {
+    tsr_flat_shard shard = {sizeof(tsr_flat_shard), buf.name.c_str(), precision_info_.param_dtype, precision_info_.grad_dtype,
+                            nullptr, nullptr, 0, buf.numel()};
+    tsr_tensor* p = wrap_tensor(buf.params);
+    tsr_tensor* g = wrap_tensor(buf.grads);
+    shard.params = p;
+    shard.grads = g;
+    try {
+      precision_->init_shard(shard);
+    } catch (...) {
+      release_tensor(p);
+      release_tensor(g);
+      throw;
+    }
+    release_tensor(p);
+    release_tensor(g);
+  }
+  build_data();
+}
+
+Experiment::~Experiment() = default;
+
+void Experiment::build_plugins() {
+  auto slot_label = [](const char* kind, size_t i, const std::string& name) {
+    return std::string("[[") + kind + "]] #" + std::to_string(i + 1) + (name.empty() ? "" : " '" + name + "'");
+  };
+  auto enc_tables = config_.tables("encoder");
+  if (enc_tables.empty()) throw ConfigError(config_.path() + ": no [[encoder]] is configured; add at least one");
+  for (size_t i = 0; i < enc_tables.size(); ++i) {
+    std::string slot = slot_label("encoder", i, "");
+    auto lib = registry_.get(plugin_name(config_, *enc_tables[i], encoder_slot_schema(), slot), TSR_KIND_ENCODER,
+                             slot + " at " + config_.path());
+    Section sec = config_.resolve(*enc_tables[i], merged(encoder_slot_schema(), lib->schema(), slot), slot);
+    std::string name = sec.get_string("name").empty() ? lib->name() : sec.get_string("name");
+    for (const auto& e : encoders_)
+      if (e->config().get_string("name") == name || (e->config().get_string("name").empty() && e->library().name() == name))
+        throw ConfigError(sec.where("name").str() + ": two encoders are named '" + name + "'; give each a distinct name");
+    auto inst = std::make_unique<EncoderInstance>(lib, sec, slot_label("encoder", i, name) + " (" + lib->name() + ")");
+    for (auto& [pname, tensor] : inst->parameters()) params_.add(name + "." + pname, tensor);
+    encoders_.push_back(std::move(inst));
+  }
+  auto loss_tables = config_.tables("loss");
+  if (loss_tables.empty()) throw ConfigError(config_.path() + ": no [[loss]] is configured; add at least one");
+  for (size_t i = 0; i < loss_tables.size(); ++i) {
+    std::string slot = slot_label("loss", i, "");
+    auto lib = registry_.get(plugin_name(config_, *loss_tables[i], loss_slot_schema(), slot), TSR_KIND_LOSS,
+                             slot + " at " + config_.path());
+    Section sec = config_.resolve(*loss_tables[i], merged(loss_slot_schema(), lib->schema(), slot), slot);
+    std::string name = sec.get_string("name").empty() ? lib->name() : sec.get_string("name");
+    losses_.push_back(std::make_unique<LossInstance>(lib, sec, slot_label("loss", i, name) + " (" + lib->name() + ")"));
+  }
+  const toml::table& prec_table = config_.table("precision");
+  const std::string slot = "[precision]";
+  auto lib = registry_.get(plugin_name(config_, prec_table, precision_slot_schema(), slot), TSR_KIND_PRECISION,
+                           slot + " at " + config_.path());
+  Section sec = config_.resolve(prec_table, merged(precision_slot_schema(), lib->schema(), slot), slot);
+  precision_ = std::make_unique<PrecisionInstance>(lib, sec, slot + " (" + lib->name() + ")", &states_);
+  precision_info_ = precision_->describe();
+  if (precision_info_.param_dtype != TSR_DTYPE_F32 || precision_info_.grad_dtype != TSR_DTYPE_F32)
+    throw PluginError(precision_->label() + ": this core supports fp32 parameters and gradients only so far");
+}
+
+void Experiment::build_data() {
+  const std::string& dir = data_.get_string("path");
+  train_data_ = load_fashion_mnist(dir, "train", data_.get_int("train_limit"));
+  test_data_ = load_fashion_mnist(dir, "test", data_.get_int("test_limit"));
+  BatchLoader::Options o;
+  o.batch_size = data_.get_int("batch_size");
+  o.shuffle = data_.get_bool("shuffle");
+  o.seed = static_cast<uint64_t>(experiment_.get_int("seed"));
+  train_loader_ = std::make_unique<BatchLoader>(*train_data_, o);
+  o.batch_size = data_.get_int("eval_batch_size");
+  o.shuffle = false;
+  test_loader_ = std::make_unique<BatchLoader>(*test_data_, o);
+}
+
+std::vector<std::pair<std::string, double>> Experiment::bytes_per_param() const {
+  const double n = static_cast<double>(std::max<int64_t>(params_.num_params(), 1));
+  double p = 0, g = 0, master = 0, states = 0;
+  for (const auto& b : params_.buffers()) {
+    p += static_cast<double>(b.params.nbytes());
+    g += static_cast<double>(b.grads.nbytes());
+  }
+  for (const auto& s : states_.buffers)
+    (s.category == TSR_STATE_MASTER ? master : states) += static_cast<double>(s.data.nbytes());
+  return {{"parameters", p / n}, {"gradients", g / n}, {"master", master / n}, {"optimizer_states", states / n},
+          {"total", (p + g + master + states) / n}};
+}
+
+std::string Experiment::describe() const {
+  std::ostringstream o;
+  for (const auto& e : encoders_) o << "encoder   " << e->label() << "  <- " << e->library().path() << "\n";
+  for (const auto& l : losses_) o << "loss      " << l->label() << "  <- " << l->library().path() << "\n";
+  o << "precision " << precision_->label() << "  <- " << precision_->library().path() << "\n";
+  o << "optimizer " << optimizer_.get_string("name") << " lr " << optimizer_.get_float("lr") << ", schedule "
+    << schedule_.get_string("decay") << " with " << schedule_.get_int("warmup_steps") << " warmup steps\n";
+  return o.str();
+}
+
+// ---- one step ------------------------------------------------------------------------------
+void Experiment::run_forward(TensorMap& batch) const {
+  for (const auto& e : encoders_) e->forward(batch);  // each reads named inputs, writes outputs
+}
+
+std::vector<Term> Experiment::compute_terms(const TensorMap& batch) const {
+  std::vector<Term> terms;
+  for (const auto& l : losses_) {
+    size_t first = terms.size();
+    l->compute(batch, terms);
+    for (size_t i = first; i < terms.size(); ++i) terms[i].weight *= l->config().get_float("weight");
+  }
+  return terms;
+}
+
+double Experiment::grad_norm() const {
+  double sq = 0;
+  for (const auto& b : params_.buffers()) {
+    at::Tensor g = b.grads.device().is_cpu() ? b.grads : b.grads.cpu();
+    sq += kernels::sum_squares_f32(g.data_ptr<float>(), g.numel());
+  }
+  return std::sqrt(sq);
+}
+
+void Experiment::optimizer_step(int64_t step, double lr, double grad_scale) {
+  tsr_optim_step opt{};
+  opt.struct_size = sizeof(opt);
+  opt.algorithm = optimizer_.get_string("name") == "sgd" ? TSR_OPTIM_SGD : TSR_OPTIM_ADAMW;
+  opt.step = step;
+  opt.lr = lr;
+  opt.beta1 = optimizer_.get_float("beta1");
+  opt.beta2 = optimizer_.get_float("beta2");
+  opt.eps = optimizer_.get_float("eps");
+  opt.momentum = optimizer_.get_float("momentum");
+  opt.nesterov = optimizer_.get_bool("nesterov") ? 1 : 0;
+  opt.weight_decay = optimizer_.get_float("weight_decay");
+  opt.grad_scale = grad_scale;
+  for (auto& buf : params_.buffers()) {
+    tsr_tensor* p = wrap_tensor(buf.params);
+    tsr_tensor* g = wrap_tensor(buf.grads);
+    tsr_flat_shard shard{sizeof(tsr_flat_shard), buf.name.c_str(), precision_info_.param_dtype,
+                         precision_info_.grad_dtype, p, g, 0, buf.numel()};
+    try {
+      precision_->step(shard, opt);
+    } catch (...) {
+      release_tensor(p);
+      release_tensor(g);
+      throw;
+    }
+    release_tensor(p);
+    release_tensor(g);
+  }
+}
+
+TrainSummary Experiment::train() {
+  if (!train_loader_) throw Error("experiment was built without data; cannot train");
+  fs::create_directories(output_dir_);
+  {
+    std::ofstream(output_dir_ + "/config.resolved.toml") << config_.dump();
+  }
+  MetricsWriter metrics(output_dir_ + "/metrics.jsonl");
+  ProgressLine progress;
+  const int64_t accum = train_.get_int("grad_accum");
+  const int64_t epochs = train_.get_int("epochs");
+  const int64_t steps_per_epoch = train_loader_->batches_per_epoch() / accum;
+  int64_t total_steps = steps_per_epoch * epochs;
+  if (train_.get_int("max_steps") > 0) total_steps = std::min(total_steps, train_.get_int("max_steps"));
+  const double clip = train_.get_float("clip_grad_norm");
+  const int64_t log_every = train_.get_int("log_every");
+
+  spdlog::info("model: {} parameters in {} flat buffer(s); {} optimizer steps ({} per epoch x {} epochs)",
+               params_.num_params(), params_.buffers().size(), total_steps, steps_per_epoch, epochs);
+  std::string mem;
+  for (const auto& [cat, b] : bytes_per_param()) mem += fmt::format(" {} {:.2f}", cat, b);
+  spdlog::info("model-state bytes/param:{}", mem);
+
+  TrainSummary summary;
+  summary.output_dir = output_dir_;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto window_start = t0;
+  int64_t step = 0, window_samples = 0, window_steps = 0;
+  std::map<std::string, double> window_terms;
+  double window_loss = 0, last_norm = 0, lr = 0;
+  bool done = false;
+  for (int64_t epoch = 0; epoch < epochs && !done; ++epoch) {
+    train_loader_->start_epoch(epoch);
+    for (auto& e : encoders_) e->set_training(true);
+    TensorMap batch;
+    for (int64_t s = 0; s < steps_per_epoch && !done; ++s) {
+      // Forward and backward over `accum` micro-batches; gradients accumulate in the flat
+      // buffer. Each micro-batch's loss is divided by `accum`, so the step sees the mean.
+      ++step;
+      for (int64_t micro = 0; micro < accum; ++micro) {
+        train_loader_->next(batch);
+        run_forward(batch);
+        std::vector<Term> terms = compute_terms(batch);
+        BackwardOptions bo;
+        bo.divisor = static_cast<double>(accum);
+        bo.step = step;
+        for (const auto& tv : dispatcher_.backward(terms, bo)) {
+          window_terms[tv.name] += tv.value / static_cast<double>(accum);
+          window_loss += tv.value / static_cast<double>(accum);
+        }
+        window_samples += batch.at(eval_.get_string("label")).size(0);
+        batch.clear();
+      }
+      // Optimizer step: global-norm clip folded into the update's gradient scale.
+      last_norm = grad_norm();
+      const double scale = (clip > 0 && last_norm > clip) ? clip / (last_norm + 1e-6) : 1.0;
+      lr = scheduled_lr(optimizer_, schedule_, step, total_steps);
+      optimizer_step(step, lr, scale);
+      params_.zero_grad();
+      ++window_steps;
+
+      if (step % log_every == 0 || step == total_steps) {
+        const auto now = std::chrono::steady_clock::now();
+        const double secs = std::chrono::duration<double>(now - window_start).count();
+        nlohmann::json rec = {{"step", step}, {"epoch", epoch + 1}, {"loss", window_loss / window_steps}, {"lr", lr},
+                              {"grad_norm", last_norm}, {"samples_per_s", window_samples / std::max(secs, 1e-9)},
+                              {"elapsed_s", std::chrono::duration<double>(now - t0).count()}};
+        for (const auto& [name, v] : window_terms) rec["loss/" + name] = v / window_steps;
+        metrics.write(rec);
+        summary.final_loss = window_loss / window_steps;
+        progress.update(fmt::format("epoch {}/{}  step {}/{}  loss {:.4f}  lr {:.2e}  {:.0f} samples/s", epoch + 1,
+                                    epochs, step, total_steps, window_loss / window_steps, lr,
+                                    window_samples / std::max(secs, 1e-9)));
+        window_start = now;
+        window_samples = window_steps = 0;
+        window_loss = 0;
+        window_terms.clear();
+      }
+      if (step >= total_steps) done = true;
+    }
+    summary.epochs = epoch + 1;
+    if (eval_.get_bool("enabled")) {
+      progress.finish();
+      auto [acc, loss] = evaluate();
+      summary.eval_accuracy = acc;
+      metrics.write({{"eval", true}, {"step", step}, {"epoch", epoch + 1}, {"eval_accuracy", acc}, {"eval_loss", loss},
+                     {"elapsed_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}});
+      spdlog::info("epoch {}: test accuracy {:.2f}%  test loss {:.4f}", epoch + 1, 100.0 * acc, loss);
+    }
+  }
+  progress.finish();
+  summary.steps = step;
+  summary.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (train_.get_bool("save_model")) save_model(output_dir_ + "/model.safetensors");
+  spdlog::info("done: {} steps in {:.1f} s; outputs in {}", step, summary.train_seconds, output_dir_);
+  return summary;
+}
+
+std::pair<double, double> Experiment::evaluate() {
+  for (auto& e : encoders_) e->set_training(false);
+  at::NoGradGuard no_grad;
+  test_loader_->start_epoch(0);
+  TensorMap batch;
+  int64_t correct = 0, seen = 0;
+  double loss_sum = 0;
+  const std::string& logits_key = eval_.get_string("logits");
+  const std::string& label_key = eval_.get_string("label");
+  while (test_loader_->next(batch)) {
+    run_forward(batch);
+    auto it = batch.find(logits_key);
+    if (it == batch.end())
+      throw ConfigError(eval_.where("logits").str() + ": no encoder wrote a tensor named '" + logits_key + "'");
+    at::Tensor logits = it->second.to(at::kFloat);
+    at::Tensor label = batch.at(label_key).to(logits.device());
+    correct += logits.argmax(1).eq(label).sum().item<int64_t>();
+    loss_sum += at::cross_entropy_loss(logits, label, {}, at::Reduction::Sum).item<double>();
+    seen += label.size(0);
+    batch.clear();
+  }
+  for (auto& e : encoders_) e->set_training(true);
+  return {seen ? static_cast<double>(correct) / seen : 0.0, seen ? loss_sum / seen : 0.0};
+}
+
+void Experiment::save_model(const std::string& path) const {
+  NamedTensors tensors;
+  for (auto& [name, t] : params_.named_parameters()) tensors.emplace_back(name, t.detach().cpu());
+  save_safetensors(path, tensors, {{"format", "pt"}, {"tessera_version", TESSERA_VERSION}, {"config", config_.dump()}});
+  spdlog::info("model weights saved to {}", path);
+}
+
+}  // namespace tessera

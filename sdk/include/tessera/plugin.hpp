@@ -1,0 +1,340 @@
+// tessera/plugin.hpp — header-only C++ helpers for writing Tessera plugins with LibTorch.
+// Not part of the ABI: RAII over handles, at::Tensor bridge, exceptions -> status, schema.
+//
+// A plugin written with these helpers is an ordinary C++ class:
+//
+//   static const tsr_config_key kKeys[] = {
+//       tessera::sdk::key_int("hidden", "256", "width of the hidden layer", 1, 1 << 20),
+//   };
+//   class Mlp : public tessera::sdk::Encoder {
+//    public:
+//     explicit Mlp(const tessera::sdk::Host& host) : hidden_(host.get_int("hidden")) {...}
+//     Params parameters() override { return {{"fc.weight", w_}}; }
+//     void forward(tessera::sdk::TensorSet& batch) override { batch.put("y", ...); }
+//   };
+//   TESSERA_PLUGIN(Mlp, tessera::sdk::Encoder, "mlp", "1.0.0", "An MLP.", kKeys)
+//
+// Every exception thrown by the class is caught at the boundary and becomes a status plus
+// message (tessera::sdk::Error carries a specific status code).
+#pragma once
+
+#include <tessera/abi.h>
+
+#include <ATen/ATen.h>
+#include <torch/version.h>
+
+#include <exception>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace tessera::sdk {
+
+// Throw this to return a specific status code; any other exception returns TSR_ERR_RUNTIME.
+class Error : public std::runtime_error {
+ public:
+  Error(tsr_status code, const std::string& msg) : std::runtime_error(msg), code_(code) {}
+  tsr_status code() const { return code_; }
+
+ private:
+  tsr_status code_;
+};
+
+// ---- config schema, declared once as a static array of these -----------------------------
+constexpr double kUnbounded = 0.0;  // use min=1, max=0 (min > max) for "no bounds"
+constexpr tsr_config_key key_int(const char* name, const char* default_toml, const char* doc,
+                                 double min_value = 1.0, double max_value = 0.0) {
+  return {sizeof(tsr_config_key), name, TSR_CONFIG_INT, default_toml, doc, min_value, max_value};
+}
+constexpr tsr_config_key key_float(const char* name, const char* default_toml, const char* doc,
+                                   double min_value = 1.0, double max_value = 0.0) {
+  return {sizeof(tsr_config_key), name, TSR_CONFIG_FLOAT, default_toml, doc, min_value, max_value};
+}
+constexpr tsr_config_key key_bool(const char* name, const char* default_toml, const char* doc) {
+  return {sizeof(tsr_config_key), name, TSR_CONFIG_BOOL, default_toml, doc, 1.0, 0.0};
+}
+constexpr tsr_config_key key_string(const char* name, const char* default_toml, const char* doc) {
+  return {sizeof(tsr_config_key), name, TSR_CONFIG_STRING, default_toml, doc, 1.0, 0.0};
+}
+constexpr tsr_config_key key_strings(const char* name, const char* default_toml, const char* doc) {
+  return {sizeof(tsr_config_key), name, TSR_CONFIG_STRING_ARRAY, default_toml, doc, 1.0, 0.0};
+}
+
+// ---- the host, seen from C++ -----------------------------------------------------------
+class Host {
+ public:
+  Host(const tsr_host* host, const tsr_config* cfg) : h_(host), cfg_(cfg) {}
+  const tsr_host* raw() const { return h_; }
+
+  int64_t get_int(const char* key) const {
+    int64_t v = 0;
+    check(h_->config_get_int(cfg_, key, &v), key);
+    return v;
+  }
+  double get_float(const char* key) const {
+    double v = 0;
+    check(h_->config_get_float(cfg_, key, &v), key);
+    return v;
+  }
+  bool get_bool(const char* key) const {
+    int32_t v = 0;
+    check(h_->config_get_bool(cfg_, key, &v), key);
+    return v != 0;
+  }
+  std::string get_string(const char* key) const {
+    const char* v = nullptr;
+    check(h_->config_get_string(cfg_, key, &v), key);
+    return v;
+  }
+  std::vector<std::string> get_strings(const char* key) const {
+    int64_t n = 0;
+    check(h_->config_get_string_array_size(cfg_, key, &n), key);
+    std::vector<std::string> out;
+    for (int64_t i = 0; i < n; ++i) {
+      const char* v = nullptr;
+      check(h_->config_get_string_array_item(cfg_, key, i, &v), key);
+      out.emplace_back(v);
+    }
+    return out;
+  }
+
+  void log(int32_t level, const std::string& msg) const { h_->log(h_->ctx, level, msg.c_str()); }
+  void info(const std::string& msg) const { log(TSR_LOG_INFO, msg); }
+  void warn(const std::string& msg) const { log(TSR_LOG_WARN, msg); }
+
+  // Borrowed handle -> at::Tensor sharing the same TensorImpl (autograd history included).
+  at::Tensor unwrap(const tsr_tensor* t) const {
+    return *static_cast<const at::Tensor*>(h_->tensor_aten(t));
+  }
+  // at::Tensor -> new handle (the caller releases it, or passes ownership per the ABI).
+  tsr_tensor* wrap(const at::Tensor& t) const { return h_->tensor_wrap_aten(&t); }
+  void release(tsr_tensor* t) const { h_->tensor_release(t); }
+
+ private:
+  void check(tsr_status s, const char* key) const {
+    if (s != TSR_OK) throw Error(s, std::string("config key '") + key + "' could not be read");
+  }
+  const tsr_host* h_;
+  const tsr_config* cfg_;
+};
+
+// Owning handle: releases its reference on destruction.
+class TensorRef {
+ public:
+  TensorRef(const Host& host, tsr_tensor* t) : host_(&host), t_(t) {}
+  TensorRef(const TensorRef&) = delete;
+  TensorRef& operator=(const TensorRef&) = delete;
+  ~TensorRef() { host_->release(t_); }
+  tsr_tensor* get() const { return t_; }
+
+ private:
+  const Host* host_;
+  tsr_tensor* t_;
+};
+
+// The named tensors of one batch.
+class TensorSet {
+ public:
+  TensorSet(const Host& host, const tsr_tensor_set* set) : host_(host), set_(set) {}
+  bool has(const std::string& name) const { return host_.raw()->set_get(set_, name.c_str()); }
+  at::Tensor get(const std::string& name) const {
+    tsr_tensor* t = host_.raw()->set_get(set_, name.c_str());
+    if (!t) throw Error(TSR_ERR_NOT_FOUND, "the batch has no tensor named '" + name + "'");
+    return host_.unwrap(t);
+  }
+  void put(const std::string& name, const at::Tensor& value) {
+    TensorRef ref(host_, host_.wrap(value));
+    // set_put on a const set is a contract violation the core also rejects.
+    tsr_status s = host_.raw()->set_put(const_cast<tsr_tensor_set*>(set_), name.c_str(), ref.get());
+    if (s != TSR_OK) throw Error(s, "could not store tensor '" + name + "' in the batch");
+  }
+
+ private:
+  const Host& host_;
+  const tsr_tensor_set* set_;
+};
+
+// Where a loss reducer emits its terms.
+class Terms {
+ public:
+  Terms(const Host& host, tsr_term_sink* sink) : host_(host), sink_(sink) {}
+  // grad: undefined for a scalar term (implicit one), the explicit gradient otherwise.
+  void emit(const std::string& name, const at::Tensor& value, double weight = 1.0,
+            const at::Tensor& grad = at::Tensor()) {
+    TensorRef v(host_, host_.wrap(value));
+    std::unique_ptr<TensorRef> g;
+    if (grad.defined()) g = std::make_unique<TensorRef>(host_, host_.wrap(grad));
+    tsr_term term{sizeof(tsr_term), name.c_str(), v.get(), g ? g->get() : nullptr, weight};
+    tsr_status s = host_.raw()->emit_term(sink_, &term);
+    if (s != TSR_OK) throw Error(s, "term '" + name + "' was refused");
+  }
+
+ private:
+  const Host& host_;
+  tsr_term_sink* sink_;
+};
+
+// ---- the base classes, one per kind ---------------------------------------------------------
+using Params = std::vector<std::pair<std::string, at::Tensor>>;
+
+class Encoder {
+ public:
+  static constexpr const char* kKind = TSR_KIND_ENCODER;
+  virtual ~Encoder() = default;
+  // Trainable parameters, stable names and order. Keep using these tensor objects: the core
+  // moves their storage into its flat buffers.
+  virtual Params parameters() = 0;
+  virtual void train(bool /*training*/) {}
+  virtual void forward(TensorSet& batch) = 0;
+};
+
+class Loss {
+ public:
+  static constexpr const char* kKind = TSR_KIND_LOSS;
+  virtual ~Loss() = default;
+  virtual void compute(const TensorSet& batch, Terms& terms) = 0;
+};
+
+class Precision {
+ public:
+  static constexpr const char* kKind = TSR_KIND_PRECISION;
+  virtual ~Precision() = default;
+  virtual tsr_precision_info describe() = 0;
+  virtual void init_shard(const tsr_flat_shard& shard) = 0;
+  virtual void step(const tsr_flat_shard& shard, const tsr_optim_step& opt) = 0;
+};
+
+// ---- the boundary: C entry points generated for a class T ----------------------------------
+namespace detail {
+
+template <class T>
+struct Instance {
+  Host host;
+  std::unique_ptr<T> impl;
+};
+
+template <class T>
+Instance<T>* self(tsr_instance* p) { return reinterpret_cast<Instance<T>*>(p); }
+
+// Runs f, turning any exception into a status and a message for the host.
+template <class F>
+tsr_status guard(const tsr_host* h, F&& f) noexcept {
+  try {
+    f();
+    return TSR_OK;
+  } catch (const Error& e) {
+    h->set_error(h->ctx, e.what());
+    return e.code();
+  } catch (const std::bad_alloc&) {
+    h->set_error(h->ctx, "out of memory");
+    return TSR_ERR_OUT_OF_MEMORY;
+  } catch (const c10::Error& e) {
+    h->set_error(h->ctx, e.what_without_backtrace());
+    return TSR_ERR_RUNTIME;
+  } catch (const std::exception& e) {
+    h->set_error(h->ctx, e.what());
+    return TSR_ERR_RUNTIME;
+  } catch (...) {
+    h->set_error(h->ctx, "unknown exception");
+    return TSR_ERR_RUNTIME;
+  }
+}
+
+template <class T>
+tsr_status create(const tsr_host* host, const tsr_config* cfg, tsr_instance** out) noexcept {
+  return guard(host, [&] {
+    auto inst = std::make_unique<Instance<T>>(Instance<T>{Host(host, cfg), nullptr});
+    inst->impl = std::make_unique<T>(inst->host);
+    *out = reinterpret_cast<tsr_instance*>(inst.release());
+  });
+}
+template <class T>
+void destroy(tsr_instance* p) noexcept {
+  delete self<T>(p);
+}
+
+template <class T>
+struct EncoderTable {
+  static tsr_status parameters(tsr_instance* p, tsr_param_visitor visit, void* user) noexcept {
+    auto* s = self<T>(p);
+    return guard(s->host.raw(), [&] {
+      for (auto& [name, tensor] : s->impl->parameters()) {
+        TensorRef ref(s->host, s->host.wrap(tensor));
+        tsr_status st = visit(user, name.c_str(), ref.get());
+        if (st != TSR_OK) throw Error(st, "parameter '" + name + "' was refused by the core");
+      }
+    });
+  }
+  static tsr_status set_training(tsr_instance* p, int32_t training) noexcept {
+    auto* s = self<T>(p);
+    return guard(s->host.raw(), [&] { s->impl->train(training != 0); });
+  }
+  static tsr_status forward(tsr_instance* p, tsr_tensor_set* batch) noexcept {
+    auto* s = self<T>(p);
+    return guard(s->host.raw(), [&] {
+      TensorSet set(s->host, batch);
+      s->impl->forward(set);
+    });
+  }
+  static constexpr tsr_encoder_vtable vtable{sizeof(tsr_encoder_vtable), &parameters,
+                                             &set_training, &forward};
+};
+
+template <class T>
+struct LossTable {
+  static tsr_status compute(tsr_instance* p, const tsr_tensor_set* batch,
+                            tsr_term_sink* sink) noexcept {
+    auto* s = self<T>(p);
+    return guard(s->host.raw(), [&] {
+      TensorSet set(s->host, batch);
+      Terms terms(s->host, sink);
+      s->impl->compute(set, terms);
+    });
+  }
+  static constexpr tsr_loss_vtable vtable{sizeof(tsr_loss_vtable), &compute};
+};
+
+template <class T>
+struct PrecisionTable {
+  static tsr_status describe(tsr_instance* p, tsr_precision_info* out) noexcept {
+    auto* s = self<T>(p);
+    return guard(s->host.raw(), [&] { *out = s->impl->describe(); });
+  }
+  static tsr_status init_shard(tsr_instance* p, const tsr_flat_shard* shard) noexcept {
+    auto* s = self<T>(p);
+    return guard(s->host.raw(), [&] { s->impl->init_shard(*shard); });
+  }
+  static tsr_status step(tsr_instance* p, const tsr_flat_shard* shard,
+                         const tsr_optim_step* opt) noexcept {
+    auto* s = self<T>(p);
+    return guard(s->host.raw(), [&] { s->impl->step(*shard, *opt); });
+  }
+  static constexpr tsr_precision_vtable vtable{sizeof(tsr_precision_vtable), &describe,
+                                               &init_shard, &step};
+};
+
+template <class Base, class T>
+constexpr const void* vtable_for() {
+  if constexpr (std::is_same_v<Base, Encoder>) return &EncoderTable<T>::vtable;
+  else if constexpr (std::is_same_v<Base, Loss>) return &LossTable<T>::vtable;
+  else return &PrecisionTable<T>::vtable;
+}
+
+}  // namespace detail
+}  // namespace tessera::sdk
+
+// Defines the plugin's one exported entry symbol for class CLASS deriving from BASE
+// (tessera::sdk::Encoder, ::Loss or ::Precision). KEYS is a static tsr_config_key array.
+#define TESSERA_PLUGIN(CLASS, BASE, NAME, VERSION, DESCRIPTION, KEYS)                         \
+  extern "C" TSR_EXPORT const tsr_plugin_descriptor* tessera_plugin_entry(void) {            \
+    static_assert(std::is_base_of_v<BASE, CLASS>, #CLASS " must derive from " #BASE);         \
+    static const tsr_plugin_descriptor descriptor{                                            \
+        sizeof(tsr_plugin_descriptor), TSR_ABI_MAJOR, TSR_ABI_MINOR, NAME, VERSION,           \
+        BASE::kKind, DESCRIPTION, TORCH_VERSION, KEYS,                                        \
+        static_cast<uint32_t>(sizeof(KEYS) / sizeof((KEYS)[0])),                              \
+        &tessera::sdk::detail::create<CLASS>, &tessera::sdk::detail::destroy<CLASS>,          \
+        tessera::sdk::detail::vtable_for<BASE, CLASS>()};                                     \
+    return &descriptor;                                                                       \
+  }
