@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# tools/install-deps.sh — installs the Debian 12 packages Tessera needs, only those missing.
+# Safe to run again; needs root or sudo when something is missing.
+set -euo pipefail
+packages=(
+  build-essential cmake ninja-build ccache pkg-config
+  libtorch-dev libopenblas0-pthread          # LibTorch 1.13 (CPU); OpenBLAS, or fp32 runs ~10x slower
+  libtomlplusplus-dev libspdlog-dev libboost-dev nlohmann-json3-dev libdlpack-dev zlib1g-dev
+  libgtest-dev
+  dataset-fashion-mnist                      # the images the default experiment trains on
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "installing: ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
