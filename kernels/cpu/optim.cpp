@@ -14,12 +14,14 @@ void adamw_f32(float* param, const float* grad, float* exp_avg, float* exp_avg_s
   const float step_size = static_cast<float>(a.lr / bias1);
   const float bias2_sqrt = static_cast<float>(std::sqrt(bias2));
   const float b1 = static_cast<float>(a.beta1), b2 = static_cast<float>(a.beta2);
+  // 1 - beta in double, then rounded, as torch.optim.AdamW does (1.0f - 0.999f is off by 1e-5).
+  const float one_minus_b1 = static_cast<float>(1.0 - a.beta1), one_minus_b2 = static_cast<float>(1.0 - a.beta2);
   const float eps = static_cast<float>(a.eps), scale = static_cast<float>(a.grad_scale);
   for (int64_t i = 0; i < n; ++i) {
     const float g = grad[i] * scale;
     float p = param[i] * decay;
-    const float m = b1 * exp_avg[i] + (1.0f - b1) * g;
-    const float v = b2 * exp_avg_sq[i] + (1.0f - b2) * g * g;
+    const float m = b1 * exp_avg[i] + one_minus_b1 * g;
+    const float v = b2 * exp_avg_sq[i] + one_minus_b2 * g * g;
     const float denom = std::sqrt(v) / bias2_sqrt + eps;
     p -= step_size * (m / denom);
     exp_avg[i] = m;
