@@ -6,7 +6,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config
   libtorch-dev libopenblas0-pthread          # LibTorch 1.13 (CPU); OpenBLAS, or fp32 runs ~10x slower
   libtomlplusplus-dev libspdlog-dev libboost-dev nlohmann-json3-dev libdlpack-dev zlib1g-dev
-  libgtest-dev
+  libgtest-dev libgloo-dev                   # GoogleTest; Gloo headers for c10d ProcessGroupGloo
   dataset-fashion-mnist                      # the images the default experiment trains on
 )
 missing=()

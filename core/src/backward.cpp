@@ -57,14 +57,14 @@ std::vector<TermValue> BackwardDispatcher::backward(const std::vector<Term>& ter
       seed = at::full_like(t.value, t.weight * factor, at::MemoryFormat::Contiguous);
     }
     double v = t.value.detach().to(at::kDouble).mean().item<double>();
-    if (opt.check_finite && !std::isfinite(v))
-      throw Error(term_label(t) + " is " + (std::isnan(v) ? "NaN" : "infinite") + " at step " +
+    if (opt.check_finite && (!std::isfinite(v) || (t.logged && !std::isfinite(*t.logged))))
+      throw NonFiniteError(term_label(t) + " is " + (std::isnan(v) ? "NaN" : "infinite") + " at step " +
                   std::to_string(opt.step));
-    values.push_back({t.name, v * t.weight});
+    values.push_back({t.name, (t.logged ? *t.logged : v) * t.weight});
     outputs.push_back(t.value);
     seeds.push_back(std::move(seed));
   }
-  torch::autograd::backward(outputs, seeds, opt.retain_graph, opt.create_graph);
+  torch::autograd::backward(outputs, seeds, opt.retain_graph, opt.create_graph, opt.inputs);
   return values;
 }
 

@@ -93,6 +93,8 @@ int cmd_train(const Parsed& p) {
   std::cout << std::fixed << std::setprecision(2) << "trained " << s.steps << " steps, " << s.epochs
             << " epochs in " << s.train_seconds << " s; final loss " << std::setprecision(4) << s.final_loss;
   if (s.eval_accuracy >= 0) std::cout << std::setprecision(2) << "; test accuracy " << 100.0 * s.eval_accuracy << "%";
+  if (s.zero_shot_accuracy >= 0)
+    std::cout << std::setprecision(2) << "; zero-shot accuracy " << 100.0 * s.zero_shot_accuracy << "%";
   std::cout << "\noutputs: " << s.output_dir << "\n";
   return 0;
 }

@@ -221,6 +221,17 @@ ImageDataset load_fashion_mnist(const std::string& dir, const std::string& split
   return ds;
 }
 
+int64_t caption_choice(uint64_t seed, int64_t epoch, int64_t index, int64_t count) {
+  if (count <= 0) throw Error("caption_choice: count must be > 0, got " + std::to_string(count));
+  uint64_t state = seed ^ 0x63617074696F6E73ull;  // "captions": a stream apart from the shuffle
+  uint64_t h = splitmix64(state);
+  h ^= static_cast<uint64_t>(epoch);
+  h = splitmix64(h);
+  h ^= static_cast<uint64_t>(index);
+  h = splitmix64(h);
+  return static_cast<int64_t>(h % static_cast<uint64_t>(count));  // bias below count / 2^64
+}
+
 std::vector<int64_t> epoch_permutation(int64_t n, uint64_t seed, int64_t epoch) {
   if (n < 0) throw Error("epoch_permutation: negative size " + std::to_string(n));
   uint64_t state = seed;
@@ -259,7 +270,31 @@ BatchLoader::BatchLoader(const ImageDataset& data, Options opt) : opt_(opt) {
   images_.div_(255.0).sub_(opt_.mean).div_(opt_.std);
   labels_ = data.labels.to(at::kCPU, at::kLong).contiguous();
   if (labels_.data_ptr() == data.labels.data_ptr()) labels_ = labels_.clone();
+  if (opt_.captions != nullptr) encode_captions();
   start_epoch(0);
+}
+
+void BatchLoader::encode_captions() {
+  const std::vector<ClassCaptions>& classes = *opt_.captions;
+  if (opt_.caption_len <= 0) {
+    throw Error("BatchLoader: caption_len must be > 0, got " + std::to_string(opt_.caption_len));
+  }
+  if (opt_.caption_key.empty() || opt_.caption_key == "image" || opt_.caption_key == "label") {
+    throw Error("BatchLoader: caption_key must be a new tensor name, got '" + opt_.caption_key + "'");
+  }
+  const int64_t classes_needed = labels_.numel() > 0 ? labels_.max().item<int64_t>() + 1 : 0;
+  if (static_cast<int64_t>(classes.size()) < classes_needed) {
+    throw Error("BatchLoader: captions cover " + std::to_string(classes.size()) + " classes, the labels " +
+                std::to_string(classes_needed));
+  }
+  std::vector<std::string> all;
+  for (size_t c = 0; c < classes.size(); ++c) {
+    if (classes[c].train.empty()) throw Error("BatchLoader: class " + std::to_string(c) + " has no train caption");
+    caption_first_.push_back(static_cast<int64_t>(all.size()));
+    caption_count_.push_back(static_cast<int64_t>(classes[c].train.size()));
+    all.insert(all.end(), classes[c].train.begin(), classes[c].train.end());
+  }
+  caption_ids_ = encode_caption_bytes(all, opt_.caption_len);
 }
 
 int64_t BatchLoader::size() const { return images_.size(0); }
@@ -291,8 +326,21 @@ bool BatchLoader::next(TensorMap& out) {
   if (position_ >= batches_per_epoch()) return false;
   const int64_t begin = position_ * opt_.batch_size;
   const int64_t end = std::min(begin + opt_.batch_size, size());
-  at::Tensor image;  // (B, 1, H, W) float32
-  at::Tensor label;  // (B,) int64
+  at::Tensor image;    // (B, 1, H, W) float32
+  at::Tensor label;    // (B,) int64
+  at::Tensor caption;  // (B, caption_len) int64, with captions only
+  if (caption_ids_.defined()) {
+    const int64_t* order = opt_.shuffle ? order_.data_ptr<int64_t>() : nullptr;
+    const int64_t* labels = labels_.data_ptr<int64_t>();
+    at::Tensor rows = at::empty({end - begin}, at::kLong);  // (B,) row of caption_ids_ per example
+    int64_t* r = rows.data_ptr<int64_t>();
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t example = order != nullptr ? order[i] : i;
+      const auto c = static_cast<size_t>(labels[example]);
+      r[i - begin] = caption_first_[c] + caption_choice(opt_.seed, epoch_, example, caption_count_[c]);
+    }
+    caption = caption_ids_.index_select(0, rows);
+  }
   if (opt_.shuffle) {
     const at::Tensor idx = order_.slice(0, begin, end);
     image = images_.index_select(0, idx);
@@ -304,6 +352,7 @@ bool BatchLoader::next(TensorMap& out) {
   out.clear();
   out.emplace("image", std::move(image));
   out.emplace("label", std::move(label));
+  if (caption.defined()) out.emplace(opt_.caption_key, std::move(caption));
   ++position_;
   return true;
 }

@@ -194,6 +194,7 @@ class HostContext {
     t.value = term->tensor->t;
     if (term->grad) t.grad = term->grad->t;
     t.weight = term->weight;
+    if (term->has_value) t.logged = term->value;
     sink->terms->push_back(std::move(t));
     return TSR_OK;
   }
@@ -300,21 +301,27 @@ const void* PluginInstance::vtable(size_t min_size) const {
 }
 
 namespace {
-struct ParamCollector {
-  std::vector<std::pair<std::string, at::Tensor>> out;
-};
+using NamedParams = std::vector<std::pair<std::string, at::Tensor>>;
+tsr_status collect_param(void* user, const char* name, tsr_tensor* t) {
+  if (!name || !t) return TSR_ERR_INVALID_ARGUMENT;
+  static_cast<NamedParams*>(user)->emplace_back(name, t->t);
+  return TSR_OK;
+}
 }  // namespace
 
 std::vector<std::pair<std::string, at::Tensor>> EncoderInstance::parameters() const {
   auto* vt = static_cast<const tsr_encoder_vtable*>(vtable(sizeof(tsr_encoder_vtable)));
-  ParamCollector c;
-  auto visit = [](void* user, const char* name, tsr_tensor* t) -> tsr_status {
-    if (!name || !t) return TSR_ERR_INVALID_ARGUMENT;
-    static_cast<ParamCollector*>(user)->out.emplace_back(name, t->t);
-    return TSR_OK;
-  };
-  check(vt->parameters(raw(), visit, &c), "parameters");
-  return c.out;
+  NamedParams out;
+  check(vt->parameters(raw(), &collect_param, &out), "parameters");
+  return out;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> LossInstance::parameters() const {
+  auto* vt = static_cast<const tsr_loss_vtable*>(vtable(offsetof(tsr_loss_vtable, parameters)));
+  NamedParams out;
+  if (vt->struct_size >= sizeof(tsr_loss_vtable) && vt->parameters)
+    check(vt->parameters(raw(), &collect_param, &out), "parameters");
+  return out;
 }
 
 void EncoderInstance::set_training(bool training) const {
@@ -329,7 +336,7 @@ void EncoderInstance::forward(TensorMap& batch) const {
 }
 
 void LossInstance::compute(const TensorMap& batch, std::vector<Term>& terms) const {
-  auto* vt = static_cast<const tsr_loss_vtable*>(vtable(sizeof(tsr_loss_vtable)));
+  auto* vt = static_cast<const tsr_loss_vtable*>(vtable(offsetof(tsr_loss_vtable, parameters)));
   tsr_tensor_set set{const_cast<TensorMap*>(&batch), true};
   tsr_term_sink sink{&terms, label()};
   check(vt->compute(raw(), &set, &sink), "compute");

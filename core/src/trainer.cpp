@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "tessera/core/captions.hpp"
 #include "tessera/core/error.hpp"
 #include "tessera/core/metrics.hpp"
 #include "tessera/core/safetensors.hpp"
@@ -66,6 +67,11 @@ const Schema& data_schema() {
       key("train_limit", I, "0", "use only the first N training examples; 0 = all", 0, 1e9),
       key("test_limit", I, "0", "use only the first N test examples; 0 = all", 0, 1e9),
       key("shuffle", B, "true", "reshuffle the training set every epoch (seeded)"),
+      key("captions", B, "false", "add a WordNet caption of each image's class to the batch (byte ids)"),
+      key("wordnet_path", S, "\"/usr/share/wordnet\"", "WordNet database directory (Debian: wordnet-base)"),
+      key("caption_len", I, "96", "caption length in bytes (longer ones are truncated)", 8, 4096),
+      key("heldout_captions", I, "3", "captions per class kept out of training, for zero-shot evaluation", 1, 64),
+      key("caption_key", S, "\"caption_ids\"", "batch tensor of caption byte ids, (B, caption_len) int64"),
   }};
   return s;
 }
@@ -98,14 +104,18 @@ const Schema& train_schema() {
       key("clip_grad_norm", F, "0.0", "clip the global gradient norm to this; 0 = off", 0, 1e12),
       key("log_every", I, "50", "optimizer steps between metric records", 1, 1e9),
       key("save_model", B, "true", "write model.safetensors at the end"),
+      key("nonfinite", S, "\"error\"", "a NaN/Inf loss term: stop with an error, or skip the step and count it", 1, 0,
+          {"error", "skip"}),
   }};
   return s;
 }
 const Schema& eval_schema() {
   static const Schema s{{
       key("enabled", B, "true", "evaluate on the test split after every epoch"),
-      key("logits", S, "\"logits\"", "batch tensor holding class scores (B, C)"),
+      key("logits", S, "\"logits\"", "batch tensor holding class scores (B, C); empty = no classifier accuracy"),
       key("label", S, "\"label\"", "batch tensor holding class indices (B,)"),
+      key("zero_shot_image", S, "\"\"", "image embedding (B, D) for zero-shot accuracy; empty = off"),
+      key("zero_shot_text", S, "\"\"", "text embedding (N, D) the encoders write for [data] caption_key"),
   }};
   return s;
 }
@@ -205,6 +215,7 @@ Experiment::Experiment(const Config& config, bool load_data) : config_(config) {
 
   // Flat buffers in the precision backend's dtypes, then its per-shard state.
   params_.finalize(to_scalar_type(precision_info_.param_dtype), to_scalar_type(precision_info_.grad_dtype), device_);
+  engine_ = std::make_unique<Engine>(params_);
   states_.device = device_;
   for (auto& buf : params_.buffers()) {
     tsr_flat_shard shard = {sizeof(tsr_flat_shard), buf.name.c_str(), precision_info_.param_dtype, precision_info_.grad_dtype,
@@ -255,7 +266,9 @@ void Experiment::build_plugins() {
                              slot + " at " + config_.path());
     Section sec = config_.resolve(*loss_tables[i], merged(loss_slot_schema(), lib->schema(), slot), slot);
     std::string name = sec.get_string("name").empty() ? lib->name() : sec.get_string("name");
-    losses_.push_back(std::make_unique<LossInstance>(lib, sec, slot_label("loss", i, name) + " (" + lib->name() + ")"));
+    auto inst = std::make_unique<LossInstance>(lib, sec, slot_label("loss", i, name) + " (" + lib->name() + ")");
+    for (auto& [pname, tensor] : inst->parameters()) params_.add(name + "." + pname, tensor);
+    losses_.push_back(std::move(inst));
   }
   const toml::table& prec_table = config_.table("precision");
   const std::string slot = "[precision]";
@@ -276,10 +289,29 @@ void Experiment::build_data() {
   o.batch_size = data_.get_int("batch_size");
   o.shuffle = data_.get_bool("shuffle");
   o.seed = static_cast<uint64_t>(experiment_.get_int("seed"));
+  if (data_.get_bool("captions")) {
+    captions_ = fashion_mnist_captions(data_.get_string("wordnet_path"), data_.get_int("heldout_captions"));
+    o.captions = &captions_;
+    o.caption_len = data_.get_int("caption_len");
+    o.caption_key = data_.get_string("caption_key");
+    // Zero-shot prompts: every class's held-out captions, in class order.
+    std::vector<std::string> prompts;
+    std::vector<int64_t> owner;
+    for (size_t c = 0; c < captions_.size(); ++c)
+      for (const auto& text : captions_[c].heldout) {
+        prompts.push_back(text);
+        owner.push_back(static_cast<int64_t>(c));
+      }
+    zero_shot_prompts_ = encode_caption_bytes(prompts, o.caption_len);
+    zero_shot_owner_ = at::tensor(owner, at::kLong);
+  }
   train_loader_ = std::make_unique<BatchLoader>(*train_data_, o);
   o.batch_size = data_.get_int("eval_batch_size");
   o.shuffle = false;
+  o.captions = nullptr;
   test_loader_ = std::make_unique<BatchLoader>(*test_data_, o);
+  if (!eval_.get_string("zero_shot_image").empty() && !zero_shot_prompts_.defined())
+    throw ConfigError(eval_.where("zero_shot_image").str() + ": zero-shot evaluation needs [data] captions = true");
 }
 
 std::vector<std::pair<std::string, double>> Experiment::bytes_per_param() const {
@@ -319,6 +351,10 @@ std::vector<Term> Experiment::compute_terms(const TensorMap& batch) const {
   }
   return terms;
 }
+
+namespace {
+at::Tensor l2_normalize(const at::Tensor& x) { return x / x.norm(2, {1}, true).clamp_min(1e-12); }
+}  // namespace
 
 double Experiment::grad_norm() const {
   double sq = 0;
@@ -374,6 +410,7 @@ TrainSummary Experiment::train() {
   if (train_.get_int("max_steps") > 0) total_steps = std::min(total_steps, train_.get_int("max_steps"));
   const double clip = train_.get_float("clip_grad_norm");
   const int64_t log_every = train_.get_int("log_every");
+  const bool skip_nonfinite = train_.get_string("nonfinite") == "skip";
 
   spdlog::info("model: {} parameters in {} flat buffer(s); {} optimizer steps ({} per epoch x {} epochs)",
                params_.num_params(), params_.buffers().size(), total_steps, steps_per_epoch, epochs);
@@ -397,19 +434,48 @@ TrainSummary Experiment::train() {
       // Forward and backward over `accum` micro-batches; gradients accumulate in the flat
       // buffer. Each micro-batch's loss is divided by `accum`, so the step sees the mean.
       ++step;
+      bool skip = false;
+      std::map<std::string, double> step_terms;
+      int64_t step_samples = 0;
       for (int64_t micro = 0; micro < accum; ++micro) {
         train_loader_->next(batch);
+        step_samples += batch.at(eval_.get_string("label")).size(0);
+        if (skip) {  // keep the data order of a skipped step
+          batch.clear();
+          continue;
+        }
         run_forward(batch);
         std::vector<Term> terms = compute_terms(batch);
         BackwardOptions bo;
         bo.divisor = static_cast<double>(accum);
         bo.step = step;
-        for (const auto& tv : dispatcher_.backward(terms, bo)) {
-          window_terms[tv.name] += tv.value / static_cast<double>(accum);
-          window_loss += tv.value / static_cast<double>(accum);
+        try {
+          for (const auto& tv : engine_->backward(terms, bo)) step_terms[tv.name] += tv.value / static_cast<double>(accum);
+        } catch (const NonFiniteError& e) {
+          if (!skip_nonfinite) throw;
+          spdlog::warn("skipping step {}: {}", step, e.what());
+          skip = true;
         }
-        window_samples += batch.at(eval_.get_string("label")).size(0);
         batch.clear();
+      }
+      window_samples += step_samples;
+      if (skip) {
+        params_.zero_grad();  // drop what earlier micro-batches of this step accumulated
+        if (engine_->backward_passes() > 0) engine_->finish_step();
+        ++summary.skipped_steps;
+        if (step >= total_steps) done = true;
+        continue;
+      }
+      for (const auto& [name, v] : step_terms) {
+        window_terms[name] += v;
+        window_loss += v;
+      }
+      // The accumulation boundary: every backward of this step has landed in the flat buffer.
+      StepStats st = engine_->finish_step();
+      if (!st.unused_params.empty() && !warned_unused_) {
+        warned_unused_ = true;
+        spdlog::warn("{} parameter(s) received no gradient in step {} (first: {})", st.unused_params.size(), step,
+                     params_.named_parameters()[st.unused_params.front()].first);
       }
       // Optimizer step: global-norm clip folded into the update's gradient scale.
       last_norm = grad_norm();
@@ -426,6 +492,7 @@ TrainSummary Experiment::train() {
                               {"grad_norm", last_norm}, {"samples_per_s", window_samples / std::max(secs, 1e-9)},
                               {"elapsed_s", std::chrono::duration<double>(now - t0).count()}};
         for (const auto& [name, v] : window_terms) rec["loss/" + name] = v / window_steps;
+        rec["skipped_steps"] = summary.skipped_steps;
         metrics.write(rec);
         summary.final_loss = window_loss / window_steps;
         progress.update(fmt::format("epoch {}/{}  step {}/{}  loss {:.4f}  lr {:.2e}  {:.0f} samples/s", epoch + 1,
@@ -441,11 +508,23 @@ TrainSummary Experiment::train() {
     summary.epochs = epoch + 1;
     if (eval_.get_bool("enabled")) {
       progress.finish();
-      auto [acc, loss] = evaluate();
-      summary.eval_accuracy = acc;
-      metrics.write({{"eval", true}, {"step", step}, {"epoch", epoch + 1}, {"eval_accuracy", acc}, {"eval_loss", loss},
-                     {"elapsed_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}});
-      spdlog::info("epoch {}: test accuracy {:.2f}%  test loss {:.4f}", epoch + 1, 100.0 * acc, loss);
+      EvalResult ev = evaluate();
+      summary.eval_accuracy = ev.accuracy;
+      summary.zero_shot_accuracy = ev.zero_shot_accuracy;
+      nlohmann::json rec = {{"eval", true}, {"step", step}, {"epoch", epoch + 1},
+                            {"elapsed_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
+      std::string line = fmt::format("epoch {}:", epoch + 1);
+      if (ev.accuracy >= 0) {
+        rec["eval_accuracy"] = ev.accuracy;
+        rec["eval_loss"] = ev.loss;
+        line += fmt::format(" test accuracy {:.2f}%  test loss {:.4f}", 100.0 * ev.accuracy, ev.loss);
+      }
+      if (ev.zero_shot_accuracy >= 0) {
+        rec["zero_shot_accuracy"] = ev.zero_shot_accuracy;
+        line += fmt::format("  zero-shot accuracy {:.2f}%", 100.0 * ev.zero_shot_accuracy);
+      }
+      metrics.write(rec);
+      spdlog::info("{}", line);
     }
   }
   progress.finish();
@@ -456,29 +535,52 @@ TrainSummary Experiment::train() {
   return summary;
 }
 
-std::pair<double, double> Experiment::evaluate() {
+EvalResult Experiment::evaluate() {
   for (auto& e : encoders_) e->set_training(false);
   at::NoGradGuard no_grad;
   test_loader_->start_epoch(0);
   TensorMap batch;
-  int64_t correct = 0, seen = 0;
+  int64_t correct = 0, zs_correct = 0, seen = 0;
   double loss_sum = 0;
   const std::string& logits_key = eval_.get_string("logits");
   const std::string& label_key = eval_.get_string("label");
-  while (test_loader_->next(batch)) {
-    run_forward(batch);
-    auto it = batch.find(logits_key);
+  const std::string& zs_image = eval_.get_string("zero_shot_image");
+  const std::string& zs_text = eval_.get_string("zero_shot_text");
+  auto output = [&](const std::string& key, const char* what) -> at::Tensor {
+    auto it = batch.find(key);
     if (it == batch.end())
-      throw ConfigError(eval_.where("logits").str() + ": no encoder wrote a tensor named '" + logits_key + "'");
-    at::Tensor logits = it->second.to(at::kFloat);
-    at::Tensor label = batch.at(label_key).to(logits.device());
-    correct += logits.argmax(1).eq(label).sum().item<int64_t>();
-    loss_sum += at::cross_entropy_loss(logits, label, {}, at::Reduction::Sum).item<double>();
+      throw ConfigError(eval_.where(what).str() + ": no encoder wrote a tensor named '" + key + "'");
+    return it->second.to(at::kFloat);
+  };
+  while (test_loader_->next(batch)) {
+    if (!zs_image.empty()) batch[data_.get_string("caption_key")] = zero_shot_prompts_.to(device_);
+    run_forward(batch);
+    at::Tensor label = batch.at(label_key).to(device_);
+    if (!logits_key.empty()) {
+      at::Tensor logits = output(logits_key, "logits");
+      correct += logits.argmax(1).eq(label).sum().item<int64_t>();
+      loss_sum += at::cross_entropy_loss(logits, label, {}, at::Reduction::Sum).item<double>();
+    }
+    if (!zs_image.empty()) {
+      // Class embedding = normalised mean of the normalised held-out caption embeddings.
+      at::Tensor img = l2_normalize(output(zs_image, "zero_shot_image"));
+      at::Tensor txt = l2_normalize(output(zs_text, "zero_shot_text"));
+      const int64_t classes = zero_shot_owner_.max().item<int64_t>() + 1;
+      at::Tensor sums = at::zeros({classes, txt.size(1)}, txt.options()).index_add_(0, zero_shot_owner_.to(device_), txt);
+      at::Tensor cls = l2_normalize(sums);
+      zs_correct += at::matmul(img, cls.t()).argmax(1).eq(label).sum().item<int64_t>();
+    }
     seen += label.size(0);
     batch.clear();
   }
   for (auto& e : encoders_) e->set_training(true);
-  return {seen ? static_cast<double>(correct) / seen : 0.0, seen ? loss_sum / seen : 0.0};
+  EvalResult r;
+  if (seen && !logits_key.empty()) {
+    r.accuracy = static_cast<double>(correct) / seen;
+    r.loss = loss_sum / seen;
+  }
+  if (seen && !zs_image.empty()) r.zero_shot_accuracy = static_cast<double>(zs_correct) / seen;
+  return r;
 }
 
 void Experiment::save_model(const std::string& path) const {

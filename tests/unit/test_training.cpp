@@ -110,7 +110,7 @@ TEST(EndToEnd, LossFallsAndAccuracyRises) {
   fs::path out = temp_dir("e2e");
   Config cfg = Config::parse(small_config(out), "e2e.toml");
   Experiment exp(cfg);
-  const double before = exp.evaluate().first;
+  const double before = exp.evaluate().accuracy;
   TrainSummary s = exp.train();
   EXPECT_EQ(s.steps, 80);  // 2000 / 50 per epoch x 2 epochs
   EXPECT_GT(s.eval_accuracy, before + 0.4) << "before " << before << " after " << s.eval_accuracy;

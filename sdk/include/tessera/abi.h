@@ -127,6 +127,10 @@ typedef struct tsr_term {
   tsr_tensor* grad;   /* borrowed, may be NULL: implicit 1 for a scalar tensor;
                          required (same shape, dtype, device) for a non-scalar one */
   double weight;      /* multiplies the term's gradient seed (and its logged value) */
+  int32_t has_value;  /* nonzero: `value` is the scalar loss this term stands for (what the
+                         metrics log, e.g. for a non-scalar term with an explicit gradient);
+                         zero: the core logs the mean of `tensor` */
+  double value;
 } tsr_term;
 
 /* ---- parameters ------------------------------------------------------------------ */
@@ -224,6 +228,9 @@ typedef struct tsr_loss_vtable {
   /* Reads named tensors (batch is borrowed, read-only) and emits one or more terms into
    * sink. Terms must stay in the autograd graph (they are backwarded by the core). */
   tsr_status (*compute)(tsr_instance* self, const tsr_tensor_set* batch, tsr_term_sink* sink);
+  /* Optional (NULL = none): trainable parameters of the loss itself, e.g. a learned
+   * temperature; same contract as the encoder's `parameters`. */
+  tsr_status (*parameters)(tsr_instance* self, tsr_param_visitor visit, void* user);
 } tsr_loss_vtable;
 
 /* ---- kind: tessera.precision/1 ---------------------------------------------------- */
@@ -308,13 +315,13 @@ typedef const tsr_plugin_descriptor* (*tsr_entry_fn)(void);
 #if UINTPTR_MAX == 0xFFFFFFFFFFFFFFFFu
 TSR_STATIC_ASSERT(sizeof(tsr_config_key) == 56, "tsr_config_key layout changed");
 TSR_STATIC_ASSERT(offsetof(tsr_config_key, default_toml) == 24, "tsr_config_key layout");
-TSR_STATIC_ASSERT(sizeof(tsr_term) == 40, "tsr_term layout changed");
+TSR_STATIC_ASSERT(sizeof(tsr_term) == 56, "tsr_term layout changed");
 TSR_STATIC_ASSERT(offsetof(tsr_term, weight) == 32, "tsr_term layout");
 TSR_STATIC_ASSERT(offsetof(tsr_host, log) == 24, "tsr_host layout");
 TSR_STATIC_ASSERT(offsetof(tsr_host, alloc_state) == 184, "tsr_host layout");
 TSR_STATIC_ASSERT(sizeof(tsr_host) == 216, "tsr_host layout changed");
 TSR_STATIC_ASSERT(sizeof(tsr_encoder_vtable) == 32, "tsr_encoder_vtable layout changed");
-TSR_STATIC_ASSERT(sizeof(tsr_loss_vtable) == 16, "tsr_loss_vtable layout changed");
+TSR_STATIC_ASSERT(sizeof(tsr_loss_vtable) == 24, "tsr_loss_vtable layout changed");
 TSR_STATIC_ASSERT(sizeof(tsr_precision_vtable) == 32, "tsr_precision_vtable layout changed");
 TSR_STATIC_ASSERT(sizeof(tsr_precision_info) == 24, "tsr_precision_info layout changed");
 TSR_STATIC_ASSERT(sizeof(tsr_flat_shard) == 56, "tsr_flat_shard layout changed");

@@ -25,6 +25,7 @@
 
 #include <exception>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -161,12 +162,14 @@ class Terms {
  public:
   Terms(const Host& host, tsr_term_sink* sink) : host_(host), sink_(sink) {}
   // grad: undefined for a scalar term (implicit one), the explicit gradient otherwise.
+  // logged: the scalar loss the term stands for in the metrics (default: mean of value).
   void emit(const std::string& name, const at::Tensor& value, double weight = 1.0,
-            const at::Tensor& grad = at::Tensor()) {
+            const at::Tensor& grad = at::Tensor(), std::optional<double> logged = std::nullopt) {
     TensorRef v(host_, host_.wrap(value));
     std::unique_ptr<TensorRef> g;
     if (grad.defined()) g = std::make_unique<TensorRef>(host_, host_.wrap(grad));
-    tsr_term term{sizeof(tsr_term), name.c_str(), v.get(), g ? g->get() : nullptr, weight};
+    tsr_term term{sizeof(tsr_term), name.c_str(), v.get(), g ? g->get() : nullptr, weight,
+                  logged ? 1 : 0, logged.value_or(0.0)};
     tsr_status s = host_.raw()->emit_term(sink_, &term);
     if (s != TSR_OK) throw Error(s, "term '" + name + "' was refused");
   }
@@ -195,6 +198,8 @@ class Loss {
   static constexpr const char* kKind = TSR_KIND_LOSS;
   virtual ~Loss() = default;
   virtual void compute(const TensorSet& batch, Terms& terms) = 0;
+  // Trainable parameters of the loss itself (e.g. a learned temperature); none by default.
+  virtual Params parameters() { return {}; }
 };
 
 class Precision {
@@ -256,17 +261,19 @@ void destroy(tsr_instance* p) noexcept {
 }
 
 template <class T>
+tsr_status visit_parameters(tsr_instance* p, tsr_param_visitor visit, void* user) noexcept {
+  auto* s = self<T>(p);
+  return guard(s->host.raw(), [&] {
+    for (auto& [name, tensor] : s->impl->parameters()) {
+      TensorRef ref(s->host, s->host.wrap(tensor));
+      tsr_status st = visit(user, name.c_str(), ref.get());
+      if (st != TSR_OK) throw Error(st, "parameter '" + name + "' was refused by the core");
+    }
+  });
+}
+
+template <class T>
 struct EncoderTable {
-  static tsr_status parameters(tsr_instance* p, tsr_param_visitor visit, void* user) noexcept {
-    auto* s = self<T>(p);
-    return guard(s->host.raw(), [&] {
-      for (auto& [name, tensor] : s->impl->parameters()) {
-        TensorRef ref(s->host, s->host.wrap(tensor));
-        tsr_status st = visit(user, name.c_str(), ref.get());
-        if (st != TSR_OK) throw Error(st, "parameter '" + name + "' was refused by the core");
-      }
-    });
-  }
   static tsr_status set_training(tsr_instance* p, int32_t training) noexcept {
     auto* s = self<T>(p);
     return guard(s->host.raw(), [&] { s->impl->train(training != 0); });
@@ -278,7 +285,7 @@ struct EncoderTable {
       s->impl->forward(set);
     });
   }
-  static constexpr tsr_encoder_vtable vtable{sizeof(tsr_encoder_vtable), &parameters,
+  static constexpr tsr_encoder_vtable vtable{sizeof(tsr_encoder_vtable), &visit_parameters<T>,
                                              &set_training, &forward};
 };
 
@@ -293,7 +300,7 @@ struct LossTable {
       s->impl->compute(set, terms);
     });
   }
-  static constexpr tsr_loss_vtable vtable{sizeof(tsr_loss_vtable), &compute};
+  static constexpr tsr_loss_vtable vtable{sizeof(tsr_loss_vtable), &compute, &visit_parameters<T>};
 };
 
 template <class T>

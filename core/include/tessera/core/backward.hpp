@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "tessera/core/error.hpp"
 #include "tessera/core/plugin_host.hpp"
 
 namespace tessera {
@@ -17,6 +18,13 @@ struct BackwardOptions {
   bool create_graph = false;
   bool check_finite = true;   // a NaN/Inf term value is an error naming term, plugin, step
   int64_t step = 0;           // for messages
+  std::vector<at::Tensor> inputs;  // as torch.autograd.backward's `inputs`: accumulate only into these
+};
+
+// A term whose value is NaN or Inf (BackwardOptions::check_finite); nothing was backwarded.
+class NonFiniteError : public Error {
+ public:
+  using Error::Error;
 };
 
 // What each term contributed, for metrics: the weighted value of scalar terms.

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "tessera/core/captions.hpp"
+
 namespace tessera {
 
 // A batch: named tensors ("image", "label", ...).
@@ -42,6 +44,11 @@ ImageDataset load_fashion_mnist(const std::string& dir, const std::string& split
 // (splitmix64 seed mix, std::mt19937_64, own Fisher-Yates with an unbiased bounded draw).
 std::vector<int64_t> epoch_permutation(int64_t n, uint64_t seed, int64_t epoch);
 
+// Which of `count` (> 0) captions example `index` gets in `epoch`: a counter-based hash
+// (splitmix64 rounds over seed, epoch and index, reduced modulo count),
+// identical on every machine.
+int64_t caption_choice(uint64_t seed, int64_t epoch, int64_t index, int64_t count);
+
 // Deterministic, seeded batching of an image dataset into named tensor sets.
 // Images are normalised once at construction: (pixel / 255 - mean) / std, as float32.
 // Not thread-safe; one loader per consumer.
@@ -54,6 +61,15 @@ class BatchLoader {
     uint64_t seed = 0;
     double mean = 0.2860;      // Fashion-MNIST train statistics
     double std = 0.3530;       // > 0
+    // Captions (optional): when set, next() also serves out[caption_key], (B, caption_len) int64
+    // byte ids (encode_caption_bytes) of one of each example's class `train` captions. The
+    // choice is caption_choice(seed, epoch, example index, count): independent of the batch
+    // size and of the order, reproducible after seek. Needs one entry with at least one train
+    // caption per class of the labels. Encoded once at construction; the pointer need not
+    // outlive the constructor.
+    const std::vector<ClassCaptions>* captions = nullptr;
+    int64_t caption_len = 96;                 // > 0; longer captions are truncated
+    std::string caption_key = "caption_ids";  // not "image" or "label"
   };
 
   // Copies and normalises data.images; throws tessera::Error on bad options or a dataset whose
@@ -70,18 +86,24 @@ class BatchLoader {
   int64_t epoch() const;  // the epoch last started
 
   // Replaces the contents of out with the next batch: out["image"] (B, 1, H, W) float32
-  // normalised, out["label"] (B,) int64. The tensors own their memory. Returns false (and leaves
-  // out untouched) at the end of the epoch.
+  // normalised, out["label"] (B,) int64, and with captions out[caption_key] (B, caption_len)
+  // int64. The tensors own their memory. Returns false (and leaves out untouched) at the end of
+  // the epoch.
   bool next(TensorMap& out);
 
   int64_t position() const;            // batches already served this epoch (for resume)
   void seek(int64_t batch_index);      // 0 <= batch_index <= batches_per_epoch(); else Error
 
  private:
+  void encode_captions();  // fills caption_ids_ / caption_first_ / caption_count_
+
   Options opt_;
   at::Tensor images_;  // (N, 1, H, W) float32, normalised
   at::Tensor labels_;  // (N,) int64
   at::Tensor order_;   // (N,) int64, this epoch's example order (undefined when not shuffling)
+  at::Tensor caption_ids_;              // (total train captions, caption_len) int64, class by class
+  std::vector<int64_t> caption_first_;  // per class: first row in caption_ids_
+  std::vector<int64_t> caption_count_;  // per class: number of rows
   int64_t epoch_ = 0;
   int64_t position_ = 0;
 };

@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,6 +25,7 @@ struct Term {
   at::Tensor value;    // any shape; in the autograd graph
   at::Tensor grad;     // undefined: implicit one (scalar value only); else same shape as value
   double weight = 1.0;
+  std::optional<double> logged;  // the scalar loss for metrics, when the plugin gives one
 };
 
 // A buffer a precision backend allocated through the host (optimizer states, masters).
@@ -91,6 +93,8 @@ class LossInstance : public PluginInstance {
   using PluginInstance::PluginInstance;
   // Appends the terms this reducer emits for `batch`.
   void compute(const TensorMap& batch, std::vector<Term>& terms) const;
+  // The loss's own trainable parameters (empty when its table has none).
+  std::vector<std::pair<std::string, at::Tensor>> parameters() const;
 };
 
 class PrecisionInstance : public PluginInstance {

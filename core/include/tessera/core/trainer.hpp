@@ -7,8 +7,10 @@
 #include <vector>
 
 #include "tessera/core/backward.hpp"
+#include "tessera/core/captions.hpp"
 #include "tessera/core/config.hpp"
 #include "tessera/core/data.hpp"
+#include "tessera/core/engine.hpp"
 #include "tessera/core/flat_params.hpp"
 #include "tessera/core/plugin_host.hpp"
 #include "tessera/core/plugin_loader.hpp"
@@ -36,8 +38,17 @@ struct TrainSummary {
   int64_t epochs = 0;
   double final_loss = 0.0;      // mean training loss over the last logging window
   double eval_accuracy = -1.0;  // last evaluation; -1 when none ran
+  double zero_shot_accuracy = -1.0;
   double train_seconds = 0.0;   // training loop only (excludes building and data loading)
+  int64_t skipped_steps = 0;    // steps dropped for a non-finite loss ([train] nonfinite = "skip")
   std::string output_dir;
+};
+
+// One evaluation over the test split; -1 where not configured.
+struct EvalResult {
+  double accuracy = -1.0;            // classifier: argmax of [eval] logits
+  double loss = -1.0;                // its mean cross-entropy
+  double zero_shot_accuracy = -1.0;  // nearest class caption embedding
 };
 
 // Everything one experiment needs, built and validated from its config.
@@ -49,12 +60,12 @@ class Experiment {
   ~Experiment();
 
   TrainSummary train();
-  // Accuracy and mean loss on the test split.
-  std::pair<double, double> evaluate();
+  EvalResult evaluate();
 
   const Config& config() const { return config_; }
   const PluginRegistry& registry() const { return registry_; }
   FlatParams& params() { return params_; }
+  Engine& engine() { return *engine_; }
   const StateStore& states() const { return states_; }
   // Bytes per parameter by category ("parameters", "gradients", "master", "optimizer_states").
   std::vector<std::pair<std::string, double>> bytes_per_param() const;
@@ -79,9 +90,13 @@ class Experiment {
   std::unique_ptr<PrecisionInstance> precision_;
   tsr_precision_info precision_info_{};
   FlatParams params_;
-  BackwardDispatcher dispatcher_;
+  std::unique_ptr<Engine> engine_;  // after the flat buffers exist
+  bool warned_unused_ = false;
   std::optional<ImageDataset> train_data_, test_data_;
   std::unique_ptr<BatchLoader> train_loader_, test_loader_;
+  std::vector<ClassCaptions> captions_;  // per class, when [data] captions = true
+  at::Tensor zero_shot_prompts_;         // (C * heldout, caption_len) int64 byte ids
+  at::Tensor zero_shot_owner_;           // (C * heldout,) int64 class of each prompt
   at::Device device_ = at::kCPU;
   std::string output_dir_;
 };

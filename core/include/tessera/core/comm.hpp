@@ -1,0 +1,50 @@
+// tessera/core/comm.hpp — communication between ranks over libtorch's c10d: rendezvous
+// through a TCPStore from torchrun's variables, ProcessGroupGloo on CPU. No home-made transport.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+namespace tessera {
+
+// Where this process stands, from RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT
+// (what torchrun and `tessera launch` set). Defaults: a single process.
+struct DistEnv {
+  int rank = 0;
+  int world_size = 1;
+  int local_rank = 0;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 29500;
+  // Throws Error naming the variable when one is set but malformed or inconsistent.
+  static DistEnv from_env();
+};
+
+class Comm {
+ public:
+  // Rendezvous (rank 0 hosts the TCPStore) and a Gloo process group. `timeout` bounds every
+  // collective and the rendezvous itself: a rank that never shows up is an error, not a hang.
+  Comm(const DistEnv& env, std::chrono::milliseconds timeout = std::chrono::seconds(60));
+  ~Comm();
+  Comm(const Comm&) = delete;
+  Comm& operator=(const Comm&) = delete;
+
+  int rank() const { return env_.rank; }
+  int world_size() const { return env_.world_size; }
+
+  // Point to point; tensors must be contiguous CPU tensors. recv fills `t` (shape and dtype
+  // agreed beforehand) and returns it.
+  void send(const at::Tensor& t, int dst, int tag);
+  at::Tensor& recv(at::Tensor& t, int src, int tag);
+  void all_reduce_sum(at::Tensor& t);
+  void broadcast(at::Tensor& t, int root);
+  void barrier();
+
+ private:
+  struct Impl;
+  DistEnv env_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tessera

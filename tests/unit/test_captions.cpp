@@ -1,0 +1,293 @@
+// tests/unit/test_captions.cpp — WordNet captions for Fashion-MNIST (counts, held-out split,
+// determinism, errors), byte encoding, and the BatchLoader serving captions.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <unistd.h>
+#include <fstream>
+#include <iostream>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "tessera/core/captions.hpp"
+#include "tessera/core/data.hpp"
+#include "tessera/core/error.hpp"
+
+namespace fs = std::filesystem;
+using namespace tessera;
+
+namespace {
+
+bool have_wordnet() { return fs::exists(fs::path(kWordNetDefaultDir) / "data.noun"); }
+
+#define REQUIRE_WORDNET() \
+  if (!have_wordnet()) GTEST_SKIP() << "WordNet not installed (apt-get install wordnet-base)"
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+// A tiny labelled dataset: n images of 2x2 pixels, label i % 10.
+ImageDataset tiny_dataset(int64_t n) {
+  ImageDataset d;
+  d.images = at::arange(n * 4, at::kLong).remainder(256).to(at::kByte).reshape({n, 2, 2});
+  d.labels = at::arange(n, at::kLong).remainder(10);
+  d.class_names = fashion_mnist_class_names();
+  return d;
+}
+
+}  // namespace
+
+TEST(Captions, EveryClassHasTrainAndExactlyHeldoutCaptionsDisjoint) {
+  REQUIRE_WORDNET();
+  for (int64_t heldout : {0, 1, 3, 5, 16}) {
+    const auto classes = fashion_mnist_captions(kWordNetDefaultDir, heldout);
+    ASSERT_EQ(classes.size(), fashion_mnist_class_names().size());
+    for (size_t c = 0; c < classes.size(); ++c) {
+      const auto& cc = classes[c];
+      const std::string& name = fashion_mnist_class_names()[c];
+      EXPECT_GE(cc.train.size(), 4u) << name;
+      EXPECT_EQ(static_cast<int64_t>(cc.heldout.size()), heldout) << name;
+      ASSERT_FALSE(cc.names.empty()) << name;
+      const std::set<std::string> train(cc.train.begin(), cc.train.end());
+      EXPECT_EQ(train.size(), cc.train.size()) << name << ": duplicate train captions";
+      const std::set<std::string> held(cc.heldout.begin(), cc.heldout.end());
+      EXPECT_EQ(held.size(), cc.heldout.size()) << name << ": duplicate held-out captions";
+      for (const auto& h : cc.heldout) {
+        EXPECT_EQ(train.count(h), 0u) << name << ": held-out caption also in train: " << h;
+        EXPECT_TRUE(std::any_of(cc.names.begin(), cc.names.end(), [&](const std::string& n) { return contains(h, n); }))
+            << name << ": held-out caption names no class name: " << h;
+      }
+      for (const auto& t : cc.train) EXPECT_FALSE(t.empty()) << name;
+    }
+  }
+}
+
+TEST(Captions, NamesAndGlossesComeFromTheRightSynsets) {
+  REQUIRE_WORDNET();
+  const auto classes = fashion_mnist_captions();
+  auto has_name = [&](size_t c, const std::string& n) {
+    return std::count(classes[c].names.begin(), classes[c].names.end(), n) == 1;
+  };
+  EXPECT_TRUE(has_name(0, "T-shirt") && has_name(0, "tee shirt") && has_name(0, "top"));
+  EXPECT_TRUE(has_name(1, "trouser"));
+  EXPECT_TRUE(has_name(2, "pullover") && has_name(2, "sweater"));
+  EXPECT_TRUE(has_name(3, "dress") && has_name(3, "frock"));
+  EXPECT_TRUE(has_name(4, "coat") && has_name(4, "overcoat"));
+  EXPECT_TRUE(has_name(5, "sandal"));
+  EXPECT_EQ(classes[6].names, std::vector<std::string>{"shirt"});
+  EXPECT_TRUE(has_name(7, "sneaker") && has_name(7, "gym shoe") && has_name(7, "tennis shoe"));
+  EXPECT_TRUE(has_name(8, "handbag") && has_name(8, "bag"));
+  EXPECT_TRUE(has_name(9, "ankle boot") && has_name(9, "boot"));
+  // Real WordNet glosses, examples stripped.
+  const auto& sandal = classes[5].train;
+  EXPECT_NE(std::find(sandal.begin(), sandal.end(), "sandal: a shoe consisting of a sole fastened by straps to the foot"),
+            sandal.end());
+  EXPECT_NE(std::find(sandal.begin(), sandal.end(), "a photo of a sandal"), sandal.end());
+  for (const auto& cc : classes)
+    for (const auto& t : cc.train) EXPECT_FALSE(contains(t, "\"")) << t;
+  // The luggage sense of "boot" and the non-garment senses of "top" are not used.
+  for (const auto& t : classes[9].train) EXPECT_FALSE(contains(t, "luggage")) << t;
+  for (const auto& t : classes[0].train) EXPECT_FALSE(contains(t, "spin") || contains(t, "circus")) << t;
+  // A kind that belongs to another class is not a training caption here ("a T-shirt" under shirt).
+  for (const auto& t : classes[6].train) EXPECT_FALSE(contains(t, "T-shirt") || contains(t, "tank top")) << t;
+}
+
+TEST(Captions, Deterministic) {
+  REQUIRE_WORDNET();
+  const auto a = fashion_mnist_captions(kWordNetDefaultDir, 4);
+  const auto b = fashion_mnist_captions(kWordNetDefaultDir, 4);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t c = 0; c < a.size(); ++c) {
+    EXPECT_EQ(a[c].train, b[c].train);
+    EXPECT_EQ(a[c].heldout, b[c].heldout);
+  }
+  // Asking for more held-out captions extends the list; the first ones stay the same.
+  const auto c3 = fashion_mnist_captions(kWordNetDefaultDir, 3);
+  for (size_t c = 0; c < a.size(); ++c)
+    EXPECT_TRUE(std::equal(c3[c].heldout.begin(), c3[c].heldout.end(), a[c].heldout.begin()));
+}
+
+TEST(Captions, MissingDirectoryNamesThePackageAndPath) {
+  try {
+    fashion_mnist_captions("/nonexistent/wordnet");
+    FAIL() << "expected a DataError";
+  } catch (const DataError& e) {
+    EXPECT_TRUE(contains(e.what(), "/nonexistent/wordnet/")) << e.what();
+    EXPECT_TRUE(contains(e.what(), "apt-get install wordnet-base")) << e.what();
+    EXPECT_TRUE(contains(e.what(), "wordnet_path")) << e.what();
+  }
+}
+
+TEST(Captions, WrongDatabaseIsADataError) {
+  REQUIRE_WORDNET();
+  fs::path d = fs::temp_directory_path() / ("tessera_wn_" + std::to_string(::getpid()));
+  fs::create_directories(d);
+  fs::copy_file(fs::path(kWordNetDefaultDir) / "index.noun", d / "index.noun", fs::copy_options::overwrite_existing);
+  std::ofstream(d / "data.noun") << "  1 This is not WordNet\n";
+  try {
+    fashion_mnist_captions(d.string());
+    FAIL() << "expected a DataError";
+  } catch (const DataError& e) {
+    EXPECT_TRUE(contains(e.what(), (d / "data.noun").string())) << e.what();
+    EXPECT_TRUE(contains(e.what(), "WordNet 3.0")) << e.what();
+  }
+  fs::remove_all(d);
+}
+
+TEST(Captions, TooManyHeldoutIsAnError) {
+  REQUIRE_WORDNET();
+  EXPECT_THROW(fashion_mnist_captions(kWordNetDefaultDir, 1000), Error);
+  EXPECT_THROW(fashion_mnist_captions(kWordNetDefaultDir, -1), Error);
+}
+
+TEST(Captions, EncodeBytesIdsPaddingTruncation) {
+  at::Tensor ids = encode_caption_bytes({"ab", "", "hello world", std::string("\xff\x01", 2)}, 5);
+  ASSERT_EQ(ids.sizes(), at::IntArrayRef({4, 5}));
+  EXPECT_EQ(ids.scalar_type(), at::kLong);
+  EXPECT_TRUE(at::equal(ids[0], at::tensor({'a' + 1, 'b' + 1, 0, 0, 0}, at::kLong)));
+  EXPECT_TRUE(at::equal(ids[1], at::zeros({5}, at::kLong)));
+  EXPECT_TRUE(at::equal(ids[2], at::tensor({'h' + 1, 'e' + 1, 'l' + 1, 'l' + 1, 'o' + 1}, at::kLong)));
+  EXPECT_TRUE(at::equal(ids[3], at::tensor({256, 2, 0, 0, 0}, at::kLong)));
+  EXPECT_EQ(decode_caption_bytes(ids[0]), "ab");
+  EXPECT_EQ(decode_caption_bytes(ids[2]), "hello");
+  EXPECT_EQ(decode_caption_bytes(ids[3]), std::string("\xff\x01", 2));
+  EXPECT_EQ(encode_caption_bytes({}, 7).sizes(), at::IntArrayRef({0, 7}));
+  EXPECT_THROW(encode_caption_bytes({"x"}, 0), Error);
+}
+
+// ---- the loader with captions -------------------------------------------------------------------
+
+TEST(BatchLoaderCaptions, ShapeAndEachCaptionBelongsToItsClass) {
+  REQUIRE_WORDNET();
+  const auto classes = fashion_mnist_captions();
+  BatchLoader::Options o;
+  o.batch_size = 16;
+  o.seed = 5;
+  o.captions = &classes;
+  o.caption_len = 200;  // no truncation, so decoding gives the caption back
+  BatchLoader loader(tiny_dataset(100), o);
+  TensorMap b;
+  int64_t seen = 0;
+  std::set<std::string> distinct;
+  while (loader.next(b)) {
+    ASSERT_EQ(b.count("caption_ids"), 1u);
+    const at::Tensor& cap = b.at("caption_ids");
+    ASSERT_EQ(cap.sizes(), at::IntArrayRef({b.at("label").size(0), 200}));
+    EXPECT_EQ(cap.scalar_type(), at::kLong);
+    for (int64_t i = 0; i < cap.size(0); ++i) {
+      const std::string text = decode_caption_bytes(cap[i]);
+      const auto& train = classes[static_cast<size_t>(b.at("label")[i].item<int64_t>())].train;
+      EXPECT_NE(std::find(train.begin(), train.end(), text), train.end()) << text;
+      distinct.insert(text);
+    }
+    seen += cap.size(0);
+  }
+  EXPECT_EQ(seen, 100);
+  EXPECT_GT(distinct.size(), 40u);  // captions vary within a class
+}
+
+TEST(BatchLoaderCaptions, DeterministicIndependentOfBatchSizeAndSeekable) {
+  REQUIRE_WORDNET();
+  const auto classes = fashion_mnist_captions();
+  auto all_captions = [&](int64_t batch, bool shuffle, int64_t epoch, uint64_t seed) {
+    BatchLoader::Options o;
+    o.batch_size = batch;
+    o.shuffle = shuffle;
+    o.seed = seed;
+    o.captions = &classes;
+    o.caption_len = 48;
+    o.caption_key = "text";
+    BatchLoader loader(tiny_dataset(90), o);
+    loader.start_epoch(epoch);
+    std::vector<at::Tensor> parts;
+    TensorMap b;
+    while (loader.next(b)) parts.push_back(b.at("text"));
+    return at::cat(parts);
+  };
+  const at::Tensor a = all_captions(16, true, 2, 9);
+  EXPECT_EQ(a.sizes(), at::IntArrayRef({90, 48}));
+  EXPECT_TRUE(at::equal(a, all_captions(16, true, 2, 9)));  // same run, same captions
+  EXPECT_TRUE(at::equal(a, all_captions(7, true, 2, 9)));   // batch size does not matter
+  EXPECT_FALSE(at::equal(a, all_captions(16, true, 3, 9)));  // the epoch does
+  EXPECT_FALSE(at::equal(a, all_captions(16, true, 2, 10)));  // and the seed
+  // Without shuffling, example i gets the caption it gets when shuffled: the choice depends on
+  // (seed, epoch, example), not on the position in the epoch.
+  const at::Tensor plain = all_captions(16, false, 2, 9);
+  BatchLoader::Options o;
+  o.batch_size = 90;
+  o.seed = 9;
+  BatchLoader order_only(tiny_dataset(90), o);
+  order_only.start_epoch(2);
+  const auto perm = epoch_permutation(90, 9, 2);
+  for (int64_t i = 0; i < 90; ++i) EXPECT_TRUE(at::equal(a[i], plain[perm[static_cast<size_t>(i)]])) << i;
+
+  // seek reproduces the batches.
+  BatchLoader::Options so;
+  so.batch_size = 10;
+  so.seed = 3;
+  so.captions = &classes;
+  BatchLoader l1(tiny_dataset(90), so), l2(tiny_dataset(90), so);
+  l1.start_epoch(1);
+  l2.start_epoch(1);
+  TensorMap b1, b2;
+  for (int i = 0; i < 4; ++i) l1.next(b1);
+  l2.seek(3);
+  ASSERT_TRUE(l2.next(b2));
+  EXPECT_TRUE(at::equal(b1.at("caption_ids"), b2.at("caption_ids")));
+  EXPECT_TRUE(at::equal(b1.at("label"), b2.at("label")));
+}
+
+TEST(BatchLoaderCaptions, NoCaptionsNoKeyAndBadOptionsThrow) {
+  BatchLoader::Options o;
+  o.batch_size = 8;
+  BatchLoader plain(tiny_dataset(20), o);
+  TensorMap b;
+  ASSERT_TRUE(plain.next(b));
+  EXPECT_EQ(b.size(), 2u);  // image and label only
+
+  std::vector<ClassCaptions> few(3, ClassCaptions{{"x"}, {}, {}});
+  o.captions = &few;
+  EXPECT_THROW(BatchLoader(tiny_dataset(20), o), Error);  // labels go up to 9
+  std::vector<ClassCaptions> empty(10, ClassCaptions{{"x"}, {}, {}});
+  empty[4].train.clear();
+  o.captions = &empty;
+  EXPECT_THROW(BatchLoader(tiny_dataset(20), o), Error);
+  std::vector<ClassCaptions> ok(10, ClassCaptions{{"x", "y"}, {}, {}});
+  o.captions = &ok;
+  o.caption_len = 0;
+  EXPECT_THROW(BatchLoader(tiny_dataset(20), o), Error);
+  o.caption_len = 4;
+  o.caption_key = "label";
+  EXPECT_THROW(BatchLoader(tiny_dataset(20), o), Error);
+  o.caption_key = "caption_ids";
+  BatchLoader fine(tiny_dataset(20), o);
+  ASSERT_TRUE(fine.next(b));
+  EXPECT_EQ(b.at("caption_ids").sizes(), at::IntArrayRef({8, 4}));
+}
+
+TEST(BatchLoaderCaptions, CaptionChoiceIsAFixedFunction) {
+  // Pinned values: the choice must not change between machines or versions silently.
+  std::vector<int64_t> got;
+  for (int64_t i = 0; i < 8; ++i) got.push_back(caption_choice(1234, 0, i, 17));
+  EXPECT_EQ(got, (std::vector<int64_t>{15, 9, 7, 12, 7, 16, 13, 1}));
+  EXPECT_THROW(caption_choice(0, 0, 0, 0), Error);
+  // Roughly uniform.
+  std::vector<int> hist(5, 0);
+  for (int64_t i = 0; i < 5000; ++i) ++hist[static_cast<size_t>(caption_choice(7, 1, i, 5))];
+  for (int h : hist) EXPECT_NEAR(h, 1000, 150);
+}
+// Prints every caption: tessera_tests --gtest_also_run_disabled_tests --gtest_filter='CaptionsDump*'
+TEST(CaptionsDump, DISABLED_Print) {
+  const auto classes = fashion_mnist_captions(kWordNetDefaultDir, 3);
+  for (size_t c = 0; c < classes.size(); ++c) {
+    std::cout << "== " << fashion_mnist_class_names()[c] << " (" << classes[c].train.size() << " train) names:";
+    for (const auto& n : classes[c].names) std::cout << " [" << n << "]";
+    std::cout << "\n";
+    for (const auto& t : classes[c].train) std::cout << "  train   " << t << "\n";
+    for (const auto& t : classes[c].heldout) std::cout << "  heldout " << t << "\n";
+  }
+}
