@@ -57,10 +57,13 @@ std::vector<TermValue> BackwardDispatcher::backward(const std::vector<Term>& ter
       seed = at::full_like(t.value, t.weight * factor, at::MemoryFormat::Contiguous);
     }
     double v = t.value.detach().to(at::kDouble).mean().item<double>();
-    if (opt.check_finite && (!std::isfinite(v) || (t.logged && !std::isfinite(*t.logged))))
-      throw NonFiniteError(term_label(t) + " is " + (std::isnan(v) ? "NaN" : "infinite") + " at step " +
-                  std::to_string(opt.step));
-    values.push_back({t.name, (t.logged ? *t.logged : v) * t.weight});
+    const double reported = t.logged ? *t.logged : v;
+    if (opt.check_finite && (!std::isfinite(v) || !std::isfinite(reported))) {
+      const double bad = std::isfinite(reported) ? v : reported;
+      throw NonFiniteError(term_label(t) + " is " + (std::isnan(bad) ? "NaN" : "infinite") + " at step " +
+                           std::to_string(opt.step));
+    }
+    values.push_back({t.name, reported * t.weight});
     outputs.push_back(t.value);
     seeds.push_back(std::move(seed));
   }

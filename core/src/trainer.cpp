@@ -141,6 +141,15 @@ const Schema& precision_slot_schema() {
   return s;
 }
 
+// Each plugin instance initialises its parameters from its own stream, derived from the
+// experiment seed and the instance's name: adding or reordering components changes no one
+// else's initial weights, and a component built in another process starts identical.
+void seed_for_instance(uint64_t seed, const std::string& name) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
+  at::manual_seed(seed ^ h);
+}
+
 double scheduled_lr(const Section& opt, const Section& sched, int64_t step, int64_t total_steps) {
   const double peak = opt.get_float("lr");
   const int64_t warmup = sched.get_int("warmup_steps");
@@ -207,10 +216,9 @@ Experiment::Experiment(const Config& config, bool load_data) : config_(config) {
   output_dir_ = experiment_.get_string("output_dir");
   if (output_dir_.empty()) output_dir_ = "runs/" + experiment_.get_string("name");
 
-  // Parameters are initialised by the plugins' constructors: seed first, so runs repeat.
-  at::manual_seed(static_cast<uint64_t>(experiment_.get_int("seed")));
   registry_.scan(PluginRegistry::default_search_path(experiment_.get_strings("plugin_path")));
   build_plugins();
+  at::manual_seed(static_cast<uint64_t>(experiment_.get_int("seed")));  // dropout etc. during training
   if (!load_data) return;
 
   // Flat buffers in the precision backend's dtypes, then its per-shard state.
@@ -254,6 +262,7 @@ void Experiment::build_plugins() {
     for (const auto& e : encoders_)
       if (e->config().get_string("name") == name || (e->config().get_string("name").empty() && e->library().name() == name))
         throw ConfigError(sec.where("name").str() + ": two encoders are named '" + name + "'; give each a distinct name");
+    seed_for_instance(static_cast<uint64_t>(experiment_.get_int("seed")), "encoder." + name);
     auto inst = std::make_unique<EncoderInstance>(lib, sec, slot_label("encoder", i, name) + " (" + lib->name() + ")");
     for (auto& [pname, tensor] : inst->parameters()) params_.add(name + "." + pname, tensor);
     encoders_.push_back(std::move(inst));
@@ -266,6 +275,7 @@ void Experiment::build_plugins() {
                              slot + " at " + config_.path());
     Section sec = config_.resolve(*loss_tables[i], merged(loss_slot_schema(), lib->schema(), slot), slot);
     std::string name = sec.get_string("name").empty() ? lib->name() : sec.get_string("name");
+    seed_for_instance(static_cast<uint64_t>(experiment_.get_int("seed")), "loss." + name);
     auto inst = std::make_unique<LossInstance>(lib, sec, slot_label("loss", i, name) + " (" + lib->name() + ")");
     for (auto& [pname, tensor] : inst->parameters()) params_.add(name + "." + pname, tensor);
     losses_.push_back(std::move(inst));

@@ -70,7 +70,6 @@ struct Side {
 
 // Creates the encoders/losses whose names pass `keep`, each initialised from its own seed.
 void build(Side& side, const Config& cfg, PluginRegistry& reg, bool image_side, bool text_side) {
-  int idx = 0;
   for (const toml::table* t : cfg.tables("encoder")) {
     const std::string name = **t->get("name")->as_string();
     const bool is_image = name == "image";
@@ -78,11 +77,10 @@ void build(Side& side, const Config& cfg, PluginRegistry& reg, bool image_side, 
     auto lib = reg.get(**t->get("plugin")->as_string(), TSR_KIND_ENCODER, "worker");
     Schema s = encoder_slot_schema();
     for (auto& k : lib->schema().keys) s.keys.push_back(k);
-    at::manual_seed(1000 + static_cast<uint64_t>(std::hash<std::string>{}(name) % 1000));
+    seed_for_instance(1234, "encoder." + name);
     auto inst = std::make_unique<EncoderInstance>(lib, cfg.resolve(*t, s, "enc"), name);
     for (auto& [n, p] : inst->parameters()) side.params.add(name + "." + n, p);
     side.encoders.push_back(std::move(inst));
-    ++idx;
   }
   if (text_side)
     for (const toml::table* t : cfg.tables("loss")) {

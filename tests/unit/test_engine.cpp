@@ -251,3 +251,18 @@ TEST(Engine, TensorApiMirrorsTorchAutogradBackward) {
   f.expect_grads_equal();
   EXPECT_THROW(f.engine->backward({b["out0"]}, {g, g}), Error);  // count mismatch
 }
+
+TEST(Engine, GradientOnAnotherDeviceIsRefused) {
+  Fixture f(1, {});
+  TensorMap b = make_batch(12);
+  for (auto& e : f.encoders) e->forward(b);
+  at::Tensor g = at::empty({6, 5}, at::TensorOptions().device(at::kMeta));
+  try {
+    f.engine->backward({Term{"logits", "probe plugin", b["out0"], g, 1.0}}, BackwardOptions{});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("term 'logits' from probe plugin"), std::string::npos) << m;
+    EXPECT_NE(m.find("gradient is on meta"), std::string::npos) << m;
+  }
+}

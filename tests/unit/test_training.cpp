@@ -171,6 +171,44 @@ TEST(EndToEnd, MissingDatasetNamesThePackage) {
   }
 }
 
+// A loss that reports NaN on every 3rd micro-batch: an error naming term, plugin and step by
+// default; with [train] nonfinite = "skip" the steps are skipped and counted instead.
+TEST(EndToEnd, NonFiniteLossIsAnErrorOrACountedSkip) {
+  if (!have_data()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  const std::string probe = "[[loss]]\nplugin = \"nan_probe\"\nname = \"probe\"\nevery = 3\n";
+  auto config = [&](const fs::path& out, const std::string& mode) {
+    std::string text = small_config(out, 7, "max_steps = 10\nnonfinite = \"" + mode + "\"\n") + probe;
+    size_t at = text.find("plugin_path = [");
+    text.insert(at + 15, "\"" TESSERA_TEST_PLUGIN_DIR "\", ");
+    return Config::parse(text, "nan.toml");
+  };
+  {
+    fs::path out = temp_dir("nan_error");
+    Config cfg = config(out, "error");
+    Experiment exp(cfg);
+    try {
+      exp.train();
+      FAIL() << "expected a non-finite error";
+    } catch (const NonFiniteError& e) {
+      std::string m = e.what();
+      EXPECT_NE(m.find("term 'nan_probe'"), std::string::npos) << m;
+      EXPECT_NE(m.find("[[loss]] #2 'probe' (nan_probe)"), std::string::npos) << m;
+      EXPECT_NE(m.find("is NaN at step 3"), std::string::npos) << m;
+    }
+  }
+  fs::path out = temp_dir("nan_skip");
+  Config cfg = config(out, "skip");
+  Experiment exp(cfg);
+  TrainSummary s = exp.train();
+  EXPECT_EQ(s.steps, 10);
+  EXPECT_EQ(s.skipped_steps, 3);  // steps 3, 6 and 9
+  auto records = read_jsonl(out / "metrics.jsonl");
+  int64_t last_skipped = -1;
+  for (const auto& r : records)
+    if (r.contains("skipped_steps")) last_skipped = r["skipped_steps"].get<int64_t>();
+  EXPECT_EQ(last_skipped, 3);
+}
+
 // ---- the CLI ---------------------------------------------------------------------------------
 namespace {
 struct CliResult {

@@ -32,6 +32,10 @@ const Schema& precision_slot_schema();  // keys of [precision] the core owns (pl
 // to min_lr_ratio * lr at total_steps, or constant.
 double scheduled_lr(const Section& optimizer, const Section& schedule, int64_t step, int64_t total_steps);
 
+// Seeds the global generator for one plugin instance ("encoder.<name>", "loss.<name>") from
+// the experiment seed, so each component's initial weights depend on its name only.
+void seed_for_instance(uint64_t seed, const std::string& name);
+
 // What a finished run reports.
 struct TrainSummary {
   int64_t steps = 0;
