@@ -342,8 +342,12 @@ void LossInstance::compute(const TensorMap& batch, std::vector<Term>& terms) con
   check(vt->compute(raw(), &set, &sink), "compute");
 }
 
+namespace {
+constexpr size_t kPrecisionRequired = offsetof(tsr_precision_vtable, loss_scale);
+}
+
 tsr_precision_info PrecisionInstance::describe() const {
-  auto* vt = static_cast<const tsr_precision_vtable*>(vtable(sizeof(tsr_precision_vtable)));
+  auto* vt = static_cast<const tsr_precision_vtable*>(vtable(kPrecisionRequired));
   tsr_precision_info info{};
   info.struct_size = sizeof(info);
   check(vt->describe(raw(), &info), "describe");
@@ -351,13 +355,36 @@ tsr_precision_info PrecisionInstance::describe() const {
 }
 
 void PrecisionInstance::init_shard(const tsr_flat_shard& shard) const {
-  auto* vt = static_cast<const tsr_precision_vtable*>(vtable(sizeof(tsr_precision_vtable)));
+  auto* vt = static_cast<const tsr_precision_vtable*>(vtable(kPrecisionRequired));
   check(vt->init_shard(raw(), &shard), "init_shard");
 }
 
 void PrecisionInstance::step(const tsr_flat_shard& shard, const tsr_optim_step& opt) const {
-  auto* vt = static_cast<const tsr_precision_vtable*>(vtable(sizeof(tsr_precision_vtable)));
+  auto* vt = static_cast<const tsr_precision_vtable*>(vtable(kPrecisionRequired));
   check(vt->step(raw(), &shard, &opt), "step");
+}
+
+double PrecisionInstance::loss_scale() const {
+  auto* vt = static_cast<const tsr_precision_vtable*>(vtable(kPrecisionRequired));
+  double scale = 1.0;
+  if (vt->struct_size >= sizeof(tsr_precision_vtable) && vt->loss_scale) check(vt->loss_scale(raw(), &scale), "loss_scale");
+  return scale;
+}
+
+bool PrecisionInstance::find_overflow(const tsr_flat_shard& shard) const {
+  auto* vt = static_cast<const tsr_precision_vtable*>(vtable(kPrecisionRequired));
+  int32_t found = 0;
+  if (vt->struct_size >= sizeof(tsr_precision_vtable) && vt->find_overflow)
+    check(vt->find_overflow(raw(), &shard, &found), "find_overflow");
+  return found != 0;
+}
+
+bool PrecisionInstance::update_scale(bool found_inf) const {
+  auto* vt = static_cast<const tsr_precision_vtable*>(vtable(kPrecisionRequired));
+  int32_t skip = 0;
+  if (vt->struct_size >= sizeof(tsr_precision_vtable) && vt->update_scale)
+    check(vt->update_scale(raw(), found_inf ? 1 : 0, &skip), "update_scale");
+  return skip != 0;
 }
 
 }  // namespace tessera

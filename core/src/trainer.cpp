@@ -3,6 +3,8 @@
 #include "tessera/core/trainer.hpp"
 
 #include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
+#include <torch/version.h>
 #include <malloc.h>
 
 #include <chrono>
@@ -192,6 +194,15 @@ std::string plugin_name(const Config& cfg, const toml::table& t, const Schema& c
 
 }  // namespace
 
+ShardView::ShardView(FlatParamBuffer& buf, const tsr_precision_info& info)
+    : params(wrap_tensor(buf.params)), grads(wrap_tensor(buf.grads)) {
+  shard = {sizeof(tsr_flat_shard), buf.name.c_str(), info.param_dtype, info.grad_dtype, params, grads, 0, buf.numel()};
+}
+ShardView::~ShardView() {
+  release_tensor(params);
+  release_tensor(grads);
+}
+
 Experiment::Experiment(const Config& config, bool load_data) : config_(config) {
   config_.check_sections({"experiment", "data", "encoder", "loss", "precision", "optimizer", "schedule", "train", "eval"});
   experiment_ = config_.resolve(config_.table("experiment"), experiment_schema(), "[experiment]");
@@ -226,21 +237,8 @@ Experiment::Experiment(const Config& config, bool load_data) : config_(config) {
   engine_ = std::make_unique<Engine>(params_);
   states_.device = device_;
   for (auto& buf : params_.buffers()) {
-    tsr_flat_shard shard = {sizeof(tsr_flat_shard), buf.name.c_str(), precision_info_.param_dtype, precision_info_.grad_dtype,
-                            nullptr, nullptr, 0, buf.numel()};
-    tsr_tensor* p = wrap_tensor(buf.params);
-    tsr_tensor* g = wrap_tensor(buf.grads);
-    shard.params = p;
-    shard.grads = g;
-    try {
-      precision_->init_shard(shard);
-    } catch (...) {
-      release_tensor(p);
-      release_tensor(g);
-      throw;
-    }
-    release_tensor(p);
-    release_tensor(g);
+    ShardView view(buf, precision_info_);
+    precision_->init_shard(view.shard);
   }
   build_data();
 }
@@ -287,8 +285,25 @@ void Experiment::build_plugins() {
   Section sec = config_.resolve(prec_table, merged(precision_slot_schema(), lib->schema(), slot), slot);
   precision_ = std::make_unique<PrecisionInstance>(lib, sec, slot + " (" + lib->name() + ")", &states_);
   precision_info_ = precision_->describe();
-  if (precision_info_.param_dtype != TSR_DTYPE_F32 || precision_info_.grad_dtype != TSR_DTYPE_F32)
-    throw PluginError(precision_->label() + ": this core supports fp32 parameters and gradients only so far");
+  check_device_computes(precision_info_.param_dtype, "parameter");
+  if (precision_info_.autocast_dtype != TSR_DTYPE_NONE) check_device_computes(precision_info_.autocast_dtype, "autocast");
+}
+
+void Experiment::check_device_computes(int32_t dtype, const char* role) const {
+  const at::ScalarType t = to_scalar_type(dtype);
+  if (t == at::kFloat || t == at::kDouble) return;
+  // Try the two ops every encoder leans on, on a tiny problem, in that dtype on this device.
+  try {
+    auto o = at::TensorOptions().dtype(t).device(device_);
+    at::Tensor x = at::ones({2, 1, 4, 4}, o), w = at::ones({2, 1, 3, 3}, o);
+    at::conv2d(x, w);
+    at::linear(at::ones({2, 3}, o), at::ones({4, 3}, o));
+  } catch (const c10::Error& e) {
+    throw ConfigError(experiment_.where("device").str() + ": precision backend " + precision_->label() + " needs " +
+                      role + " dtype " + c10::toString(t) + ", which LibTorch " + core_torch_version() +
+                      " cannot compute on " + device_.str() + " (" + e.what_without_backtrace() +
+                      "); choose another [precision] plugin or device");
+  }
 }
 
 void Experiment::build_data() {
@@ -369,8 +384,10 @@ at::Tensor l2_normalize(const at::Tensor& x) { return x / x.norm(2, {1}, true).c
 double Experiment::grad_norm() const {
   double sq = 0;
   for (const auto& b : params_.buffers()) {
-    at::Tensor g = b.grads.device().is_cpu() ? b.grads : b.grads.cpu();
-    sq += kernels::sum_squares_f32(g.data_ptr<float>(), g.numel());
+    if (b.grads.scalar_type() == at::kFloat && b.grads.device().is_cpu())
+      sq += kernels::sum_squares_f32(b.grads.data_ptr<float>(), b.grads.numel());
+    else
+      sq += b.grads.to(at::kDouble).square().sum().item<double>();
   }
   return std::sqrt(sq);
 }
@@ -389,20 +406,126 @@ void Experiment::optimizer_step(int64_t step, double lr, double grad_scale) {
   opt.weight_decay = optimizer_.get_float("weight_decay");
   opt.grad_scale = grad_scale;
   for (auto& buf : params_.buffers()) {
-    tsr_tensor* p = wrap_tensor(buf.params);
-    tsr_tensor* g = wrap_tensor(buf.grads);
-    tsr_flat_shard shard{sizeof(tsr_flat_shard), buf.name.c_str(), precision_info_.param_dtype,
-                         precision_info_.grad_dtype, p, g, 0, buf.numel()};
-    try {
-      precision_->step(shard, opt);
-    } catch (...) {
-      release_tensor(p);
-      release_tensor(g);
-      throw;
-    }
-    release_tensor(p);
-    release_tensor(g);
+    ShardView view(buf, precision_info_);
+    precision_->step(view.shard, opt);
   }
+}
+
+namespace {
+// Autocast for the forward pass and the losses, as torch.autocast(device, dtype) does.
+class AutocastScope {
+ public:
+  AutocastScope(at::Device device, int32_t dtype) : active_(dtype != TSR_DTYPE_NONE), cpu_(device.is_cpu()) {
+    if (!active_) return;
+    const at::ScalarType t = to_scalar_type(dtype);
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    const at::DeviceType dt = device.type();
+    prev_enabled_ = at::autocast::is_autocast_enabled(dt);
+    prev_dtype_ = at::autocast::get_autocast_dtype(dt);
+    at::autocast::set_autocast_enabled(dt, true);
+    at::autocast::set_autocast_dtype(dt, t);
+#else
+    prev_enabled_ = cpu_ ? at::autocast::is_cpu_enabled() : at::autocast::is_enabled();
+    prev_dtype_ = cpu_ ? at::autocast::get_autocast_cpu_dtype() : at::autocast::get_autocast_gpu_dtype();
+    if (cpu_) {
+      at::autocast::set_cpu_enabled(true);
+      at::autocast::set_autocast_cpu_dtype(t);
+    } else {
+      at::autocast::set_enabled(true);
+      at::autocast::set_autocast_gpu_dtype(t);
+    }
+#endif
+    at::autocast::increment_nesting();
+    device_ = device.type();
+  }
+  ~AutocastScope() {
+    if (!active_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    at::autocast::set_autocast_enabled(device_, prev_enabled_);
+    at::autocast::set_autocast_dtype(device_, prev_dtype_);
+#else
+    if (cpu_) {
+      at::autocast::set_cpu_enabled(prev_enabled_);
+      at::autocast::set_autocast_cpu_dtype(prev_dtype_);
+    } else {
+      at::autocast::set_enabled(prev_enabled_);
+      at::autocast::set_autocast_gpu_dtype(prev_dtype_);
+    }
+#endif
+  }
+
+ private:
+  bool active_, cpu_, prev_enabled_ = false;
+  at::ScalarType prev_dtype_ = at::kFloat;
+  at::DeviceType device_ = at::kCPU;
+};
+}  // namespace
+
+StepOutcome Experiment::train_step(int64_t step, int64_t total_steps, TensorMap& batch) {
+  const int64_t accum = train_.get_int("grad_accum");
+  StepOutcome out;
+  // 1. Forward and backward over `accum` micro-batches. Gradients accumulate in place in the
+  //    flat buffer; each micro-batch's seeds are scaled by loss_scale / accum, so the step
+  //    sees the mean gradient (times the loss scale, undone in the update).
+  out.loss_scale = precision_->loss_scale();
+  bool nonfinite = false;
+  for (int64_t micro = 0; micro < accum; ++micro) {
+    train_loader_->next(batch);
+    out.samples += batch.at(eval_.get_string("label")).size(0);
+    if (!nonfinite) {  // after a skip, still draw the step's batches: the data order stays fixed
+      std::vector<Term> terms;
+      {
+        AutocastScope autocast(device_, precision_info_.autocast_dtype);
+        run_forward(batch);
+        terms = compute_terms(batch);
+      }
+      BackwardOptions bo;
+      bo.loss_scale = out.loss_scale;
+      bo.divisor = static_cast<double>(accum);
+      bo.step = step;
+      try {
+        for (const auto& tv : engine_->backward(terms, bo)) out.terms[tv.name] += tv.value / static_cast<double>(accum);
+      } catch (const NonFiniteError& e) {
+        if (train_.get_string("nonfinite") != "skip") throw;
+        spdlog::warn("skipping step {}: {}", step, e.what());
+        nonfinite = true;
+      }
+    }
+    batch.clear();
+  }
+  out.lr = scheduled_lr(optimizer_, schedule_, step, total_steps);
+  // 2. The accumulation boundary: every backward of this step has landed in the flat buffer.
+  if (nonfinite) {
+    if (engine_->backward_passes() > 0) engine_->finish_step();
+    params_.zero_grad();
+    out.skipped = true;
+    return out;
+  }
+  StepStats st = engine_->finish_step();
+  if (!st.unused_params.empty() && !warned_unused_) {
+    warned_unused_ = true;
+    spdlog::warn("{} parameter(s) received no gradient in step {} (first: {})", st.unused_params.size(), step,
+                 params_.named_parameters()[st.unused_params.front()].first);
+  }
+  // 3. Loss scaling: the backend checks for overflow and may drop the step (and lower its scale).
+  bool found_inf = false;
+  for (auto& buf : params_.buffers()) {
+    ShardView view(buf, precision_info_);
+    found_inf = precision_->find_overflow(view.shard) || found_inf;
+  }
+  if (precision_->update_scale(found_inf)) {
+    params_.zero_grad();
+    out.skipped = true;
+    return out;
+  }
+  // 4. Global-norm clipping and unscaling, both folded into the update's gradient scale.
+  const double clip = train_.get_float("clip_grad_norm");
+  out.grad_norm = grad_norm() / out.loss_scale;
+  const double clip_factor = (clip > 0 && out.grad_norm > clip) ? clip / (out.grad_norm + 1e-6) : 1.0;
+  optimizer_step(step, out.lr, clip_factor / out.loss_scale);
+  params_.zero_grad();
+  return out;
 }
 
 TrainSummary Experiment::train() {
@@ -418,9 +541,7 @@ TrainSummary Experiment::train() {
   const int64_t steps_per_epoch = train_loader_->batches_per_epoch() / accum;
   int64_t total_steps = steps_per_epoch * epochs;
   if (train_.get_int("max_steps") > 0) total_steps = std::min(total_steps, train_.get_int("max_steps"));
-  const double clip = train_.get_float("clip_grad_norm");
   const int64_t log_every = train_.get_int("log_every");
-  const bool skip_nonfinite = train_.get_string("nonfinite") == "skip";
 
   spdlog::info("model: {} parameters in {} flat buffer(s); {} optimizer steps ({} per epoch x {} epochs)",
                params_.num_params(), params_.buffers().size(), total_steps, steps_per_epoch, epochs);
@@ -434,65 +555,28 @@ TrainSummary Experiment::train() {
   auto window_start = t0;
   int64_t step = 0, window_samples = 0, window_steps = 0;
   std::map<std::string, double> window_terms;
-  double window_loss = 0, last_norm = 0, lr = 0;
+  double window_loss = 0, last_norm = 0, lr = 0, last_scale = 1;
   bool done = false;
   for (int64_t epoch = 0; epoch < epochs && !done; ++epoch) {
     train_loader_->start_epoch(epoch);
     for (auto& e : encoders_) e->set_training(true);
     TensorMap batch;
     for (int64_t s = 0; s < steps_per_epoch && !done; ++s) {
-      // Forward and backward over `accum` micro-batches; gradients accumulate in the flat
-      // buffer. Each micro-batch's loss is divided by `accum`, so the step sees the mean.
       ++step;
-      bool skip = false;
-      std::map<std::string, double> step_terms;
-      int64_t step_samples = 0;
-      for (int64_t micro = 0; micro < accum; ++micro) {
-        train_loader_->next(batch);
-        step_samples += batch.at(eval_.get_string("label")).size(0);
-        if (skip) {  // keep the data order of a skipped step
-          batch.clear();
-          continue;
-        }
-        run_forward(batch);
-        std::vector<Term> terms = compute_terms(batch);
-        BackwardOptions bo;
-        bo.divisor = static_cast<double>(accum);
-        bo.step = step;
-        try {
-          for (const auto& tv : engine_->backward(terms, bo)) step_terms[tv.name] += tv.value / static_cast<double>(accum);
-        } catch (const NonFiniteError& e) {
-          if (!skip_nonfinite) throw;
-          spdlog::warn("skipping step {}: {}", step, e.what());
-          skip = true;
-        }
-        batch.clear();
-      }
-      window_samples += step_samples;
-      if (skip) {
-        params_.zero_grad();  // drop what earlier micro-batches of this step accumulated
-        if (engine_->backward_passes() > 0) engine_->finish_step();
+      StepOutcome out = train_step(step, total_steps, batch);
+      window_samples += out.samples;
+      lr = out.lr;
+      if (out.skipped) {
         ++summary.skipped_steps;
         if (step >= total_steps) done = true;
         continue;
       }
-      for (const auto& [name, v] : step_terms) {
+      for (const auto& [name, v] : out.terms) {
         window_terms[name] += v;
         window_loss += v;
       }
-      // The accumulation boundary: every backward of this step has landed in the flat buffer.
-      StepStats st = engine_->finish_step();
-      if (!st.unused_params.empty() && !warned_unused_) {
-        warned_unused_ = true;
-        spdlog::warn("{} parameter(s) received no gradient in step {} (first: {})", st.unused_params.size(), step,
-                     params_.named_parameters()[st.unused_params.front()].first);
-      }
-      // Optimizer step: global-norm clip folded into the update's gradient scale.
-      last_norm = grad_norm();
-      const double scale = (clip > 0 && last_norm > clip) ? clip / (last_norm + 1e-6) : 1.0;
-      lr = scheduled_lr(optimizer_, schedule_, step, total_steps);
-      optimizer_step(step, lr, scale);
-      params_.zero_grad();
+      last_norm = out.grad_norm;
+      last_scale = out.loss_scale;
       ++window_steps;
 
       if (step % log_every == 0 || step == total_steps) {
@@ -503,6 +587,7 @@ TrainSummary Experiment::train() {
                               {"elapsed_s", std::chrono::duration<double>(now - t0).count()}};
         for (const auto& [name, v] : window_terms) rec["loss/" + name] = v / window_steps;
         rec["skipped_steps"] = summary.skipped_steps;
+        rec["loss_scale"] = last_scale;
         metrics.write(rec);
         summary.final_loss = window_loss / window_steps;
         progress.update(fmt::format("epoch {}/{}  step {}/{}  loss {:.4f}  lr {:.2e}  {:.0f} samples/s", epoch + 1,
@@ -564,7 +649,10 @@ EvalResult Experiment::evaluate() {
   };
   while (test_loader_->next(batch)) {
     if (!zs_image.empty()) batch[data_.get_string("caption_key")] = zero_shot_prompts_.to(device_);
-    run_forward(batch);
+    {
+      AutocastScope autocast(device_, precision_info_.autocast_dtype);
+      run_forward(batch);
+    }
     at::Tensor label = batch.at(label_key).to(device_);
     if (!logits_key.empty()) {
       at::Tensor logits = output(logits_key, "logits");

@@ -251,6 +251,10 @@ typedef struct tsr_precision_info {
   int32_t autocast_dtype; /* TSR_DTYPE_NONE for no autocast */
 } tsr_precision_info;
 
+/* A backend keeps ALL of its state (moments, masters, remainders, its loss scale and
+ * counters) in buffers from host->alloc_state: the core accounts for their memory and saves
+ * and restores them with checkpoints by name, so a backend needs no serialisation code. */
+
 /* One contiguous shard of one flat buffer (a range of the model's parameters). */
 typedef struct tsr_flat_shard {
   uint32_t struct_size;
@@ -278,10 +282,21 @@ typedef struct tsr_optim_step {
 typedef struct tsr_precision_vtable {
   uint32_t struct_size;
   tsr_status (*describe)(tsr_instance* self, tsr_precision_info* out);
-  /* Called once per shard before the first step: allocate states via host->alloc_state. */
+  /* Called once per shard before the first step: allocate states via host->alloc_state.
+   * A backend with a master copy initialises it from shard->params here. */
   tsr_status (*init_shard)(tsr_instance* self, const tsr_flat_shard* shard);
-  /* Updates shard->params in place from shard->grads. */
+  /* Updates shard->params in place from shard->grads (multiplied by opt->grad_scale, which
+   * already includes 1 / loss_scale). */
   tsr_status (*step)(tsr_instance* self, const tsr_flat_shard* shard, const tsr_optim_step* opt);
+  /* Optional (NULL = no loss scaling): the factor the core multiplies every loss seed by for
+   * the next backward. */
+  tsr_status (*loss_scale)(tsr_instance* self, double* out);
+  /* Optional: *found_inf = 1 when shard->grads holds a NaN or Inf (before unscaling). */
+  tsr_status (*find_overflow)(tsr_instance* self, const tsr_flat_shard* shard, int32_t* found_inf);
+  /* Optional: called once per optimizer step with found_inf over all shards and ranks; the
+   * backend adapts its loss scale and sets *skip_step = 1 to drop this step's update. An
+   * error here (e.g. the scale fell to its minimum) stops training with its message. */
+  tsr_status (*update_scale)(tsr_instance* self, int32_t found_inf, int32_t* skip_step);
 } tsr_precision_vtable;
 
 /* ---- the descriptor: what a plugin says about itself ------------------------------- */
@@ -322,7 +337,7 @@ TSR_STATIC_ASSERT(offsetof(tsr_host, alloc_state) == 184, "tsr_host layout");
 TSR_STATIC_ASSERT(sizeof(tsr_host) == 216, "tsr_host layout changed");
 TSR_STATIC_ASSERT(sizeof(tsr_encoder_vtable) == 32, "tsr_encoder_vtable layout changed");
 TSR_STATIC_ASSERT(sizeof(tsr_loss_vtable) == 24, "tsr_loss_vtable layout changed");
-TSR_STATIC_ASSERT(sizeof(tsr_precision_vtable) == 32, "tsr_precision_vtable layout changed");
+TSR_STATIC_ASSERT(sizeof(tsr_precision_vtable) == 56, "tsr_precision_vtable layout changed");
 TSR_STATIC_ASSERT(sizeof(tsr_precision_info) == 24, "tsr_precision_info layout changed");
 TSR_STATIC_ASSERT(sizeof(tsr_flat_shard) == 56, "tsr_flat_shard layout changed");
 TSR_STATIC_ASSERT(offsetof(tsr_optim_step, grad_scale) == 72, "tsr_optim_step layout");

@@ -209,6 +209,11 @@ class Precision {
   virtual tsr_precision_info describe() = 0;
   virtual void init_shard(const tsr_flat_shard& shard) = 0;
   virtual void step(const tsr_flat_shard& shard, const tsr_optim_step& opt) = 0;
+  // Dynamic loss scaling; the defaults mean "none".
+  virtual double loss_scale() { return 1.0; }
+  virtual bool find_overflow(const tsr_flat_shard& /*shard*/) { return false; }
+  // Returns true to skip this step's update.
+  virtual bool update_scale(bool /*found_inf*/) { return false; }
 };
 
 // ---- the boundary: C entry points generated for a class T ----------------------------------
@@ -318,8 +323,20 @@ struct PrecisionTable {
     auto* s = self<T>(p);
     return guard(s->host.raw(), [&] { s->impl->step(*shard, *opt); });
   }
-  static constexpr tsr_precision_vtable vtable{sizeof(tsr_precision_vtable), &describe,
-                                               &init_shard, &step};
+  static tsr_status loss_scale(tsr_instance* p, double* out) noexcept {
+    auto* s = self<T>(p);
+    return guard(s->host.raw(), [&] { *out = s->impl->loss_scale(); });
+  }
+  static tsr_status find_overflow(tsr_instance* p, const tsr_flat_shard* shard, int32_t* found_inf) noexcept {
+    auto* s = self<T>(p);
+    return guard(s->host.raw(), [&] { *found_inf = s->impl->find_overflow(*shard) ? 1 : 0; });
+  }
+  static tsr_status update_scale(tsr_instance* p, int32_t found_inf, int32_t* skip) noexcept {
+    auto* s = self<T>(p);
+    return guard(s->host.raw(), [&] { *skip = s->impl->update_scale(found_inf != 0) ? 1 : 0; });
+  }
+  static constexpr tsr_precision_vtable vtable{sizeof(tsr_precision_vtable), &describe, &init_shard, &step,
+                                               &loss_scale, &find_overflow, &update_scale};
 };
 
 template <class Base, class T>

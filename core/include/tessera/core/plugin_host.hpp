@@ -103,6 +103,10 @@ class PrecisionInstance : public PluginInstance {
   tsr_precision_info describe() const;
   void init_shard(const tsr_flat_shard& shard) const;
   void step(const tsr_flat_shard& shard, const tsr_optim_step& opt) const;
+  // Loss scaling; a backend without it reports 1, no overflow, no skip.
+  double loss_scale() const;
+  bool find_overflow(const tsr_flat_shard& shard) const;
+  bool update_scale(bool found_inf) const;  // true: skip this step's update
 };
 
 }  // namespace tessera

@@ -55,6 +55,27 @@ struct EvalResult {
   double zero_shot_accuracy = -1.0;  // nearest class caption embedding
 };
 
+// What one optimizer step did.
+struct StepOutcome {
+  bool skipped = false;                 // non-finite loss ([train] nonfinite = "skip") or overflow
+  std::map<std::string, double> terms;  // weighted value of each term, mean over micro-batches
+  int64_t samples = 0;
+  double grad_norm = 0.0;               // global, unscaled, before clipping
+  double lr = 0.0;
+  double loss_scale = 1.0;
+};
+
+// A flat buffer handed to the precision backend as one shard (handles released on scope exit).
+struct ShardView {
+  ShardView(FlatParamBuffer& buf, const tsr_precision_info& info);
+  ~ShardView();
+  ShardView(const ShardView&) = delete;
+  ShardView& operator=(const ShardView&) = delete;
+  tsr_tensor* params;
+  tsr_tensor* grads;
+  tsr_flat_shard shard;
+};
+
 // Everything one experiment needs, built and validated from its config.
 class Experiment {
  public:
@@ -79,6 +100,8 @@ class Experiment {
  private:
   void build_plugins();
   void build_data();
+  void check_device_computes(int32_t dtype, const char* role) const;
+  StepOutcome train_step(int64_t step, int64_t total_steps, TensorMap& batch);
   void run_forward(TensorMap& batch) const;
   std::vector<Term> compute_terms(const TensorMap& batch) const;
   void optimizer_step(int64_t step, double lr, double grad_scale);
