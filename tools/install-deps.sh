@@ -7,7 +7,8 @@ packages=(
   libtorch-dev libopenblas0-pthread          # LibTorch 1.13 (CPU); OpenBLAS, or fp32 runs ~10x slower
   libtomlplusplus-dev libspdlog-dev libboost-dev nlohmann-json3-dev libdlpack-dev zlib1g-dev
   libgtest-dev libgloo-dev                   # GoogleTest; Gloo headers for c10d ProcessGroupGloo
-  dataset-fashion-mnist                      # the images the default experiment trains on
+  dataset-fashion-mnist wordnet-base         # images; WordNet glosses for captions
+  python3-matplotlib                         # tools/plot_metrics
 )
 missing=()
 for p in "${packages[@]}"; do

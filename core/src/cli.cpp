@@ -2,12 +2,15 @@
 // Each subcommand has --help; bad usage exits 2, a bad config or plugin exits 1.
 #include "tessera/core/cli.hpp"
 
+#include <filesystem>
+#include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
 
 #include <spdlog/spdlog.h>
 
+#include "tessera/core/bench.hpp"
 #include "tessera/core/error.hpp"
 #include "tessera/core/trainer.hpp"
 
@@ -23,6 +26,8 @@ commands:
   check CONFIG [--set section.key=value]...   validate CONFIG and resolve its plugins, no training
   plugins [--plugin-path DIR]...              list the plugins found on the search path
   plugins inspect NAME [--plugin-path DIR]... describe a plugin and every config key it takes
+  bench CONFIG [--backends a,b,..] [--out DIR] [--set k=v]...
+                                              train CONFIG once per precision backend, compare
 
 options:
   -h, --help     help (also after a command: tessera train --help)
@@ -55,10 +60,20 @@ libraries that failed to load with the reason. `inspect` prints one plugin's des
 and every config key it accepts, with type, default and documentation.
 )";
 
+const char* kBenchHelp = R"(usage: tessera bench CONFIG [--backends fp32,bf16,...] [--out DIR] [--set section.key=value]...
+
+Trains CONFIG once per precision backend (default: fp32, bf16, bf16_remainder, bf16_pure, fp16),
+each in its own process, and prints a table: median step time and samples/s (first logging
+window excluded as warm-up), model-state bytes/parameter, the run's peak resident memory,
+final training loss and test accuracy. Writes DIR/bench.json (default DIR: runs/bench) and each
+run's metrics and log under DIR/<backend>/. A backend that fails is reported with its error.
+)";
+
 struct Parsed {
   std::vector<std::string> positional;
   std::vector<std::string> sets;
   std::vector<std::string> plugin_paths;
+  std::string backends, out;
   bool help = false;
 };
 
@@ -75,6 +90,8 @@ Parsed parse(const std::vector<std::string>& args, size_t from) {
     else if (a == "--set") p.sets.push_back(value(a));
     else if (a.rfind("--set=", 0) == 0) p.sets.push_back(a.substr(6));
     else if (a == "--plugin-path") p.plugin_paths.push_back(value(a));
+    else if (a == "--backends") p.backends = value(a);
+    else if (a == "--out") p.out = value(a);
     else if (a.rfind("--plugin-path=", 0) == 0) p.plugin_paths.push_back(a.substr(14));
     else if (!a.empty() && a[0] == '-') throw std::invalid_argument("unknown option " + a);
     else p.positional.push_back(a);
@@ -156,6 +173,30 @@ int cmd_plugins(const Parsed& p) {
   return 0;
 }
 
+int cmd_bench(const Parsed& p) {
+  if (p.help) return std::cout << kBenchHelp, 0;
+  if (p.positional.size() != 1) throw std::invalid_argument("bench needs exactly one CONFIG");
+  Config::load(p.positional[0], p.sets);  // fail early on a bad config or override
+  BenchOptions o;
+  o.config = p.positional[0];
+  o.sets = p.sets;
+  if (!p.backends.empty()) {
+    o.backends.clear();
+    std::stringstream ss(p.backends);
+    for (std::string b; std::getline(ss, b, ',');)
+      if (!b.empty()) o.backends.push_back(b);
+  }
+  if (!p.out.empty()) o.out_dir = p.out;
+  o.self_exe = std::filesystem::read_symlink("/proc/self/exe").string();
+  auto rows = run_bench(o);
+  const std::string table = bench_table(rows);
+  std::cout << table;
+  std::ofstream(o.out_dir + "/bench.json") << bench_json(o, rows);
+  std::ofstream(o.out_dir + "/bench.txt") << table;
+  std::cout << "written: " << o.out_dir << "/bench.json\n";
+  return 0;
+}
+
 }  // namespace
 
 int run_cli(const std::vector<std::string>& args) {
@@ -174,6 +215,7 @@ int run_cli(const std::vector<std::string>& args) {
     if (cmd == "train") return cmd_train(p);
     if (cmd == "check") return cmd_check(p);
     if (cmd == "plugins") return cmd_plugins(p);
+    if (cmd == "bench") return cmd_bench(p);
     throw std::invalid_argument("unknown command '" + cmd + "'");
   } catch (const std::invalid_argument& e) {
     std::cerr << "error: " << e.what() << "\n(see tessera --help)\n";

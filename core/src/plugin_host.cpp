@@ -236,6 +236,7 @@ at::ScalarType to_scalar_type(int32_t d) {
     case TSR_DTYPE_I32: return at::kInt;
     case TSR_DTYPE_U8: return at::kByte;
     case TSR_DTYPE_BOOL: return at::kBool;
+    case TSR_DTYPE_I16: return at::kShort;
   }
   throw Error("unknown tessera dtype code " + std::to_string(d));
 }
@@ -250,6 +251,7 @@ int32_t to_tsr_dtype(at::ScalarType t) {
     case at::kInt: return TSR_DTYPE_I32;
     case at::kByte: return TSR_DTYPE_U8;
     case at::kBool: return TSR_DTYPE_BOOL;
+    case at::kShort: return TSR_DTYPE_I16;
     default: return TSR_DTYPE_NONE;
   }
 }

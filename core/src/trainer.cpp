@@ -299,7 +299,7 @@ void Experiment::check_device_computes(int32_t dtype, const char* role) const {
     at::conv2d(x, w);
     at::linear(at::ones({2, 3}, o), at::ones({4, 3}, o));
   } catch (const c10::Error& e) {
-    throw ConfigError(experiment_.where("device").str() + ": precision backend " + precision_->label() + " needs " +
+    throw ConfigError(precision_->config().where("plugin").str() + ": precision backend " + precision_->label() + " needs " +
                       role + " dtype " + c10::toString(t) + ", which LibTorch " + core_torch_version() +
                       " cannot compute on " + device_.str() + " (" + e.what_without_backtrace() +
                       "); choose another [precision] plugin or device");
@@ -340,7 +340,10 @@ void Experiment::build_data() {
 }
 
 std::vector<std::pair<std::string, double>> Experiment::bytes_per_param() const {
-  const double n = static_cast<double>(std::max<int64_t>(params_.num_params(), 1));
+  // Per element of the flat buffers (parameters plus their alignment padding, well under 1%).
+  int64_t elements = 0;
+  for (const auto& b : params_.buffers()) elements += b.numel();
+  const double n = static_cast<double>(std::max<int64_t>(elements, 1));
   double p = 0, g = 0, master = 0, states = 0;
   for (const auto& b : params_.buffers()) {
     p += static_cast<double>(b.params.nbytes());

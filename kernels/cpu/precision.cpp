@@ -15,10 +15,8 @@ namespace {
 // Upper half rounded to nearest with ties away from zero (so the remainder fits in int16);
 // NaN becomes a quiet NaN of the same sign, as f32_to_bf16 does.
 inline uint16_t split_one(float x, int16_t* rem) {
-  const uint32_t u = detail::f32_bits(x);
-  const uint32_t rounded = (u >> 16) + ((u >> 15) & 1u);
-  const uint32_t hi = detail::select((u & 0x7FFFFFFFu) > 0x7F800000u, (u >> 16) | 0x0040u, rounded);
-  *rem = static_cast<int16_t>(static_cast<uint16_t>(u - (hi << 16)));
+  const uint32_t hi = f32_to_bf16_ties_away(x);
+  *rem = static_cast<int16_t>(static_cast<uint16_t>(detail::f32_bits(x) - (hi << 16)));
   return static_cast<uint16_t>(hi);
 }
 
@@ -174,7 +172,7 @@ void adamw_bf16_master_f32(uint16_t* param_bf16, const uint16_t* grad_bf16, floa
     master[i] = p;
     exp_avg[i] = m;
     exp_avg_sq[i] = v;
-    param_bf16[i] = f32_to_bf16(p);
+    param_bf16[i] = f32_to_bf16_ties_away(p);
   }
 }
 
@@ -237,7 +235,7 @@ void sgd_bf16_master_f32(uint16_t* param_bf16, const uint16_t* grad_bf16, float*
       float p = master[i];
       sgd_update<decltype(momentum)::value>(c, bf16_to_f32(grad_bf16[i]), p, momentum_buf + i);
       master[i] = p;
-      param_bf16[i] = f32_to_bf16(p);
+      param_bf16[i] = f32_to_bf16_ties_away(p);
     }
   });
 }

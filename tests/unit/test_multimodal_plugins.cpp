@@ -103,7 +103,9 @@ void check_clip_against_reference(const std::string& keys, double scale0, bool w
   BackwardDispatcher().backward(terms, bo);
 
   Reference ref = clip_reference(img, txt, static_cast<float>(scale0), with_labels ? labels : at::Tensor(), 0.5);
-  EXPECT_LE(std::abs(terms[0].value.item<double>() - ref.loss.item<double>()), 1e-6)
+  // The diagonal variant matches bit for bit; with soft targets the summation order of the loss
+  // value may differ from cross_entropy's by an ulp or two (the gradients still match exactly).
+  EXPECT_LE(std::abs(terms[0].value.item<double>() - ref.loss.item<double>()), 1e-6 * std::abs(ref.loss.item<double>()))
       << terms[0].value.item<double>() << " vs " << ref.loss.item<double>();
   EXPECT_LE(max_abs_diff(img.grad(), ref.img_grad), 1e-6);
   EXPECT_LE(max_abs_diff(txt.grad(), ref.txt_grad), 1e-6);

@@ -73,7 +73,9 @@ class ConvNet : public tessera::sdk::Encoder {
     at::Tensor x = batch.get(input_);  // (B, C, H, W)
     for (auto& b : blocks_) {
       x = at::conv2d(x, b.weight, b.bias, 1, 1);
-      x = at::batch_norm(x, b.bn_weight, b.bn_bias, b.running_mean, b.running_var, training_, 0.1, 1e-5, false);
+      // BatchNorm in fp32 whatever the parameter/autocast dtype (its running statistics are fp32).
+      x = at::batch_norm(x.to(at::kFloat), b.bn_weight.to(at::kFloat), b.bn_bias.to(at::kFloat), b.running_mean,
+                         b.running_var, training_, 0.1, 1e-5, false);
       x = at::max_pool2d(at::relu(x), 2);
     }
     x = x.flatten(1);  // (B, C' * H' * W')

@@ -81,6 +81,7 @@ enum {
   TSR_DTYPE_I32 = 5,
   TSR_DTYPE_U8 = 6,
   TSR_DTYPE_BOOL = 7,
+  TSR_DTYPE_I16 = 8,
   TSR_DTYPE_NONE = -1 /* "not applicable", e.g. no autocast */
 };
 

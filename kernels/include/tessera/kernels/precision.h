@@ -52,6 +52,18 @@ inline uint16_t f32_to_bf16(float x) {
   return static_cast<uint16_t>(detail::select((u & 0x7FFFFFFFu) > 0x7F800000u, nan, rounded));
 }
 
+// fp32 -> bf16, round to nearest with ties AWAY from zero. This is how both master-keeping
+// backends (bf16 and bf16_remainder) derive the bf16 compute copy from the fp32 master: the
+// 16-bit remainder form can store exactly this rounding (an even bf16 value has 65537 fp32
+// values that round to it under RNE, one more than 16 bits can tell apart), so using it in
+// both makes their parameters bitwise equal. It differs from RNE only on exact ties with an
+// even upper half (1 fp32 value in 65536), by one ulp away from zero. NaN -> quiet NaN.
+inline uint16_t f32_to_bf16_ties_away(float x) {
+  const uint32_t u = detail::f32_bits(x);
+  const uint32_t rounded = (u >> 16) + ((u >> 15) & 1u);
+  return static_cast<uint16_t>(detail::select((u & 0x7FFFFFFFu) > 0x7F800000u, (u >> 16) | 0x0040u, rounded));
+}
+
 // IEEE binary16 -> fp32, exact (subnormals included; NaN payloads are kept).
 inline float f16_to_f32(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;

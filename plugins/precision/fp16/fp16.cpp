@@ -1,0 +1,99 @@
+// plugins/precision/fp16/fp16.cpp — precision backend "fp16": fp16 compute (autocast fp16),
+// fp32 master and moments, dynamic loss scaling with skipped, counted overflow steps.
+#include "../common/flat_backend.hpp"
+
+#include <cmath>
+#include <sstream>
+
+namespace {
+
+const tsr_config_key kKeys[] = {
+    tessera::sdk::key_float("initial_scale", "65536.0", "loss scale at the start", 1e-30, 1e30),
+    tessera::sdk::key_int("growth_interval", "2000", "steps without overflow before the scale grows", 1, 1e9),
+    tessera::sdk::key_float("growth_factor", "2.0", "multiplies the scale after growth_interval clean steps", 1.0, 1e3),
+    tessera::sdk::key_float("backoff_factor", "0.5", "multiplies the scale after an overflow", 1e-6, 1.0),
+    tessera::sdk::key_int("hysteresis", "2", "overflows tolerated before the scale backs off", 1, 1e6),
+    tessera::sdk::key_float("min_scale", "1.0", "reaching this scale with a further overflow stops training", 1e-30, 1e30),
+    tessera::sdk::key_bool("autocast", "true", "run the forward pass under fp16 autocast"),
+};
+
+class Fp16 : public tessera::precision::FlatBackend {
+ public:
+  explicit Fp16(const tessera::sdk::Host& host)
+      : FlatBackend(host), scale_(host.get_float("initial_scale")), growth_interval_(host.get_int("growth_interval")),
+        growth_(host.get_float("growth_factor")), backoff_(host.get_float("backoff_factor")),
+        hysteresis_(host.get_int("hysteresis")), min_scale_(host.get_float("min_scale")),
+        autocast_(host.get_bool("autocast")), hysteresis_left_(hysteresis_) {}
+
+  tsr_precision_info describe() override {
+    return {sizeof(tsr_precision_info), TSR_DTYPE_F16, TSR_DTYPE_F16, TSR_MASTER_FP32, TSR_DTYPE_F32,
+            autocast_ ? TSR_DTYPE_F16 : TSR_DTYPE_NONE};
+  }
+  void init_shard(const tsr_flat_shard& shard) override {
+    expect(shard, TSR_DTYPE_F16, TSR_DTYPE_F16, "fp16");
+    float* master = alloc<float>(shard, "master", TSR_STATE_MASTER, TSR_DTYPE_F32);
+    tessera::kernels::convert_f16_to_f32(params<uint16_t>(shard), master, shard.numel);
+    alloc<float>(shard, "exp_avg", TSR_STATE_OPTIMIZER, TSR_DTYPE_F32);
+    alloc<float>(shard, "exp_avg_sq", TSR_STATE_OPTIMIZER, TSR_DTYPE_F32);
+  }
+  void step(const tsr_flat_shard& shard, const tsr_optim_step& opt) override {
+    auto* p = params<uint16_t>(shard);
+    const auto* g = grads<uint16_t>(shard);
+    auto* master = state<float>(shard, "master");
+    auto* m = state<float>(shard, "exp_avg");
+    if (opt.algorithm == TSR_OPTIM_ADAMW)
+      tessera::kernels::adamw_f16_master_f32(p, g, master, m, state<float>(shard, "exp_avg_sq"), shard.numel,
+                                             adamw_args(opt));
+    else if (opt.algorithm == TSR_OPTIM_SGD)
+      tessera::kernels::sgd_f16_master_f32(p, g, master, m, shard.numel, sgd_args(opt));
+    else
+      unsupported(opt, "fp16");
+  }
+
+  double loss_scale() override { return scale_; }
+  bool find_overflow(const tsr_flat_shard& shard) override {
+    return !tessera::kernels::all_finite_f16(grads<uint16_t>(shard), shard.numel);
+  }
+  // Dynamic loss scaling as in Megatron/DeepSpeed: back off after `hysteresis` overflows, grow
+  // after `growth_interval` clean steps; an overflow at the minimum scale is an error.
+  bool update_scale(bool found_inf) override {
+    if (!found_inf) {
+      if (++clean_steps_ >= growth_interval_) {
+        scale_ *= growth_;
+        clean_steps_ = 0;
+        hysteresis_left_ = hysteresis_;
+      }
+      return false;
+    }
+    ++overflows_;
+    clean_steps_ = 0;
+    if (--hysteresis_left_ <= 0) {
+      if (scale_ <= min_scale_) {
+        std::ostringstream msg;
+        msg << "gradients overflow even at the minimum loss scale " << min_scale_ << " (" << overflows_
+            << " overflowing steps so far); the loss or the model diverged — lower the learning rate, or use bf16";
+        throw tessera::sdk::Error(TSR_ERR_RUNTIME, msg.str());
+      }
+      scale_ = std::max(scale_ * backoff_, min_scale_);
+      hysteresis_left_ = hysteresis_;
+      host_.info("gradient overflow: loss scale lowered to " + std::to_string(scale_));
+    }
+    return true;  // an overflowed step is always skipped
+  }
+
+ private:
+  double scale_;
+  int64_t growth_interval_;
+  double growth_, backoff_;
+  int64_t hysteresis_;
+  double min_scale_;
+  bool autocast_;
+  int64_t hysteresis_left_, clean_steps_ = 0, overflows_ = 0;
+};
+
+}  // namespace
+
+TESSERA_PLUGIN(Fp16, tessera::sdk::Precision, "fp16", "1.0.0",
+               "fp16 compute with fp32 master weights and moments and dynamic loss scaling; overflowed steps are "
+               "skipped and counted (AdamW: 2 + 2 + 4 + 8 = 16 bytes/parameter). Needs a device that computes fp16.",
+               kKeys)
