@@ -80,4 +80,54 @@ class FlatBackend : public sdk::Precision {
   std::map<std::string, std::map<std::string, tsr_tensor*>> states_;
 };
 
+// A backend with 16-bit parameters and gradients, an fp32 master copy and fp32 moments (bf16,
+// fp16): the master is initialised from the parameters and every update runs on it.
+struct Bf16Traits {
+  static constexpr int32_t kDtype = TSR_DTYPE_BF16;
+  static constexpr const char* kName = "bf16";
+  static void widen(const uint16_t* p, float* m, int64_t n) { kernels::convert_bf16_to_f32(p, m, n); }
+  static constexpr auto adamw = &kernels::adamw_bf16_master_f32;
+  static constexpr auto sgd = &kernels::sgd_bf16_master_f32;
+};
+struct F16Traits {
+  static constexpr int32_t kDtype = TSR_DTYPE_F16;
+  static constexpr const char* kName = "fp16";
+  static void widen(const uint16_t* p, float* m, int64_t n) { kernels::convert_f16_to_f32(p, m, n); }
+  static constexpr auto adamw = &kernels::adamw_f16_master_f32;
+  static constexpr auto sgd = &kernels::sgd_f16_master_f32;
+};
+
+template <class Traits>
+class MasterF32Backend : public FlatBackend {
+ public:
+  MasterF32Backend(const sdk::Host& host, bool autocast) : FlatBackend(host), autocast_(autocast) {}
+
+  tsr_precision_info describe() override {
+    return {sizeof(tsr_precision_info), Traits::kDtype, Traits::kDtype, TSR_MASTER_FP32, TSR_DTYPE_F32,
+            autocast_ ? Traits::kDtype : TSR_DTYPE_NONE};
+  }
+  void init_shard(const tsr_flat_shard& shard) override {
+    expect(shard, Traits::kDtype, Traits::kDtype, Traits::kName);
+    float* master = alloc<float>(shard, "master", TSR_STATE_MASTER, TSR_DTYPE_F32);
+    Traits::widen(params<uint16_t>(shard), master, shard.numel);
+    alloc<float>(shard, "exp_avg", TSR_STATE_OPTIMIZER, TSR_DTYPE_F32);
+    alloc<float>(shard, "exp_avg_sq", TSR_STATE_OPTIMIZER, TSR_DTYPE_F32);
+  }
+  void step(const tsr_flat_shard& shard, const tsr_optim_step& opt) override {
+    auto* p = params<uint16_t>(shard);
+    const auto* g = grads<uint16_t>(shard);
+    auto* master = state<float>(shard, "master");
+    auto* m = state<float>(shard, "exp_avg");
+    if (opt.algorithm == TSR_OPTIM_ADAMW)
+      Traits::adamw(p, g, master, m, state<float>(shard, "exp_avg_sq"), shard.numel, adamw_args(opt));
+    else if (opt.algorithm == TSR_OPTIM_SGD)
+      Traits::sgd(p, g, master, m, shard.numel, sgd_args(opt));  // exp_avg doubles as the momentum buffer
+    else
+      unsupported(opt, Traits::kName);
+  }
+
+ private:
+  bool autocast_;
+};
+
 }  // namespace tessera::precision

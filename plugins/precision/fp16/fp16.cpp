@@ -17,38 +17,13 @@ const tsr_config_key kKeys[] = {
     tessera::sdk::key_bool("autocast", "true", "run the forward pass under fp16 autocast"),
 };
 
-class Fp16 : public tessera::precision::FlatBackend {
+class Fp16 : public tessera::precision::MasterF32Backend<tessera::precision::F16Traits> {
  public:
   explicit Fp16(const tessera::sdk::Host& host)
-      : FlatBackend(host), scale_(host.get_float("initial_scale")), growth_interval_(host.get_int("growth_interval")),
-        growth_(host.get_float("growth_factor")), backoff_(host.get_float("backoff_factor")),
-        hysteresis_(host.get_int("hysteresis")), min_scale_(host.get_float("min_scale")),
-        autocast_(host.get_bool("autocast")), hysteresis_left_(hysteresis_) {}
-
-  tsr_precision_info describe() override {
-    return {sizeof(tsr_precision_info), TSR_DTYPE_F16, TSR_DTYPE_F16, TSR_MASTER_FP32, TSR_DTYPE_F32,
-            autocast_ ? TSR_DTYPE_F16 : TSR_DTYPE_NONE};
-  }
-  void init_shard(const tsr_flat_shard& shard) override {
-    expect(shard, TSR_DTYPE_F16, TSR_DTYPE_F16, "fp16");
-    float* master = alloc<float>(shard, "master", TSR_STATE_MASTER, TSR_DTYPE_F32);
-    tessera::kernels::convert_f16_to_f32(params<uint16_t>(shard), master, shard.numel);
-    alloc<float>(shard, "exp_avg", TSR_STATE_OPTIMIZER, TSR_DTYPE_F32);
-    alloc<float>(shard, "exp_avg_sq", TSR_STATE_OPTIMIZER, TSR_DTYPE_F32);
-  }
-  void step(const tsr_flat_shard& shard, const tsr_optim_step& opt) override {
-    auto* p = params<uint16_t>(shard);
-    const auto* g = grads<uint16_t>(shard);
-    auto* master = state<float>(shard, "master");
-    auto* m = state<float>(shard, "exp_avg");
-    if (opt.algorithm == TSR_OPTIM_ADAMW)
-      tessera::kernels::adamw_f16_master_f32(p, g, master, m, state<float>(shard, "exp_avg_sq"), shard.numel,
-                                             adamw_args(opt));
-    else if (opt.algorithm == TSR_OPTIM_SGD)
-      tessera::kernels::sgd_f16_master_f32(p, g, master, m, shard.numel, sgd_args(opt));
-    else
-      unsupported(opt, "fp16");
-  }
+      : MasterF32Backend(host, host.get_bool("autocast")), scale_(host.get_float("initial_scale")),
+        growth_interval_(host.get_int("growth_interval")), growth_(host.get_float("growth_factor")),
+        backoff_(host.get_float("backoff_factor")), hysteresis_(host.get_int("hysteresis")),
+        min_scale_(host.get_float("min_scale")), hysteresis_left_(hysteresis_) {}
 
   double loss_scale() override { return scale_; }
   bool find_overflow(const tsr_flat_shard& shard) override {
@@ -87,7 +62,6 @@ class Fp16 : public tessera::precision::FlatBackend {
   double growth_, backoff_;
   int64_t hysteresis_;
   double min_scale_;
-  bool autocast_;
   int64_t hysteresis_left_, clean_steps_ = 0, overflows_ = 0;
 };
 
