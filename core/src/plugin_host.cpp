@@ -311,8 +311,19 @@ tsr_status collect_param(void* user, const char* name, tsr_tensor* t) {
 }
 }  // namespace
 
+namespace {
+constexpr size_t kEncoderRequired = offsetof(tsr_encoder_vtable, buffers);
+}
+
+std::vector<std::pair<std::string, at::Tensor>> EncoderInstance::buffers() const {
+  auto* vt = static_cast<const tsr_encoder_vtable*>(vtable(kEncoderRequired));
+  NamedParams out;
+  if (vt->struct_size >= sizeof(tsr_encoder_vtable) && vt->buffers) check(vt->buffers(raw(), &collect_param, &out), "buffers");
+  return out;
+}
+
 std::vector<std::pair<std::string, at::Tensor>> EncoderInstance::parameters() const {
-  auto* vt = static_cast<const tsr_encoder_vtable*>(vtable(sizeof(tsr_encoder_vtable)));
+  auto* vt = static_cast<const tsr_encoder_vtable*>(vtable(kEncoderRequired));
   NamedParams out;
   check(vt->parameters(raw(), &collect_param, &out), "parameters");
   return out;
@@ -327,12 +338,12 @@ std::vector<std::pair<std::string, at::Tensor>> LossInstance::parameters() const
 }
 
 void EncoderInstance::set_training(bool training) const {
-  auto* vt = static_cast<const tsr_encoder_vtable*>(vtable(sizeof(tsr_encoder_vtable)));
+  auto* vt = static_cast<const tsr_encoder_vtable*>(vtable(kEncoderRequired));
   if (vt->set_training) check(vt->set_training(raw(), training ? 1 : 0), "set_training");
 }
 
 void EncoderInstance::forward(TensorMap& batch) const {
-  auto* vt = static_cast<const tsr_encoder_vtable*>(vtable(sizeof(tsr_encoder_vtable)));
+  auto* vt = static_cast<const tsr_encoder_vtable*>(vtable(kEncoderRequired));
   tsr_tensor_set set{&batch, false};
   check(vt->forward(raw(), &set), "forward");
 }

@@ -18,6 +18,7 @@
 #include <spdlog/spdlog.h>
 
 #include "tessera/core/captions.hpp"
+#include "tessera/core/checkpoint.hpp"
 #include "tessera/core/error.hpp"
 #include "tessera/core/metrics.hpp"
 #include "tessera/core/safetensors.hpp"
@@ -108,6 +109,15 @@ const Schema& train_schema() {
       key("save_model", B, "true", "write model.safetensors at the end"),
       key("nonfinite", S, "\"error\"", "a NaN/Inf loss term: stop with an error, or skip the step and count it", 1, 0,
           {"error", "skip"}),
+  }};
+  return s;
+}
+const Schema& checkpoint_schema() {
+  static const Schema s{{
+      key("every_steps", I, "0", "save a checkpoint every N optimizer steps (and at the end); 0 = never", 0, 1e12),
+      key("dir", S, "\"\"", "where checkpoints go; empty = <output_dir>/checkpoints"),
+      key("keep", I, "2", "how many recent checkpoints to keep; 0 = all", 0, 1e6),
+      key("resume", S, "\"\"", "checkpoint to resume from: a path, or \"latest\" in [checkpoint] dir; empty = start fresh"),
   }};
   return s;
 }
@@ -204,13 +214,15 @@ ShardView::~ShardView() {
 }
 
 Experiment::Experiment(const Config& config, bool load_data) : config_(config) {
-  config_.check_sections({"experiment", "data", "encoder", "loss", "precision", "optimizer", "schedule", "train", "eval"});
+  config_.check_sections(
+      {"experiment", "data", "encoder", "loss", "precision", "optimizer", "schedule", "train", "eval", "checkpoint"});
   experiment_ = config_.resolve(config_.table("experiment"), experiment_schema(), "[experiment]");
   data_ = config_.resolve(config_.table("data"), data_schema(), "[data]");
   optimizer_ = config_.resolve(config_.table("optimizer"), optimizer_schema(), "[optimizer]");
   schedule_ = config_.resolve(config_.table("schedule"), schedule_schema(), "[schedule]");
   train_ = config_.resolve(config_.table("train"), train_schema(), "[train]");
   eval_ = config_.resolve(config_.table("eval"), eval_schema(), "[eval]");
+  checkpoint_ = config_.resolve(config_.table("checkpoint"), checkpoint_schema(), "[checkpoint]");
 
   spdlog::set_level(spdlog::level::from_str(experiment_.get_string("log_level")));
   // glibc returns large freed blocks to the OS at once; every step then page-faults its
@@ -537,7 +549,11 @@ TrainSummary Experiment::train() {
   {
     std::ofstream(output_dir_ + "/config.resolved.toml") << config_.dump();
   }
-  MetricsWriter metrics(output_dir_ + "/metrics.jsonl");
+  // Resume first: it decides where the loop starts and whether metrics are appended.
+  CheckpointMeta resumed;
+  const bool resuming = !checkpoint_.get_string("resume").empty();
+  if (resuming) resumed = resume_from(checkpoint_.get_string("resume"));
+  MetricsWriter metrics(output_dir_ + "/metrics.jsonl", /*append=*/resuming);
   ProgressLine progress;
   const int64_t accum = train_.get_int("grad_accum");
   const int64_t epochs = train_.get_int("epochs");
@@ -556,15 +572,20 @@ TrainSummary Experiment::train() {
   summary.output_dir = output_dir_;
   const auto t0 = std::chrono::steady_clock::now();
   auto window_start = t0;
-  int64_t step = 0, window_samples = 0, window_steps = 0;
+  int64_t step = resumed.step, window_samples = 0, window_steps = 0;
+  summary.skipped_steps = resumed.skipped_steps;
   std::map<std::string, double> window_terms;
   double window_loss = 0, last_norm = 0, lr = 0, last_scale = 1;
-  bool done = false;
-  for (int64_t epoch = 0; epoch < epochs && !done; ++epoch) {
+  const int64_t every = checkpoint_.get_int("every_steps");
+  bool done = step >= total_steps;
+  for (int64_t epoch = resumed.epoch; epoch < epochs && !done; ++epoch) {
     train_loader_->start_epoch(epoch);
+    const int64_t first = epoch == resumed.epoch ? resumed.batch / accum : 0;
+    train_loader_->seek(first * accum);
     for (auto& e : encoders_) e->set_training(true);
     TensorMap batch;
-    for (int64_t s = 0; s < steps_per_epoch && !done; ++s) {
+    bool save_after_eval = false;
+    for (int64_t s = first; s < steps_per_epoch && !done; ++s) {
       ++step;
       StepOutcome out = train_step(step, total_steps, batch);
       window_samples += out.samples;
@@ -602,6 +623,12 @@ TrainSummary Experiment::train() {
         window_terms.clear();
       }
       if (step >= total_steps) done = true;
+      if (every > 0 && (step % every == 0 || done)) {
+        // At an epoch's last step the checkpoint waits for the evaluation, so a resumed run
+        // starts cleanly at the next epoch.
+        if (s + 1 == steps_per_epoch) save_after_eval = true;
+        else save_checkpoint_at(step, epoch, (s + 1) * accum, summary.skipped_steps);
+      }
     }
     summary.epochs = epoch + 1;
     if (eval_.get_bool("enabled")) {
@@ -624,6 +651,7 @@ TrainSummary Experiment::train() {
       metrics.write(rec);
       spdlog::info("{}", line);
     }
+    if (save_after_eval) save_checkpoint_at(step, epoch + 1, 0, summary.skipped_steps);
   }
   progress.finish();
   summary.steps = step;
@@ -682,6 +710,51 @@ EvalResult Experiment::evaluate() {
   }
   if (seen && !zs_image.empty()) r.zero_shot_accuracy = static_cast<double>(zs_correct) / seen;
   return r;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> Experiment::encoder_buffers() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& e : encoders_) {
+    const std::string& n = e->config().get_string("name");
+    const std::string prefix = (n.empty() ? e->library().name() : n) + ".";
+    for (auto& [name, t] : e->buffers()) out.emplace_back(prefix + name, t);
+  }
+  return out;
+}
+
+std::string Experiment::checkpoint_dir() const {
+  const std::string& d = checkpoint_.get_string("dir");
+  return d.empty() ? output_dir_ + "/checkpoints" : d;
+}
+
+void Experiment::save_checkpoint_at(int64_t step, int64_t epoch, int64_t batch, int64_t skipped) {
+  CheckpointMeta meta;
+  meta.step = step;
+  meta.epoch = epoch;
+  meta.batch = batch;
+  meta.skipped_steps = skipped;
+  meta.precision = precision_->library().name();
+  meta.master_policy = precision_info_.master_policy;
+  meta.optimizer = optimizer_.get_string("name");
+  meta.config_toml = config_.dump();
+  meta.config_hash = std::to_string(std::hash<std::string>{}(meta.config_toml));
+  save_checkpoint(checkpoint_dir(), meta, gather_checkpoint(params_, states_, precision_info_, encoder_buffers()),
+                  checkpoint_.get_int("keep"));
+}
+
+CheckpointMeta Experiment::resume_from(const std::string& spec) {
+  const std::string path = resolve_checkpoint_path(checkpoint_dir(), spec);
+  std::map<std::string, at::Tensor> tensors;
+  CheckpointMeta meta = read_checkpoint(path, tensors);
+  if (meta.optimizer != optimizer_.get_string("name"))
+    spdlog::warn("checkpoint {} was written with optimizer {}, this run uses {}", path, meta.optimizer,
+                 optimizer_.get_string("name"));
+  restore_checkpoint(tensors, params_, states_, precision_info_, encoder_buffers(), path);
+  if (meta.precision != precision_->library().name())
+    spdlog::info("checkpoint {} was written by precision backend '{}'; converted to '{}'", path, meta.precision,
+                 precision_->library().name());
+  spdlog::info("resumed from {} at step {} (epoch {}, batch {})", path, meta.step, meta.epoch + 1, meta.batch);
+  return meta;
 }
 
 void Experiment::save_model(const std::string& path) const {

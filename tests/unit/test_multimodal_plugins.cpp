@@ -197,20 +197,23 @@ TEST(MultimodalText, OutputShapeAndParameters) {
 
 TEST(MultimodalText, PaddingDoesNotChangeTheEmbedding) {
   at::manual_seed(2);
-  auto text = make_text("kernel_size = 3\nconv_layers = 3\ndropout = 0.5\n");
-  text->set_training(false);
   const std::vector<std::string> captions = {"a photo of a sandal", "ankle boot: footwear that covers the whole foot",
                                              "a T-shirt, a close-fitting pullover shirt", "x", ""};
-  TensorMap short_batch{{"caption_ids", encode_caption_bytes(captions, 50)}};
-  TensorMap long_batch{{"caption_ids", encode_caption_bytes(captions, 130)}};
-  TensorMap one{{"caption_ids", encode_caption_bytes({captions[1]}, 64)}};
-  text->forward(short_batch);
-  text->forward(long_batch);
-  text->forward(one);
-  const at::Tensor& a = short_batch.at("text_emb");
-  const at::Tensor& b = long_batch.at("text_emb");
-  EXPECT_LE(max_abs_diff(a, b), 1e-5);
-  EXPECT_LE(max_abs_diff(a[1], one.at("text_emb")[0]), 1e-5);  // nor do the other captions of the batch
+  for (const char* keys : {"kernel_size = 3\nconv_layers = 3\ndropout = 0.5\n", "conv_layers = 0\n"}) {
+    auto text = make_text(keys);
+    text->set_training(false);
+    TensorMap short_batch{{"caption_ids", encode_caption_bytes(captions, 50)}};
+    TensorMap long_batch{{"caption_ids", encode_caption_bytes(captions, 130)}};
+    TensorMap one{{"caption_ids", encode_caption_bytes({captions[1]}, 47)}};  // exactly its length: no padding
+    text->forward(short_batch);
+    text->forward(long_batch);
+    text->forward(one);
+    const at::Tensor& a = short_batch.at("text_emb");
+    const at::Tensor& b = long_batch.at("text_emb");
+    EXPECT_TRUE(at::isfinite(a).all().item<bool>()) << keys;
+    EXPECT_LE(max_abs_diff(a, b), 1e-5) << keys;
+    EXPECT_LE(max_abs_diff(a[1], one.at("text_emb")[0]), 1e-5) << keys;  // nor do the other captions of the batch
+  }
 }
 
 TEST(MultimodalText, VariantsAndBadConfig) {

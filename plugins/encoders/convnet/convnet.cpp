@@ -67,6 +67,14 @@ class ConvNet : public tessera::sdk::Encoder {
     }
     return p;
   }
+  tessera::sdk::Params buffers() override {
+    tessera::sdk::Params b;
+    for (size_t i = 0; i < blocks_.size(); ++i) {
+      b.emplace_back("block" + std::to_string(i) + ".bn.running_mean", blocks_[i].running_mean);
+      b.emplace_back("block" + std::to_string(i) + ".bn.running_var", blocks_[i].running_var);
+    }
+    return b;
+  }
   void train(bool training) override { training_ = training; }
 
   void forward(tessera::sdk::TensorSet& batch) override {

@@ -115,9 +115,12 @@ class Text : public tessera::sdk::Encoder {
       // Zeroing the padding after every layer makes the result independent of how much there is.
       x = at::relu(at::conv1d(x, conv.weight, conv.bias, 1, kernel_ / 2)) * mask;  // (N, C, T)
     }
-    const at::Tensor count = mask.sum(2).clamp_min(1.0);        // (N, 1)
-    std::vector<at::Tensor> features{std::get<0>(x.max(2)),    // (N, C): values >= 0, padding 0
-                                     x.sum(2) / count};         // (N, C)
+    // Masked max and mean over the caption's bytes; an empty caption pools to zeros.
+    const at::Tensor pad = mask.eq(0);                                                   // (N, 1, T)
+    const at::Tensor empty = pad.all(2);                                                 // (N, 1)
+    const at::Tensor max = std::get<0>(x.masked_fill(pad, -INFINITY).max(2)).masked_fill(empty, 0.0);  // (N, C)
+    const at::Tensor mean = x.sum(2) / mask.sum(2).clamp_min(1.0);                       // (N, C)
+    std::vector<at::Tensor> features{max, mean};
     if (word_embedding_.defined()) features.push_back(word_features(ids));  // (N, word_dim)
     at::Tensor h = at::cat(features, 1);
     if (dropout_ > 0) h = at::dropout(h, dropout_, training_);

@@ -221,6 +221,9 @@ typedef struct tsr_encoder_vtable {
   tsr_status (*set_training)(tsr_instance* self, int32_t training);
   /* Reads named inputs from batch and writes named outputs into it. */
   tsr_status (*forward)(tsr_instance* self, tsr_tensor_set* batch);
+  /* Optional (NULL = none): state that is not trained but must survive a checkpoint (e.g.
+   * BatchNorm running statistics), visited like parameters; the core restores them in place. */
+  tsr_status (*buffers)(tsr_instance* self, tsr_param_visitor visit, void* user);
 } tsr_encoder_vtable;
 
 /* ---- kind: tessera.loss/1 --------------------------------------------------------- */
@@ -336,7 +339,7 @@ TSR_STATIC_ASSERT(offsetof(tsr_term, weight) == 32, "tsr_term layout");
 TSR_STATIC_ASSERT(offsetof(tsr_host, log) == 24, "tsr_host layout");
 TSR_STATIC_ASSERT(offsetof(tsr_host, alloc_state) == 184, "tsr_host layout");
 TSR_STATIC_ASSERT(sizeof(tsr_host) == 216, "tsr_host layout changed");
-TSR_STATIC_ASSERT(sizeof(tsr_encoder_vtable) == 32, "tsr_encoder_vtable layout changed");
+TSR_STATIC_ASSERT(sizeof(tsr_encoder_vtable) == 40, "tsr_encoder_vtable layout changed");
 TSR_STATIC_ASSERT(sizeof(tsr_loss_vtable) == 24, "tsr_loss_vtable layout changed");
 TSR_STATIC_ASSERT(sizeof(tsr_precision_vtable) == 56, "tsr_precision_vtable layout changed");
 TSR_STATIC_ASSERT(sizeof(tsr_precision_info) == 24, "tsr_precision_info layout changed");

@@ -189,6 +189,8 @@ class Encoder {
   // Trainable parameters, stable names and order. Keep using these tensor objects: the core
   // moves their storage into its flat buffers.
   virtual Params parameters() = 0;
+  // Non-trained state that checkpoints must keep (e.g. BatchNorm running statistics).
+  virtual Params buffers() { return {}; }
   virtual void train(bool /*training*/) {}
   virtual void forward(TensorSet& batch) = 0;
 };
@@ -265,11 +267,14 @@ void destroy(tsr_instance* p) noexcept {
   delete self<T>(p);
 }
 
-template <class T>
+template <class T, bool kBuffers = false>
 tsr_status visit_parameters(tsr_instance* p, tsr_param_visitor visit, void* user) noexcept {
   auto* s = self<T>(p);
   return guard(s->host.raw(), [&] {
-    for (auto& [name, tensor] : s->impl->parameters()) {
+    Params named;
+    if constexpr (kBuffers) named = s->impl->buffers();
+    else named = s->impl->parameters();
+    for (auto& [name, tensor] : named) {
       TensorRef ref(s->host, s->host.wrap(tensor));
       tsr_status st = visit(user, name.c_str(), ref.get());
       if (st != TSR_OK) throw Error(st, "parameter '" + name + "' was refused by the core");
@@ -291,7 +296,7 @@ struct EncoderTable {
     });
   }
   static constexpr tsr_encoder_vtable vtable{sizeof(tsr_encoder_vtable), &visit_parameters<T>,
-                                             &set_training, &forward};
+                                             &set_training, &forward, &visit_parameters<T, true>};
 };
 
 template <class T>

@@ -84,6 +84,8 @@ class EncoderInstance : public PluginInstance {
  public:
   using PluginInstance::PluginInstance;
   std::vector<std::pair<std::string, at::Tensor>> parameters() const;
+  // Non-trained state for checkpoints (empty when the plugin declares none).
+  std::vector<std::pair<std::string, at::Tensor>> buffers() const;
   void set_training(bool training) const;
   void forward(TensorMap& batch) const;
 };

@@ -8,6 +8,7 @@
 
 #include "tessera/core/backward.hpp"
 #include "tessera/core/captions.hpp"
+#include "tessera/core/checkpoint.hpp"
 #include "tessera/core/config.hpp"
 #include "tessera/core/data.hpp"
 #include "tessera/core/engine.hpp"
@@ -24,6 +25,7 @@ const Schema& optimizer_schema();
 const Schema& schedule_schema();
 const Schema& train_schema();
 const Schema& eval_schema();
+const Schema& checkpoint_schema();
 const Schema& encoder_slot_schema();    // keys of [[encoder]] the core owns (plugin, name)
 const Schema& loss_slot_schema();       // keys of [[loss]] the core owns (plugin, name, weight)
 const Schema& precision_slot_schema();  // keys of [precision] the core owns (plugin)
@@ -107,9 +109,14 @@ class Experiment {
   void optimizer_step(int64_t step, double lr, double grad_scale);
   double grad_norm() const;
   void save_model(const std::string& path) const;
+  // Checkpoints: every encoder's non-trained buffers by qualified name.
+  std::vector<std::pair<std::string, at::Tensor>> encoder_buffers() const;
+  std::string checkpoint_dir() const;
+  void save_checkpoint_at(int64_t step, int64_t epoch, int64_t batch, int64_t skipped);
+  CheckpointMeta resume_from(const std::string& spec);
 
   const Config& config_;
-  Section experiment_, data_, optimizer_, schedule_, train_, eval_;
+  Section experiment_, data_, optimizer_, schedule_, train_, eval_, checkpoint_;
   PluginRegistry registry_;
   StateStore states_;
   std::vector<std::unique_ptr<EncoderInstance>> encoders_;

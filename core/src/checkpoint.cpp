@@ -1,0 +1,276 @@
+// core/src/checkpoint.cpp — gathers and restores checkpoint tensors by parameter name, and
+// writes/reads the checkpoint directory (manifest + safetensors) atomically and verified.
+#include "tessera/core/checkpoint.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "tessera/core/error.hpp"
+#include "tessera/core/safetensors.hpp"
+
+namespace fs = std::filesystem;
+
+namespace tessera {
+namespace {
+
+// "<shard>.<state>" -> "<state>"
+std::string state_name(const std::string& buffer_name) {
+  auto dot = buffer_name.find('.');
+  return dot == std::string::npos ? buffer_name : buffer_name.substr(dot + 1);
+}
+std::string shard_name(const std::string& buffer_name) { return buffer_name.substr(0, buffer_name.find('.')); }
+
+const FlatParamBuffer* buffer_for(const FlatParams& params, const std::string& shard) {
+  for (const auto& b : params.buffers())
+    if (b.name == shard) return &b;
+  return nullptr;
+}
+
+at::Tensor slice(const at::Tensor& flat, const ParamSlot& s) { return flat.narrow(0, s.offset, s.numel).view(s.shape); }
+
+// fp32 -> bf16 rounded to nearest, ties away from zero, and the int16 remainder that makes
+// the pair exact (the rounding kernels/ uses for master-keeping bf16 backends).
+std::pair<at::Tensor, at::Tensor> split_ties_away(const at::Tensor& f32) {
+  at::Tensor u = f32.contiguous().view(at::kInt).to(at::kLong).bitwise_and(static_cast<int64_t>(0xFFFFFFFF));
+  at::Tensor hi = u.bitwise_right_shift(16) + u.bitwise_right_shift(15).bitwise_and(1);
+  at::Tensor rem = u - hi.bitwise_left_shift(16);
+  at::Tensor hi16 = (hi.bitwise_and(0xFFFF) - (hi.bitwise_and(0x8000).bitwise_left_shift(1))).to(at::kShort);
+  return {hi16.view(at::kBFloat16), rem.to(at::kShort)};
+}
+
+at::Tensor merge_remainder(const at::Tensor& bf16, const at::Tensor& rem) {
+  at::Tensor hi = bf16.contiguous().view(at::kShort).to(at::kInt).bitwise_and(0xFFFF).bitwise_left_shift(16);
+  return (hi + rem.to(at::kInt)).view(at::kFloat);
+}
+
+const StateBuffer* find_state(const StateStore& states, const std::string& shard, int32_t category) {
+  for (const auto& s : states.buffers)
+    if (s.category == category && shard_name(s.name) == shard) return &s;
+  return nullptr;
+}
+
+uint32_t file_crc(const std::string& path, int64_t& bytes) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error("checkpoint file " + path + " cannot be read");
+  uLong crc = crc32(0L, Z_NULL, 0);
+  std::vector<char> buf(1 << 20);
+  bytes = 0;
+  while (f) {
+    f.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    const auto got = f.gcount();
+    if (got <= 0) break;
+    crc = crc32(crc, reinterpret_cast<const Bytef*>(buf.data()), static_cast<uInt>(got));
+    bytes += got;
+  }
+  return static_cast<uint32_t>(crc);
+}
+
+void fsync_path(const std::string& p) {
+  int fd = ::open(p.c_str(), O_RDONLY);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+void write_atomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  {
+    std::ofstream f(tmp, std::ios::trunc);
+    f << text;
+    f.flush();
+    if (!f) throw Error("cannot write " + tmp);
+  }
+  fsync_path(tmp);
+  fs::rename(tmp, path);
+}
+
+}  // namespace
+
+CheckpointTensors gather_checkpoint(const FlatParams& params, const StateStore& states, const tsr_precision_info& info,
+                                    const std::vector<std::pair<std::string, at::Tensor>>& buffers) {
+  CheckpointTensors out;
+  for (const auto& b : params.buffers()) {
+    const StateBuffer* master = find_state(states, b.name, TSR_STATE_MASTER);
+    for (const auto& s : b.slots) {
+      at::Tensor value;
+      if (info.master_policy == TSR_MASTER_FP32 && master) value = slice(master->data, s);
+      else if (info.master_policy == TSR_MASTER_REMAINDER16 && master)
+        value = merge_remainder(b.params.narrow(0, s.offset, s.numel), master->data.narrow(0, s.offset, s.numel)).view(s.shape);
+      else value = slice(b.params, s);
+      out.tensors.emplace_back("param/" + s.name, value.detach().cpu().clone());
+    }
+  }
+  for (const auto& st : states.buffers) {
+    if (st.category != TSR_STATE_OPTIMIZER) continue;
+    const FlatParamBuffer* b = buffer_for(params, shard_name(st.name));
+    if (!b) continue;
+    for (const auto& s : b->slots)
+      out.tensors.emplace_back("state/" + state_name(st.name) + "/" + s.name, slice(st.data, s).cpu().clone());
+  }
+  for (const auto& [name, t] : buffers) out.tensors.emplace_back("buffer/" + name, t.detach().cpu().clone());
+  out.tensors.emplace_back("rng/cpu", at::detail::getDefaultCPUGenerator().get_state());
+  return out;
+}
+
+std::string save_checkpoint(const std::string& dir, const CheckpointMeta& meta, const CheckpointTensors& tensors,
+                            int64_t keep) {
+  fs::create_directories(dir);
+  const std::string name = "step_" + std::to_string(meta.step);
+  const std::string final_dir = dir + "/" + name;
+  const std::string tmp_dir = dir + "/." + name + ".tmp." + std::to_string(::getpid());
+  fs::remove_all(tmp_dir);
+  fs::create_directories(tmp_dir);
+  const std::string file = "rank_0.safetensors";
+  save_safetensors(tmp_dir + "/" + file, tensors.tensors, {{"format", "tessera-checkpoint"}});
+  int64_t bytes = 0;
+  const uint32_t crc = file_crc(tmp_dir + "/" + file, bytes);
+  nlohmann::ordered_json m = {{"magic", kCheckpointMagic},
+                              {"format_version", kCheckpointFormat},
+                              {"step", meta.step},
+                              {"epoch", meta.epoch},
+                              {"batch", meta.batch},
+                              {"skipped_steps", meta.skipped_steps},
+                              {"world_size", 1},
+                              {"precision", meta.precision},
+                              {"master_policy", meta.master_policy},
+                              {"optimizer", meta.optimizer},
+                              {"config_hash", meta.config_hash},
+                              {"files", {{{"name", file}, {"bytes", bytes}, {"crc32", crc}, {"rank", 0}}}},
+                              {"config", meta.config_toml}};
+  write_atomically(tmp_dir + "/manifest.json", m.dump(2) + "\n");
+  fsync_path(tmp_dir);
+  // Publish: the directory appears whole or not at all; `latest` moves only afterwards.
+  if (fs::exists(final_dir)) fs::remove_all(final_dir);
+  fs::rename(tmp_dir, final_dir);
+  fsync_path(dir);
+  write_atomically(dir + "/latest", name + "\n");
+  fsync_path(dir);
+  // Keep the newest `keep` complete checkpoints.
+  std::vector<std::pair<int64_t, fs::path>> all;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string n = e.path().filename().string();
+    if (e.is_directory() && n.rfind("step_", 0) == 0 && fs::exists(e.path() / "manifest.json"))
+      all.emplace_back(std::stoll(n.substr(5)), e.path());
+  }
+  std::sort(all.begin(), all.end());
+  for (size_t i = 0; keep > 0 && i + static_cast<size_t>(keep) < all.size(); ++i) fs::remove_all(all[i].second);
+  spdlog::info("checkpoint saved: {} ({:.1f} MiB)", final_dir, static_cast<double>(bytes) / (1 << 20));
+  return final_dir;
+}
+
+std::string resolve_checkpoint_path(const std::string& dir, const std::string& spec) {
+  if (spec != "latest") return spec;
+  std::ifstream f(dir + "/latest");
+  std::string name;
+  if (!f || !std::getline(f, name) || name.empty())
+    throw Error("resume = \"latest\": no checkpoint in " + dir + " (no readable 'latest' file)");
+  return dir + "/" + name;
+}
+
+CheckpointMeta read_checkpoint(const std::string& path, std::map<std::string, at::Tensor>& tensors) {
+  const std::string manifest = path + "/manifest.json";
+  if (!fs::is_directory(path)) throw Error("checkpoint " + path + " does not exist");
+  std::ifstream mf(manifest);
+  if (!mf) throw Error(path + " is not a Tessera checkpoint: it has no manifest.json");
+  nlohmann::json m;
+  try {
+    m = nlohmann::json::parse(mf);
+  } catch (const std::exception& e) {
+    throw Error("checkpoint manifest " + manifest + " is corrupt: " + e.what());
+  }
+  if (!m.is_object() || m.value("magic", "") != kCheckpointMagic)
+    throw Error(manifest + " is not a Tessera checkpoint manifest (magic '" + std::string(kCheckpointMagic) + "' missing)");
+  const int version = m.value("format_version", 0);
+  if (version > kCheckpointFormat)
+    throw Error(manifest + ": written in checkpoint format " + std::to_string(version) +
+                " by a newer Tessera; this one reads format " + std::to_string(kCheckpointFormat));
+  CheckpointMeta meta;
+  try {
+    meta.step = m.at("step");
+    meta.epoch = m.at("epoch");
+    meta.batch = m.at("batch");
+    meta.skipped_steps = m.value("skipped_steps", 0);
+    meta.precision = m.at("precision");
+    meta.master_policy = m.value("master_policy", TSR_MASTER_NONE);
+    meta.optimizer = m.value("optimizer", "");
+    meta.config_hash = m.value("config_hash", "");
+    meta.config_toml = m.value("config", "");
+    for (const auto& f : m.at("files")) {
+      const std::string file = path + "/" + f.at("name").get<std::string>();
+      if (!fs::exists(file)) throw Error("checkpoint file " + file + " is missing");
+      int64_t bytes = 0;
+      const uint32_t crc = file_crc(file, bytes);
+      if (bytes != f.at("bytes").get<int64_t>())
+        throw Error("checkpoint file " + file + " is truncated or altered: " + std::to_string(bytes) +
+                    " bytes, the manifest says " + std::to_string(f.at("bytes").get<int64_t>()));
+      if (crc != f.at("crc32").get<uint32_t>()) throw Error("checkpoint file " + file + " is corrupt (CRC-32 mismatch)");
+      for (auto& [n, t] : load_safetensors(file).tensors) tensors[n] = t;
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw Error("checkpoint manifest " + manifest + " is incomplete: " + e.what());
+  }
+  return meta;
+}
+
+void restore_checkpoint(const std::map<std::string, at::Tensor>& tensors, FlatParams& params, StateStore& states,
+                        const tsr_precision_info& info,
+                        const std::vector<std::pair<std::string, at::Tensor>>& buffers, const std::string& path) {
+  auto get = [&](const std::string& key, const std::string& what) -> const at::Tensor& {
+    auto it = tensors.find(key);
+    if (it == tensors.end()) throw Error("checkpoint " + path + " has no " + what);
+    return it->second;
+  };
+  at::NoGradGuard no_grad;
+  for (auto& b : params.buffers()) {
+    const StateBuffer* master = find_state(states, b.name, TSR_STATE_MASTER);
+    for (const auto& s : b.slots) {
+      const at::Tensor& value = get("param/" + s.name, "parameter '" + s.name + "'");
+      if (!value.sizes().equals(s.shape))
+        throw Error("checkpoint " + path + ": parameter '" + s.name + "' has shape " + c10::str(value.sizes()) +
+                    ", the model has " + c10::str(at::IntArrayRef(s.shape)));
+      at::Tensor v32 = value.to(at::kFloat).to(b.params.device()).flatten();
+      at::Tensor dst = b.params.narrow(0, s.offset, s.numel);
+      if (info.master_policy == TSR_MASTER_REMAINDER16 && master) {
+        auto [hi, rem] = split_ties_away(v32.cpu());
+        dst.copy_(hi);
+        master->data.narrow(0, s.offset, s.numel).copy_(rem);
+      } else if (info.master_policy == TSR_MASTER_FP32 && master) {
+        master->data.narrow(0, s.offset, s.numel).copy_(v32);
+        dst.copy_(b.dtype == at::kBFloat16 ? split_ties_away(v32.cpu()).first : v32.to(b.dtype));
+      } else {
+        dst.copy_(value.flatten().to(b.dtype));
+      }
+    }
+  }
+  for (auto& st : states.buffers) {
+    if (st.category != TSR_STATE_OPTIMIZER) continue;
+    const FlatParamBuffer* b = buffer_for(params, shard_name(st.name));
+    if (!b) continue;
+    for (const auto& s : b->slots) {
+      const std::string key = "state/" + state_name(st.name) + "/" + s.name;
+      const at::Tensor& v = get(key, "optimizer state '" + state_name(st.name) + "' for parameter '" + s.name +
+                                         "' (the current backend needs it; was the checkpoint saved with another optimizer?)");
+      st.data.narrow(0, s.offset, s.numel).copy_(v.flatten().to(st.data.scalar_type()));
+    }
+  }
+  for (const auto& [name, t] : buffers) {
+    const at::Tensor& v = get("buffer/" + name, "encoder buffer '" + name + "'");
+    if (!v.sizes().equals(t.sizes())) throw Error("checkpoint " + path + ": buffer '" + name + "' changed shape");
+    at::Tensor dst = t;
+    dst.copy_(v);
+  }
+  at::Generator gen = at::detail::getDefaultCPUGenerator();
+  gen.set_state(get("rng/cpu", "random generator state"));
+}
+
+}  // namespace tessera

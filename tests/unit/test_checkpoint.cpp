@@ -1,0 +1,226 @@
+// tests/unit/test_checkpoint.cpp — checkpoints: resume continues bit for bit (data order, RNG,
+// BatchNorm buffers, optimizer state), conversion between precision backends, and the errors
+// for a corrupt, truncated, foreign or mismatched checkpoint, with nothing already saved lost.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "tessera/core/checkpoint.hpp"
+#include "tessera/core/error.hpp"
+#include "tessera/core/safetensors.hpp"
+#include "tessera/core/trainer.hpp"
+
+namespace fs = std::filesystem;
+using namespace tessera;
+
+namespace {
+
+bool have_data() { return fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"); }
+
+fs::path temp_dir(const std::string& tag) {
+  fs::path d = fs::temp_directory_path() / ("tessera_ckpt_" + tag + "_" + std::to_string(::getpid()));
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+// A small conv net (BatchNorm buffers, dropout) on 640 images: 10 steps per epoch, 3 epochs.
+std::string config_text(const fs::path& out, const std::string& precision = "fp32", const std::string& extra = "") {
+  return "[experiment]\nthreads = 2\nseed = 9\noutput_dir = \"" + out.string() +
+         "\"\nplugin_path = [\"" TESSERA_PLUGIN_DIR "\"]\n"
+         "[data]\ntrain_limit = 640\ntest_limit = 200\nbatch_size = 64\n"
+         "[[encoder]]\nplugin = \"convnet\"\nname = \"image\"\nchannels = 4\nblocks = 1\nhidden_features = 16\ndropout = 0.2\n"
+         "[[loss]]\nplugin = \"cross_entropy\"\n[precision]\nplugin = \"" + precision + "\"\n"
+         "[optimizer]\nlr = 0.003\n[train]\nepochs = 3\nlog_every = 5\n" + extra;
+}
+
+std::vector<nlohmann::json> metrics_after(const fs::path& out, int64_t step) {
+  std::vector<nlohmann::json> recs;
+  std::ifstream f(out / "metrics.jsonl");
+  for (std::string line; std::getline(f, line);) {
+    auto r = nlohmann::json::parse(line);
+    if (r["step"].get<int64_t>() <= step) continue;
+    r.erase("samples_per_s");
+    r.erase("elapsed_s");
+    recs.push_back(r);
+  }
+  return recs;
+}
+
+void expect_same_weights(const fs::path& a, const fs::path& b) {
+  auto wa = load_safetensors((a / "model.safetensors").string()).tensors;
+  auto wb = load_safetensors((b / "model.safetensors").string()).tensors;
+  ASSERT_EQ(wa.size(), wb.size());
+  for (size_t i = 0; i < wa.size(); ++i) EXPECT_TRUE(at::equal(wa[i].second, wb[i].second)) << wa[i].first;
+}
+
+}  // namespace
+
+TEST(Checkpoint, ResumeContinuesBitForBit) {
+  if (!have_data()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  fs::path full = temp_dir("full");
+  {
+    Config cfg = Config::parse(config_text(full, "fp32", "[checkpoint]\nevery_steps = 5\nkeep = 0\n"), "ckpt.toml");
+    Experiment(cfg).train();
+  }
+  ASSERT_TRUE(fs::exists(full / "checkpoints/step_5/manifest.json"));   // mid-epoch
+  ASSERT_TRUE(fs::exists(full / "checkpoints/step_10/manifest.json"));  // an epoch's end, after its evaluation
+  ASSERT_TRUE(fs::exists(full / "checkpoints/step_30/manifest.json"));  // the end
+  // Resume points on logging boundaries, so every later metrics record must be identical.
+  for (int64_t from : {5, 10, 25}) {
+    fs::path resumed = temp_dir("resumed" + std::to_string(from));
+    Config cfg = Config::parse(config_text(resumed, "fp32", "[checkpoint]\nresume = \"" + (full / "checkpoints").string() +
+                                                               "/step_" + std::to_string(from) + "\"\n"),
+                               "ckpt.toml");
+    TrainSummary s = Experiment(cfg).train();
+    EXPECT_EQ(s.steps, 30);
+    expect_same_weights(full, resumed);
+    EXPECT_EQ(metrics_after(full, from), metrics_after(resumed, from)) << "resumed from step " << from;
+  }
+}
+
+TEST(Checkpoint, ConvertsBetweenPrecisionBackends) {
+  if (!have_data()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  fs::path src = temp_dir("conv_src");
+  double fp32_accuracy = 0;
+  {
+    Config cfg = Config::parse(config_text(src, "fp32", "[checkpoint]\nevery_steps = 10\nkeep = 0\n"), "c.toml");
+    fp32_accuracy = Experiment(cfg).train().eval_accuracy;
+  }
+  const std::string ckpt = (src / "checkpoints/step_10").string();
+  std::map<std::string, at::Tensor> saved;
+  read_checkpoint(ckpt, saved);
+  for (const char* backend : {"bf16", "bf16_remainder", "bf16_pure"}) {
+    fs::path out = temp_dir(std::string("conv_") + backend);
+    Config cfg = Config::parse(config_text(out, backend), "c.toml", {"checkpoint.resume=" + ckpt});
+    Experiment exp(cfg);
+    TrainSummary s = exp.train();
+    EXPECT_EQ(s.steps, 30) << backend;
+    EXPECT_NEAR(s.eval_accuracy, fp32_accuracy, 0.05) << backend;  // resumed in bf16, it trains on as well
+  }
+  // The conversion itself: bf16 weights are the fp32 values rounded; the master is exact.
+  fs::path out = temp_dir("conv_check");
+  Config cfg = Config::parse(config_text(out, "bf16"), "c.toml", {"train.max_steps=10"});
+  Experiment exp(cfg);
+  std::map<std::string, at::Tensor> copy = saved;
+  std::vector<std::pair<std::string, at::Tensor>> buffers;  // convnet buffers are checked elsewhere
+  for (auto& [k, v] : saved)
+    if (k.rfind("buffer/", 0) == 0) copy.erase(k);
+  restore_checkpoint(copy, exp.params(), const_cast<StateStore&>(exp.states()), tsr_precision_info{
+      sizeof(tsr_precision_info), TSR_DTYPE_BF16, TSR_DTYPE_BF16, TSR_MASTER_FP32, TSR_DTYPE_F32, TSR_DTYPE_BF16}, buffers, ckpt);
+  at::Tensor master;
+  for (const auto& st : exp.states().buffers)
+    if (st.category == TSR_STATE_MASTER) master = st.data;
+  const auto& slot = exp.params().buffers()[0].slots[0];
+  EXPECT_TRUE(at::equal(master.narrow(0, slot.offset, slot.numel).view(slot.shape), saved.at("param/" + slot.name)));
+  at::Tensor bf = exp.params().buffers()[0].params.narrow(0, slot.offset, slot.numel).view(slot.shape).to(at::kFloat);
+  EXPECT_LE((bf - saved.at("param/" + slot.name)).abs().max().item<double>(),
+            saved.at("param/" + slot.name).abs().max().item<double>() / 128);
+}
+
+TEST(Checkpoint, ModelMismatchIsRefusedWithTheReason) {
+  if (!have_data()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  fs::path src = temp_dir("mm_src");
+  {
+    Config cfg = Config::parse(config_text(src, "fp32", "[checkpoint]\nevery_steps = 10\n"), "m.toml", {"train.max_steps=10"});
+    Experiment(cfg).train();
+  }
+  fs::path out = temp_dir("mm");
+  Config cfg = Config::parse(config_text(out), "m.toml",
+                             {"encoder.image.hidden_features=24", "checkpoint.resume=" + (src / "checkpoints/step_10").string()});
+  Experiment exp(cfg);
+  try {
+    exp.train();
+    FAIL() << "expected a refusal";
+  } catch (const Error& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("parameter 'image.fc0.weight' has shape [16, 784]"), std::string::npos) << m;
+    EXPECT_NE(m.find("the model has [24, 784]"), std::string::npos) << m;
+  }
+}
+
+TEST(Checkpoint, CorruptTruncatedAndForeignCheckpointsAreClearErrors) {
+  if (!have_data()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  fs::path src = temp_dir("bad_src");
+  {
+    Config cfg = Config::parse(config_text(src, "fp32", "[checkpoint]\nevery_steps = 5\nkeep = 0\n"), "b.toml",
+                               {"train.max_steps=10"});
+    Experiment(cfg).train();
+  }
+  const fs::path good = src / "checkpoints/step_10";
+  auto expect_error = [](const fs::path& ckpt, const std::string& needle) {
+    std::map<std::string, at::Tensor> t;
+    try {
+      read_checkpoint(ckpt.string(), t);
+      ADD_FAILURE() << "expected an error containing: " << needle;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  auto copy_of = [&](const std::string& tag) {
+    fs::path d = temp_dir(tag);
+    fs::copy(good, d, fs::copy_options::recursive);
+    return d;
+  };
+  {  // one flipped byte in the tensor data
+    fs::path d = copy_of("flip");
+    std::fstream f(d / "rank_0.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(-3, std::ios::end);
+    char c = 0;
+    f.read(&c, 1);
+    c ^= 0x5A;
+    f.seekp(-3, std::ios::end);
+    f.write(&c, 1);
+    f.close();
+    expect_error(d, (d / "rank_0.safetensors").string() + " is corrupt (CRC-32 mismatch)");
+  }
+  {  // truncated
+    fs::path d = copy_of("trunc");
+    fs::resize_file(d / "rank_0.safetensors", fs::file_size(d / "rank_0.safetensors") / 2);
+    expect_error(d, "is truncated or altered");
+  }
+  {  // no manifest
+    fs::path d = copy_of("nomanifest");
+    fs::remove(d / "manifest.json");
+    expect_error(d, "is not a Tessera checkpoint: it has no manifest.json");
+  }
+  {  // a newer format
+    fs::path d = copy_of("future");
+    std::ifstream in(d / "manifest.json");
+    nlohmann::json m = nlohmann::json::parse(in);
+    in.close();
+    m["format_version"] = 99;
+    std::ofstream(d / "manifest.json") << m.dump();
+    expect_error(d, "written in checkpoint format 99 by a newer Tessera");
+  }
+  {  // garbage manifest
+    fs::path d = copy_of("garbage");
+    std::ofstream(d / "manifest.json") << "{ not json";
+    expect_error(d, "is corrupt");
+  }
+  // Nothing already saved was touched: the original still loads.
+  std::map<std::string, at::Tensor> t;
+  EXPECT_EQ(read_checkpoint(good.string(), t).step, 10);
+}
+
+TEST(Checkpoint, AnInterruptedSaveLeavesThePreviousOneLoadable) {
+  if (!have_data()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  fs::path src = temp_dir("crash");
+  {
+    Config cfg = Config::parse(config_text(src, "fp32", "[checkpoint]\nevery_steps = 5\n"), "x.toml", {"train.max_steps=10"});
+    Experiment(cfg).train();
+  }
+  const fs::path dir = src / "checkpoints";
+  // A save that died half way: a temp directory with a partial file, `latest` never moved.
+  fs::create_directories(dir / ".step_15.tmp.4242");
+  std::ofstream(dir / ".step_15.tmp.4242/rank_0.safetensors") << "partial";
+  EXPECT_EQ(resolve_checkpoint_path(dir.string(), "latest"), (dir / "step_10").string());
+  std::map<std::string, at::Tensor> t;
+  EXPECT_EQ(read_checkpoint(resolve_checkpoint_path(dir.string(), "latest"), t).step, 10);
+  // keep = 2: step_5 and step_10 remain, nothing older was needed.
+  EXPECT_TRUE(fs::exists(dir / "step_5"));
+  EXPECT_TRUE(fs::exists(dir / "step_10"));
+}
