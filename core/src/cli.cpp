@@ -12,6 +12,7 @@
 
 #include "tessera/core/bench.hpp"
 #include "tessera/core/error.hpp"
+#include "tessera/core/launch.hpp"
 #include "tessera/core/trainer.hpp"
 
 namespace tessera {
@@ -26,6 +27,7 @@ commands:
   check CONFIG [--set section.key=value]...   validate CONFIG and resolve its plugins, no training
   plugins [--plugin-path DIR]...              list the plugins found on the search path
   plugins inspect NAME [--plugin-path DIR]... describe a plugin and every config key it takes
+  launch --nproc N [--master-port P] -- ARGS... run N local ranks of `tessera ARGS` (data parallel)
   bench CONFIG [--backends a,b,..] [--out DIR] [--set k=v]...
                                               train CONFIG once per precision backend, compare
 
@@ -69,6 +71,16 @@ final training loss and test accuracy. Writes DIR/bench.json (default DIR: runs/
 run's metrics and log under DIR/<backend>/. A backend that fails is reported with its error.
 )";
 
+const char* kLaunchHelp = R"(usage: tessera launch --nproc N [--master-port P] -- ARGS...
+
+Starts N processes of `tessera ARGS` on this machine, with RANK, LOCAL_RANK, WORLD_SIZE,
+MASTER_ADDR=127.0.0.1 and MASTER_PORT set as torchrun sets them (so `torchrun` or a cluster
+launcher can start the same program instead). SIGINT/SIGTERM are forwarded to every rank;
+when one rank fails, the others are stopped (SIGTERM, then SIGKILL after 10 s) and the exit
+status is the failing rank's. Example:
+  tessera launch --nproc 2 -- train configs/fashion_mnist.toml
+)";
+
 struct Parsed {
   std::vector<std::string> positional;
   std::vector<std::string> sets;
@@ -107,6 +119,7 @@ int cmd_train(const Parsed& p) {
   Experiment exp(cfg);
   spdlog::info("experiment:\n{}", exp.describe());
   TrainSummary s = exp.train();
+  if (!exp.is_main_rank()) return 0;
   std::cout << std::fixed << std::setprecision(2) << "trained " << s.steps << " steps, " << s.epochs
             << " epochs in " << s.train_seconds << " s; final loss " << std::setprecision(4) << s.final_loss;
   if (s.eval_accuracy >= 0) std::cout << std::setprecision(2) << "; test accuracy " << 100.0 * s.eval_accuracy << "%";
@@ -197,6 +210,25 @@ int cmd_bench(const Parsed& p) {
   return 0;
 }
 
+int cmd_launch(const std::vector<std::string>& args) {
+  LaunchOptions o;
+  size_t i = 2;
+  for (; i < args.size() && args[i] != "--"; ++i) {
+    auto value = [&]() -> std::string {
+      if (i + 1 >= args.size()) throw std::invalid_argument(args[i] + " needs a value");
+      return args[++i];
+    };
+    if (args[i] == "-h" || args[i] == "--help") return std::cout << kLaunchHelp, 0;
+    if (args[i] == "--nproc") o.nproc = std::stoi(value());
+    else if (args[i] == "--master-port") o.master_port = std::stoi(value());
+    else throw std::invalid_argument("unknown launch option " + args[i]);
+  }
+  if (i >= args.size() || i + 1 == args.size()) throw std::invalid_argument("launch needs -- followed by the rank's arguments");
+  o.args.assign(args.begin() + static_cast<std::ptrdiff_t>(i) + 1, args.end());
+  o.exe = std::filesystem::read_symlink("/proc/self/exe").string();
+  return launch_ranks(o);
+}
+
 }  // namespace
 
 int run_cli(const std::vector<std::string>& args) {
@@ -211,6 +243,7 @@ int run_cli(const std::vector<std::string>& args) {
                 << ", LibTorch " << core_torch_version() << ")\n";
       return 0;
     }
+    if (cmd == "launch") return cmd_launch(args);  // its own parsing: everything after -- is the rank's
     Parsed p = parse(args, 2);
     if (cmd == "train") return cmd_train(p);
     if (cmd == "check") return cmd_check(p);

@@ -82,9 +82,36 @@ at::Tensor& Comm::recv(at::Tensor& t, int src, int tag) {
   return t;
 }
 
-void Comm::all_reduce_sum(at::Tensor& t) {
+void Comm::all_reduce_sum(at::Tensor& t) { all_reduce_sum_async(t)->wait(); }
+
+namespace {
+class GlooPending : public Comm::Pending {
+ public:
+  GlooPending(c10::intrusive_ptr<c10d::Work> w, int rank) : work_(std::move(w)), rank_(rank) {}
+  void wait() override {
+    try {
+      work_->wait();
+    } catch (const std::exception& e) {
+      throw Error("rank " + std::to_string(rank_) + ": gradient all-reduce failed (a peer rank died or timed out): " +
+                  e.what());
+    }
+  }
+
+ private:
+  c10::intrusive_ptr<c10d::Work> work_;
+  int rank_;
+};
+}  // namespace
+
+std::unique_ptr<Comm::Pending> Comm::all_reduce_sum_async(at::Tensor& t) {
   std::vector<at::Tensor> v{t};
-  impl_->pg->allreduce(v)->wait();
+  return std::make_unique<GlooPending>(impl_->pg->allreduce(v), env_.rank);
+}
+
+bool Comm::any(bool flag) {
+  at::Tensor t = at::full({1}, flag ? 1 : 0, at::kInt);
+  all_reduce_sum(t);
+  return t.item<int>() > 0;
 }
 
 void Comm::broadcast(at::Tensor& t, int root) {

@@ -121,6 +121,14 @@ const Schema& checkpoint_schema() {
   }};
   return s;
 }
+const Schema& dist_schema() {
+  static const Schema s{{
+      key("zero_stage", I, "0", "0: data parallel (all-reduce); 1 and 2 (partitioned states/gradients) are planned", 0, 2),
+      key("bucket_mb", F, "25.0", "gradient bucket size; a full bucket is reduced during backward", 0.001, 1e6),
+      key("timeout_s", I, "60", "a collective or the rendezvous waiting longer than this is an error, not a hang", 1, 86400),
+  }};
+  return s;
+}
 const Schema& eval_schema() {
   static const Schema s{{
       key("enabled", B, "true", "evaluate on the test split after every epoch"),
@@ -215,7 +223,7 @@ ShardView::~ShardView() {
 
 Experiment::Experiment(const Config& config, bool load_data) : config_(config) {
   config_.check_sections(
-      {"experiment", "data", "encoder", "loss", "precision", "optimizer", "schedule", "train", "eval", "checkpoint"});
+      {"experiment", "data", "encoder", "loss", "precision", "optimizer", "schedule", "train", "eval", "checkpoint", "dist"});
   experiment_ = config_.resolve(config_.table("experiment"), experiment_schema(), "[experiment]");
   data_ = config_.resolve(config_.table("data"), data_schema(), "[data]");
   optimizer_ = config_.resolve(config_.table("optimizer"), optimizer_schema(), "[optimizer]");
@@ -223,8 +231,16 @@ Experiment::Experiment(const Config& config, bool load_data) : config_(config) {
   train_ = config_.resolve(config_.table("train"), train_schema(), "[train]");
   eval_ = config_.resolve(config_.table("eval"), eval_schema(), "[eval]");
   checkpoint_ = config_.resolve(config_.table("checkpoint"), checkpoint_schema(), "[checkpoint]");
+  dist_ = config_.resolve(config_.table("dist"), dist_schema(), "[dist]");
+  env_ = DistEnv::from_env();
+  if (dist_.get_int("zero_stage") != 0)
+    throw ConfigError(dist_.where("zero_stage").str() + ": zero_stage " + std::to_string(dist_.get_int("zero_stage")) +
+                      " (partitioned optimizer states / gradients) is not implemented yet; use 0");
+  if (env_.world_size > 1 && data_.get_int("batch_size") % env_.world_size != 0)
+    throw ConfigError(data_.where("batch_size").str() + ": batch_size " + std::to_string(data_.get_int("batch_size")) +
+                      " (the global batch) must divide evenly over WORLD_SIZE=" + std::to_string(env_.world_size) + " ranks");
 
-  spdlog::set_level(spdlog::level::from_str(experiment_.get_string("log_level")));
+  spdlog::set_level(env_.rank == 0 ? spdlog::level::from_str(experiment_.get_string("log_level")) : spdlog::level::warn);
   // glibc returns large freed blocks to the OS at once; every step then page-faults its
   // activations back in (~25% of a CPU step here). Keep them in the heap instead.
   mallopt(M_MMAP_THRESHOLD, 256 << 20);
@@ -247,6 +263,21 @@ Experiment::Experiment(const Config& config, bool load_data) : config_(config) {
   // Flat buffers in the precision backend's dtypes, then its per-shard state.
   params_.finalize(to_scalar_type(precision_info_.param_dtype), to_scalar_type(precision_info_.grad_dtype), device_);
   engine_ = std::make_unique<Engine>(params_);
+  if (env_.world_size > 1) {
+    // Data parallel over c10d/Gloo: same config everywhere, rank 0's weights everywhere, and
+    // gradients all-reduced in buckets while backward runs.
+    comm_ = std::make_unique<Comm>(env_, std::chrono::seconds(dist_.get_int("timeout_s")));
+    at::Tensor hash = at::full({1}, static_cast<int64_t>(std::hash<std::string>{}(config_.dump()) >> 1), at::kLong);
+    at::Tensor mine = hash.clone();
+    comm_->broadcast(hash, 0);
+    if (comm_->any(!at::equal(hash, mine)))
+      throw ConfigError("rank " + std::to_string(env_.rank) + ": the ranks were started with different configs "
+                        "(resolved config hashes differ from rank 0's); start every rank with the same file and --set");
+    for (auto& b : params_.buffers()) comm_->broadcast(b.params, 0);
+    reducer_ = std::make_unique<GradReducer>(*comm_, params_, static_cast<int64_t>(dist_.get_float("bucket_mb") * (1 << 20)));
+    engine_->set_listener(reducer_.get());
+    spdlog::info("data parallel: rank {} of {}, {} gradient buckets", env_.rank, env_.world_size, reducer_->num_buckets());
+  }
   states_.device = device_;
   for (auto& buf : params_.buffers()) {
     ShardView view(buf, precision_info_);
@@ -485,9 +516,16 @@ StepOutcome Experiment::train_step(int64_t step, int64_t total_steps, TensorMap&
   //    sees the mean gradient (times the loss scale, undone in the update).
   out.loss_scale = precision_->loss_scale();
   bool nonfinite = false;
+  std::string nonfinite_msg;
+  const int64_t world = env_.world_size;
   for (int64_t micro = 0; micro < accum; ++micro) {
     train_loader_->next(batch);
     out.samples += batch.at(eval_.get_string("label")).size(0);
+    if (world > 1) {  // every rank reads the global batch and keeps its own rows
+      const int64_t rows = batch.begin()->second.size(0) / world;
+      for (auto& [name, t] : batch) t = t.narrow(0, env_.rank * rows, rows);
+      reducer_->set_sync(micro + 1 == accum);  // reduce during the step's last backward only
+    }
     if (!nonfinite) {  // after a skip, still draw the step's batches: the data order stays fixed
       std::vector<Term> terms;
       {
@@ -497,21 +535,36 @@ StepOutcome Experiment::train_step(int64_t step, int64_t total_steps, TensorMap&
       }
       BackwardOptions bo;
       bo.loss_scale = out.loss_scale;
-      bo.divisor = static_cast<double>(accum);
+      bo.divisor = static_cast<double>(accum * world);  // the mean over the global batch
       bo.step = step;
       try {
         for (const auto& tv : engine_->backward(terms, bo)) out.terms[tv.name] += tv.value / static_cast<double>(accum);
       } catch (const NonFiniteError& e) {
-        if (train_.get_string("nonfinite") != "skip") throw;
-        spdlog::warn("skipping step {}: {}", step, e.what());
+        if (world == 1 && train_.get_string("nonfinite") != "skip") throw;
+        nonfinite_msg = e.what();
         nonfinite = true;
       }
     }
     batch.clear();
   }
   out.lr = scheduled_lr(optimizer_, schedule_, step, total_steps);
-  // 2. The accumulation boundary: every backward of this step has landed in the flat buffer.
+  // 2. The accumulation boundary: every backward of this step has landed in the flat buffer,
+  //    and (data parallel) every bucket is reduced. Ranks decide skips together.
+  if (reducer_) {
+    reducer_->finish();
+    if (comm_->any(nonfinite)) {
+      if (train_.get_string("nonfinite") != "skip")
+        throw NonFiniteError(nonfinite ? nonfinite_msg : "another rank's loss is non-finite at step " + std::to_string(step));
+      nonfinite = true;
+    }
+    for (auto& [name, v] : out.terms) {  // log the global mean of each term
+      at::Tensor t = at::full({1}, v / static_cast<double>(world), at::kDouble);
+      comm_->all_reduce_sum(t);
+      v = t.item<double>();
+    }
+  }
   if (nonfinite) {
+    if (!nonfinite_msg.empty()) spdlog::warn("skipping step {}: {}", step, nonfinite_msg);
     if (engine_->backward_passes() > 0) engine_->finish_step();
     params_.zero_grad();
     out.skipped = true;
@@ -529,6 +582,7 @@ StepOutcome Experiment::train_step(int64_t step, int64_t total_steps, TensorMap&
     ShardView view(buf, precision_info_);
     found_inf = precision_->find_overflow(view.shard) || found_inf;
   }
+  if (comm_) found_inf = comm_->any(found_inf);  // decided globally
   if (precision_->update_scale(found_inf)) {
     params_.zero_grad();
     out.skipped = true;
@@ -545,15 +599,19 @@ StepOutcome Experiment::train_step(int64_t step, int64_t total_steps, TensorMap&
 
 TrainSummary Experiment::train() {
   if (!train_loader_) throw Error("experiment was built without data; cannot train");
-  fs::create_directories(output_dir_);
-  {
+  // Outputs (metrics, progress, model, checkpoints, evaluation) belong to rank 0; with data
+  // parallelism every rank holds the same weights.
+  const bool main = env_.rank == 0;
+  if (main) {
+    fs::create_directories(output_dir_);
     std::ofstream(output_dir_ + "/config.resolved.toml") << config_.dump();
   }
   // Resume first: it decides where the loop starts and whether metrics are appended.
   CheckpointMeta resumed;
   const bool resuming = !checkpoint_.get_string("resume").empty();
   if (resuming) resumed = resume_from(checkpoint_.get_string("resume"));
-  MetricsWriter metrics(output_dir_ + "/metrics.jsonl", /*append=*/resuming);
+  std::optional<MetricsWriter> metrics;
+  if (main) metrics.emplace(output_dir_ + "/metrics.jsonl", /*append=*/resuming);
   ProgressLine progress;
   const int64_t accum = train_.get_int("grad_accum");
   const int64_t epochs = train_.get_int("epochs");
@@ -612,9 +670,9 @@ TrainSummary Experiment::train() {
         for (const auto& [name, v] : window_terms) rec["loss/" + name] = v / window_steps;
         rec["skipped_steps"] = summary.skipped_steps;
         rec["loss_scale"] = last_scale;
-        metrics.write(rec);
+        if (main) metrics->write(rec);
         summary.final_loss = window_loss / window_steps;
-        progress.update(fmt::format("epoch {}/{}  step {}/{}  loss {:.4f}  lr {:.2e}  {:.0f} samples/s", epoch + 1,
+        if (main) progress.update(fmt::format("epoch {}/{}  step {}/{}  loss {:.4f}  lr {:.2e}  {:.0f} samples/s", epoch + 1,
                                     epochs, step, total_steps, window_loss / window_steps, lr,
                                     window_samples / std::max(secs, 1e-9)));
         window_start = now;
@@ -627,11 +685,11 @@ TrainSummary Experiment::train() {
         // At an epoch's last step the checkpoint waits for the evaluation, so a resumed run
         // starts cleanly at the next epoch.
         if (s + 1 == steps_per_epoch) save_after_eval = true;
-        else save_checkpoint_at(step, epoch, (s + 1) * accum, summary.skipped_steps);
+        else if (main) save_checkpoint_at(step, epoch, (s + 1) * accum, summary.skipped_steps);
       }
     }
     summary.epochs = epoch + 1;
-    if (eval_.get_bool("enabled")) {
+    if (eval_.get_bool("enabled") && main) {
       progress.finish();
       EvalResult ev = evaluate();
       summary.eval_accuracy = ev.accuracy;
@@ -648,15 +706,15 @@ TrainSummary Experiment::train() {
         rec["zero_shot_accuracy"] = ev.zero_shot_accuracy;
         line += fmt::format("  zero-shot accuracy {:.2f}%", 100.0 * ev.zero_shot_accuracy);
       }
-      metrics.write(rec);
+      metrics->write(rec);
       spdlog::info("{}", line);
     }
-    if (save_after_eval) save_checkpoint_at(step, epoch + 1, 0, summary.skipped_steps);
+    if (save_after_eval && main) save_checkpoint_at(step, epoch + 1, 0, summary.skipped_steps);
   }
   progress.finish();
   summary.steps = step;
   summary.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (train_.get_bool("save_model")) save_model(output_dir_ + "/model.safetensors");
+  if (train_.get_bool("save_model") && main) save_model(output_dir_ + "/model.safetensors");
   spdlog::info("done: {} steps in {:.1f} s; outputs in {}", step, summary.train_seconds, output_dir_);
   return summary;
 }

@@ -38,6 +38,15 @@ class Comm {
   void send(const at::Tensor& t, int dst, int tag);
   at::Tensor& recv(at::Tensor& t, int src, int tag);
   void all_reduce_sum(at::Tensor& t);
+  // Starts a sum all-reduce in the background (Gloo's threads); wait() before reading `t`.
+  class Pending {
+   public:
+    virtual ~Pending() = default;
+    virtual void wait() = 0;
+  };
+  std::unique_ptr<Pending> all_reduce_sum_async(at::Tensor& t);
+  // Logical OR / MAX of a flag over all ranks.
+  bool any(bool flag);
   void broadcast(at::Tensor& t, int root);
   void barrier();
 

@@ -9,6 +9,8 @@
 #include "tessera/core/backward.hpp"
 #include "tessera/core/captions.hpp"
 #include "tessera/core/checkpoint.hpp"
+#include "tessera/core/comm.hpp"
+#include "tessera/core/reducer.hpp"
 #include "tessera/core/config.hpp"
 #include "tessera/core/data.hpp"
 #include "tessera/core/engine.hpp"
@@ -26,6 +28,7 @@ const Schema& schedule_schema();
 const Schema& train_schema();
 const Schema& eval_schema();
 const Schema& checkpoint_schema();
+const Schema& dist_schema();
 const Schema& encoder_slot_schema();    // keys of [[encoder]] the core owns (plugin, name)
 const Schema& loss_slot_schema();       // keys of [[loss]] the core owns (plugin, name, weight)
 const Schema& precision_slot_schema();  // keys of [precision] the core owns (plugin)
@@ -93,6 +96,7 @@ class Experiment {
   const PluginRegistry& registry() const { return registry_; }
   FlatParams& params() { return params_; }
   Engine& engine() { return *engine_; }
+  bool is_main_rank() const { return env_.rank == 0; }
   const StateStore& states() const { return states_; }
   // Bytes per parameter by category ("parameters", "gradients", "master", "optimizer_states").
   std::vector<std::pair<std::string, double>> bytes_per_param() const;
@@ -116,7 +120,10 @@ class Experiment {
   CheckpointMeta resume_from(const std::string& spec);
 
   const Config& config_;
-  Section experiment_, data_, optimizer_, schedule_, train_, eval_, checkpoint_;
+  Section experiment_, data_, optimizer_, schedule_, train_, eval_, checkpoint_, dist_;
+  DistEnv env_;                        // rank and world size (torchrun's variables)
+  std::unique_ptr<Comm> comm_;         // when WORLD_SIZE > 1
+  std::unique_ptr<GradReducer> reducer_;
   PluginRegistry registry_;
   StateStore states_;
   std::vector<std::unique_ptr<EncoderInstance>> encoders_;

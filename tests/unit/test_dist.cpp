@@ -1,0 +1,142 @@
+// tests/unit/test_dist.cpp — data parallel over c10d/Gloo through `tessera launch`: 1, 2 and 4
+// ranks on the same global batch end with the same weights; a killed rank stops the job with
+// its rank named; ranks started with different configs refuse to start.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "tessera/core/safetensors.hpp"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+bool have_data() { return fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"); }
+
+fs::path temp_dir(const std::string& tag) {
+  fs::path d = fs::temp_directory_path() / ("tessera_dist_" + tag + "_" + std::to_string(::getpid()));
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+std::string write_config(const fs::path& dir, int max_steps, const std::string& optimizer = "adamw") {
+  const fs::path p = dir / ("dp_" + optimizer + ".toml");
+  std::ofstream(p) << "[experiment]\nthreads = 1\nseed = 3\nplugin_path = [\"" TESSERA_PLUGIN_DIR "\"]\n"
+                      "[data]\ntrain_limit = 1024\ntest_limit = 200\nbatch_size = 64\n"
+                      "[[encoder]]\nplugin = \"mlp\"\nhidden_features = 32\n[[loss]]\nplugin = \"cross_entropy\"\n"
+                      "[optimizer]\nname = \"" << optimizer << "\"\nlr = 0.003\n[train]\nmax_steps = " << max_steps << "\nlog_every = 5\n"
+                      "[eval]\nenabled = false\n[dist]\nbucket_mb = 0.02\ntimeout_s = 20\n";
+  return p.string();
+}
+
+int run(const std::string& cmd) {
+  int status = std::system(cmd.c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+}  // namespace
+
+// The ranks split the same global batch, so only the order of floating-point sums differs
+// from one rank. With SGD the parameters agree to 1e-6 (relative); AdamW divides by the root
+// of the second moment, which magnifies last-bit differences of near-zero gradients, so it is
+// held to 1e-4.
+TEST(DataParallel, OneTwoAndFourRanksEndWithTheSameWeights) {
+  if (!have_data()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  fs::path dir = temp_dir("equiv");
+  for (const auto& [optimizer, tolerance] : std::vector<std::pair<std::string, double>>{{"sgd", 1e-6}, {"adamw", 1e-4}}) {
+    const std::string cfg = write_config(dir, 12, optimizer);
+    std::map<int, std::vector<std::pair<std::string, at::Tensor>>> weights;
+    for (int n : {1, 2, 4}) {
+      const fs::path out = dir / (optimizer + std::to_string(n));
+      ASSERT_EQ(run("timeout 300 " TESSERA_CLI " launch --nproc " + std::to_string(n) + " -- train " + cfg +
+                    " --set experiment.output_dir=" + out.string() + " > " + (dir / "log").string() + " 2>&1"),
+                0)
+          << n << " ranks";
+      weights[n] = tessera::load_safetensors((out / "model.safetensors").string()).tensors;
+    }
+    for (int n : {2, 4}) {
+      ASSERT_EQ(weights[n].size(), weights[1].size());
+      double worst = 0;
+      for (size_t i = 0; i < weights[1].size(); ++i) {
+        const at::Tensor& a = weights[1][i].second;
+        const at::Tensor& b = weights[n][i].second;
+        worst = std::max(worst, ((a - b).abs() / a.abs().clamp_min(1e-3)).max().item<double>());
+      }
+      std::cout << optimizer << ": max relative parameter difference, " << n << " ranks vs 1: " << worst << "\n";
+      EXPECT_LE(worst, tolerance) << optimizer << ", " << n << " ranks";
+      EXPECT_GT(at::abs(weights[1][0].second).sum().item<double>(), 0.0);
+    }
+  }
+}
+
+TEST(DataParallel, AKilledRankStopsTheJobAndIsNamed) {
+  if (!have_data()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  fs::path dir = temp_dir("kill");
+  const std::string cfg = write_config(dir, 100000);
+  const std::string log = (dir / "launch.log").string();
+  pid_t launcher = fork();
+  if (launcher == 0) {
+    execl("/bin/sh", "sh", "-c",
+          (std::string(TESSERA_CLI) + " launch --nproc 4 -- train " + cfg + " --set experiment.output_dir=" +
+           (dir / "out").string() + " > " + log + " 2>&1")
+              .c_str(),
+          nullptr);
+    _exit(127);
+  }
+  // Wait until rank 2 is training, then kill it.
+  pid_t victim = 0;
+  for (int tries = 0; tries < 300 && !victim; ++tries) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    for (const auto& e : fs::directory_iterator("/proc")) {
+      std::ifstream env(e.path() / "environ");
+      std::string all((std::istreambuf_iterator<char>(env)), {});
+      if (all.find(std::string("MASTER_PORT=")) != std::string::npos && all.find(std::string("RANK=2\0", 7)) != std::string::npos &&
+          all.find(cfg) == std::string::npos) {
+        std::ifstream cmd(e.path() / "cmdline");
+        std::string c((std::istreambuf_iterator<char>(cmd)), {});
+        if (c.find(cfg) != std::string::npos) victim = static_cast<pid_t>(std::stol(e.path().filename().string()));
+      }
+    }
+  }
+  ASSERT_GT(victim, 0) << "rank 2 never started";
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  const auto t0 = std::chrono::steady_clock::now();
+  ::kill(victim, SIGKILL);
+  int status = 0;
+  ::waitpid(launcher, &status, 0);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::ifstream f(log);
+  std::string text((std::istreambuf_iterator<char>(f)), {});
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << text;
+  EXPECT_NE(text.find("rank 2 (pid " + std::to_string(victim) + ") was killed by signal 9"), std::string::npos) << text;
+  EXPECT_LT(secs, 60.0);
+  std::cout << "job ended " << secs << " s after rank 2 was killed\n";
+}
+
+TEST(DataParallel, RanksWithDifferentConfigsRefuseToStart) {
+  if (!have_data()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  fs::path dir = temp_dir("cfg");
+  const std::string cfg = write_config(dir, 5);
+  // Rank 1 gets another learning rate: started by hand, as a cluster launcher would.
+  const std::string base = "timeout 120 env WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
+                           std::to_string(20000 + ::getpid() % 20000) + " ";
+  const std::string r0 = base + "RANK=0 " TESSERA_CLI " train " + cfg + " --set experiment.output_dir=" + (dir / "a").string();
+  const std::string r1 = base + "RANK=1 " TESSERA_CLI " train " + cfg + " --set optimizer.lr=0.1 --set experiment.output_dir=" +
+                         (dir / "b").string();
+  const std::string log = (dir / "log").string();
+  const int code = run("bash -c '" + r0 + " > " + log + ".0 2>&1 & p=$!; " + r1 + " > " + log + ".1 2>&1; b=$?; wait $p; a=$?; "
+                       "test $a -ne 0 -a $b -ne 0'");
+  std::ifstream f0(log + ".0"), f1(log + ".1");
+  std::string t0((std::istreambuf_iterator<char>(f0)), {}), t1((std::istreambuf_iterator<char>(f1)), {});
+  EXPECT_EQ(code, 0) << "both ranks must fail\n" << t0 << "\n" << t1;
+  EXPECT_NE(t1.find("different configs"), std::string::npos) << t1;
+  EXPECT_NE(t0.find("different configs"), std::string::npos) << t0;
+}
