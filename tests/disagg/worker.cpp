@@ -1,7 +1,8 @@
 // tests/disagg/worker.cpp — one process of the disaggregated-training test (and its
-// single-process reference). The image side runs the image encoder; the text side runs the
-// classifier head, the text encoder and both losses, backwards them, and sends the gradient of
-// the image embeddings (a non-scalar tensor) back over c10d/Gloo; the image side backwards it.
+// single-process reference), as in DeepSpeed's multimodal example. The image side runs the
+// image encoder; the text side runs the text encoder, the classifier head and both losses (CLIP
+// contrastive + classification), backwards them, and sends the gradient of the image
+// embeddings (a non-scalar tensor) back over c10d/Gloo; the image side backwards it.
 //
 // usage: tessera_disagg_worker single|split PLUGIN_DIR OUT.safetensors STEPS
 //        (split: RANK 0 = image side, RANK 1 = text side; WORLD_SIZE=2, MASTER_ADDR/PORT)
@@ -22,7 +23,7 @@ using namespace tessera;
 
 namespace {
 
-constexpr int64_t kBatch = 16, kEmb = 24, kTextIn = 20, kClasses = 10;
+constexpr int64_t kBatch = 16, kEmb = 24, kCaption = 24, kClasses = 10;
 
 const char* kConfig = R"(
 [[encoder]]
@@ -42,21 +43,22 @@ in_features = 24
 hidden_layers = 0
 output = "logits"
 [[encoder]]
-plugin = "mlp"
+plugin = "text"
 name = "text"
-input = "text_in"
-in_features = 20
-hidden_features = 16
-out_features = 10
-output = "text_logits"
+input = "caption_ids"
+output = "text_emb"
+embed_dim = 8
+channels = 16
+word_buckets = 256
+word_dim = 8
+hidden_features = 32
+out_features = 24
+[[loss]]
+plugin = "clip"
+name = "clip"
 [[loss]]
 plugin = "cross_entropy"
-name = "image_ce"
-[[loss]]
-plugin = "cross_entropy"
-name = "text_ce"
-logits = "text_logits"
-term = "text_ce"
+name = "classifier"
 weight = 0.5
 )";
 
@@ -87,7 +89,11 @@ void build(Side& side, const Config& cfg, PluginRegistry& reg, bool image_side, 
       auto lib = reg.get(**t->get("plugin")->as_string(), TSR_KIND_LOSS, "worker");
       Schema s = loss_slot_schema();
       for (auto& k : lib->schema().keys) s.keys.push_back(k);
-      side.losses.push_back(std::make_unique<LossInstance>(lib, cfg.resolve(*t, s, "loss"), **t->get("name")->as_string()));
+      const std::string name = **t->get("name")->as_string();
+      seed_for_instance(1234, "loss." + name);
+      auto inst = std::make_unique<LossInstance>(lib, cfg.resolve(*t, s, "loss"), name);
+      for (auto& [n, p] : inst->parameters()) side.params.add(name + "." + n, p);  // clip's temperature
+      side.losses.push_back(std::move(inst));
     }
   side.params.finalize(at::kFloat, at::kFloat, at::kCPU);
   side.engine = std::make_unique<Engine>(side.params);
@@ -123,8 +129,12 @@ void adamw(Side& side, int64_t step) {
 
 TensorMap make_batch(int64_t step) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(77 + step);
+  // Byte ids 1..96 ("caption" characters), 0 = padding after a random length.
+  at::Tensor ids = at::randint(1, 97, {kBatch, kCaption}, gen);
+  at::Tensor len = at::randint(8, kCaption + 1, {kBatch, 1}, gen);
+  ids = ids * (at::arange(kCaption).unsqueeze(0) < len).to(at::kLong);
   return {{"image", at::randn({kBatch, 1, 28, 28}, gen)},
-          {"text_in", at::randn({kBatch, kTextIn}, gen)},
+          {"caption_ids", ids},
           {"label", at::randint(0, kClasses, {kBatch}, gen)}};
 }
 
