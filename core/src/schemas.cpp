@@ -1,0 +1,140 @@
+// core/src/schemas.cpp — the schemas of the core's own config sections ([experiment], [data],
+// [optimizer], [schedule], [train], [eval], [checkpoint], [dist] and the plugin slots).
+#include "tessera/core/trainer.hpp"
+
+namespace tessera {
+
+// ---- the core's schemas ----------------------------------------------------------------------
+namespace {
+KeySpec key(std::string name, ValueType type, std::optional<std::string> def, std::string doc,
+            double min = 1.0, double max = 0.0, std::vector<std::string> choices = {}) {
+  KeySpec k;
+  k.name = std::move(name);
+  k.type = type;
+  k.default_toml = std::move(def);
+  k.doc = std::move(doc);
+  k.min_value = min;
+  k.max_value = max;
+  k.choices = std::move(choices);
+  return k;
+}
+constexpr auto I = ValueType::Int;
+constexpr auto F = ValueType::Float;
+constexpr auto B = ValueType::Bool;
+constexpr auto S = ValueType::String;
+constexpr auto SA = ValueType::StringArray;
+}  // namespace
+
+const Schema& experiment_schema() {
+  static const Schema s{{
+      key("name", S, "\"experiment\"", "name of the run; also the default output directory runs/<name>"),
+      key("seed", I, "0", "seeds parameter init, shuffling and dropout", 0, 9.2e18),
+      key("device", S, "\"cpu\"", "where to train", 1, 0, {"cpu", "cuda"}),
+      key("threads", I, "0", "intra-op CPU threads; 0 = all cores", 0, 1024),
+      key("output_dir", S, "\"\"", "where metrics and the model go; empty = runs/<name>"),
+      key("plugin_path", SA, "[]", "extra plugin directories, searched before TESSERA_PLUGIN_PATH"),
+      key("log_level", S, "\"info\"", "console log level", 1, 0, {"debug", "info", "warn", "error"}),
+  }};
+  return s;
+}
+const Schema& data_schema() {
+  static const Schema s{{
+      key("dataset", S, "\"fashion_mnist\"", "which dataset reader", 1, 0, {"fashion_mnist"}),
+      key("path", S, "\"/usr/share/datasets/fashion-mnist\"", "directory of the IDX .gz files"),
+      key("batch_size", I, "128", "examples per micro-batch", 1, 65536),
+      key("eval_batch_size", I, "1000", "examples per evaluation batch", 1, 65536),
+      key("train_limit", I, "0", "use only the first N training examples; 0 = all", 0, 1e9),
+      key("test_limit", I, "0", "use only the first N test examples; 0 = all", 0, 1e9),
+      key("shuffle", B, "true", "reshuffle the training set every epoch (seeded)"),
+      key("captions", B, "false", "add a WordNet caption of each image's class to the batch (byte ids)"),
+      key("wordnet_path", S, "\"/usr/share/wordnet\"", "WordNet database directory (Debian: wordnet-base)"),
+      key("caption_len", I, "96", "caption length in bytes (longer ones are truncated)", 8, 4096),
+      key("heldout_captions", I, "3", "captions per class kept out of training, for zero-shot evaluation", 1, 64),
+      key("caption_key", S, "\"caption_ids\"", "batch tensor of caption byte ids, (B, caption_len) int64"),
+  }};
+  return s;
+}
+const Schema& optimizer_schema() {
+  static const Schema s{{
+      key("name", S, "\"adamw\"", "update rule", 1, 0, {"adamw", "sgd"}),
+      key("lr", F, "0.001", "peak learning rate", 0, 10),
+      key("beta1", F, "0.9", "AdamW first-moment decay", 0, 1),
+      key("beta2", F, "0.999", "AdamW second-moment decay", 0, 1),
+      key("eps", F, "1e-8", "AdamW denominator epsilon", 0, 1),
+      key("weight_decay", F, "0.0", "decoupled (AdamW) or L2 (SGD) weight decay", 0, 10),
+      key("momentum", F, "0.9", "SGD momentum", 0, 1),
+      key("nesterov", B, "false", "SGD Nesterov momentum"),
+  }};
+  return s;
+}
+const Schema& schedule_schema() {
+  static const Schema s{{
+      key("warmup_steps", I, "0", "optimizer steps of linear warmup from 0", 0, 1e9),
+      key("decay", S, "\"cosine\"", "shape after warmup", 1, 0, {"cosine", "linear", "constant"}),
+      key("min_lr_ratio", F, "0.0", "final lr as a fraction of the peak", 0, 1),
+  }};
+  return s;
+}
+const Schema& train_schema() {
+  static const Schema s{{
+      key("epochs", I, "1", "passes over the training set", 1, 1e6),
+      key("max_steps", I, "0", "stop after this many optimizer steps; 0 = no limit", 0, 1e12),
+      key("grad_accum", I, "1", "micro-batches per optimizer step", 1, 65536),
+      key("clip_grad_norm", F, "0.0", "clip the global gradient norm to this; 0 = off", 0, 1e12),
+      key("log_every", I, "50", "optimizer steps between metric records", 1, 1e9),
+      key("save_model", B, "true", "write model.safetensors at the end"),
+      key("nonfinite", S, "\"error\"", "a NaN/Inf loss term: stop with an error, or skip the step and count it", 1, 0,
+          {"error", "skip"}),
+  }};
+  return s;
+}
+const Schema& checkpoint_schema() {
+  static const Schema s{{
+      key("every_steps", I, "0", "save a checkpoint every N optimizer steps (and at the end); 0 = never", 0, 1e12),
+      key("dir", S, "\"\"", "where checkpoints go; empty = <output_dir>/checkpoints"),
+      key("keep", I, "2", "how many recent checkpoints to keep; 0 = all", 0, 1e6),
+      key("resume", S, "\"\"", "checkpoint to resume from: a path, or \"latest\" in [checkpoint] dir; empty = start fresh"),
+  }};
+  return s;
+}
+const Schema& dist_schema() {
+  static const Schema s{{
+      key("zero_stage", I, "0", "0: data parallel (all-reduce); 1 and 2 (partitioned states/gradients) are planned", 0, 2),
+      key("bucket_mb", F, "25.0", "gradient bucket size; a full bucket is reduced during backward", 0.001, 1e6),
+      key("timeout_s", I, "60", "a collective or the rendezvous waiting longer than this is an error, not a hang", 1, 86400),
+  }};
+  return s;
+}
+const Schema& eval_schema() {
+  static const Schema s{{
+      key("enabled", B, "true", "evaluate on the test split after every epoch"),
+      key("logits", S, "\"logits\"", "batch tensor holding class scores (B, C); empty = no classifier accuracy"),
+      key("label", S, "\"label\"", "batch tensor holding class indices (B,)"),
+      key("zero_shot_image", S, "\"\"", "image embedding (B, D) for zero-shot accuracy; empty = off"),
+      key("zero_shot_text", S, "\"\"", "text embedding (N, D) the encoders write for [data] caption_key"),
+  }};
+  return s;
+}
+const Schema& encoder_slot_schema() {
+  static const Schema s{{
+      key("plugin", S, std::nullopt, "name of the encoder plugin"),
+      key("name", S, "\"\"", "instance name, prefixes its parameters; empty = the plugin name"),
+  }};
+  return s;
+}
+const Schema& loss_slot_schema() {
+  static const Schema s{{
+      key("plugin", S, std::nullopt, "name of the loss reducer plugin"),
+      key("name", S, "\"\"", "instance name; empty = the plugin name"),
+      key("weight", F, "1.0", "multiplies every term this reducer emits", -1e12, 1e12),
+  }};
+  return s;
+}
+const Schema& precision_slot_schema() {
+  static const Schema s{{
+      key("plugin", S, "\"fp32\"", "name of the precision backend plugin"),
+  }};
+  return s;
+}
+
+}  // namespace tessera
