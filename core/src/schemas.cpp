@@ -49,7 +49,7 @@ const Schema& data_schema() {
       key("captions", B, "false", "add a WordNet caption of each image's class to the batch (byte ids)"),
       key("wordnet_path", S, "\"/usr/share/wordnet\"", "WordNet database directory (Debian: wordnet-base)"),
       key("caption_len", I, "96", "caption length in bytes (longer ones are truncated)", 8, 4096),
-      key("heldout_captions", I, "3", "captions per class kept out of training, for zero-shot evaluation", 1, 64),
+      key("heldout_captions", I, "3", "captions per class kept out of training, for zero-shot evaluation", 1, 16),
       key("caption_key", S, "\"caption_ids\"", "batch tensor of caption byte ids, (B, caption_len) int64"),
   }};
   return s;

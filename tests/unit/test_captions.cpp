@@ -269,25 +269,3 @@ TEST(BatchLoaderCaptions, NoCaptionsNoKeyAndBadOptionsThrow) {
   EXPECT_EQ(b.at("caption_ids").sizes(), at::IntArrayRef({8, 4}));
 }
 
-TEST(BatchLoaderCaptions, CaptionChoiceIsAFixedFunction) {
-  // Pinned values: the choice must not change between machines or versions silently.
-  std::vector<int64_t> got;
-  for (int64_t i = 0; i < 8; ++i) got.push_back(caption_choice(1234, 0, i, 17));
-  EXPECT_EQ(got, (std::vector<int64_t>{15, 9, 7, 12, 7, 16, 13, 1}));
-  EXPECT_THROW(caption_choice(0, 0, 0, 0), Error);
-  // Roughly uniform.
-  std::vector<int> hist(5, 0);
-  for (int64_t i = 0; i < 5000; ++i) ++hist[static_cast<size_t>(caption_choice(7, 1, i, 5))];
-  for (int h : hist) EXPECT_NEAR(h, 1000, 150);
-}
-// Prints every caption: tessera_tests --gtest_also_run_disabled_tests --gtest_filter='CaptionsDump*'
-TEST(CaptionsDump, DISABLED_Print) {
-  const auto classes = fashion_mnist_captions(kWordNetDefaultDir, 3);
-  for (size_t c = 0; c < classes.size(); ++c) {
-    std::cout << "== " << fashion_mnist_class_names()[c] << " (" << classes[c].train.size() << " train) names:";
-    for (const auto& n : classes[c].names) std::cout << " [" << n << "]";
-    std::cout << "\n";
-    for (const auto& t : classes[c].train) std::cout << "  train   " << t << "\n";
-    for (const auto& t : classes[c].heldout) std::cout << "  heldout " << t << "\n";
-  }
-}
