@@ -79,9 +79,11 @@ std::string plugin_name(const Config& cfg, const toml::table& t, const Schema& c
 
 }  // namespace
 
-ShardView::ShardView(FlatParamBuffer& buf, const tsr_precision_info& info)
-    : params(wrap_tensor(buf.params)), grads(wrap_tensor(buf.grads)) {
-  shard = {sizeof(tsr_flat_shard), buf.name.c_str(), info.param_dtype, info.grad_dtype, params, grads, 0, buf.numel()};
+ShardView::ShardView(FlatParamBuffer& buf, const tsr_precision_info& info, int64_t offset, int64_t numel) {
+  if (numel < 0) numel = buf.numel() - offset;
+  params = wrap_tensor(buf.params.narrow(0, offset, numel));
+  grads = wrap_tensor(buf.grads.narrow(0, offset, numel));
+  shard = {sizeof(tsr_flat_shard), buf.name.c_str(), info.param_dtype, info.grad_dtype, params, grads, offset, numel};
 }
 ShardView::~ShardView() {
   release_tensor(params);
@@ -100,9 +102,13 @@ Experiment::Experiment(const Config& config, bool load_data) : config_(config) {
   checkpoint_ = config_.resolve(config_.table("checkpoint"), checkpoint_schema(), "[checkpoint]");
   dist_ = config_.resolve(config_.table("dist"), dist_schema(), "[dist]");
   env_ = DistEnv::from_env();
-  if (dist_.get_int("zero_stage") != 0)
-    throw ConfigError(dist_.where("zero_stage").str() + ": zero_stage " + std::to_string(dist_.get_int("zero_stage")) +
-                      " (partitioned optimizer states / gradients) is not implemented yet; use 0");
+  if (dist_.get_int("zero_stage") == 2)
+    throw ConfigError(dist_.where("zero_stage").str() +
+                      ": zero_stage 2 (partitioned gradients) is not implemented yet; use 0 or 1");
+  if (dist_.get_int("zero_stage") == 1 && env_.world_size > 1 &&
+      (checkpoint_.get_int("every_steps") > 0 || !checkpoint_.get_string("resume").empty()))
+    throw ConfigError(dist_.where("zero_stage").str() +
+                      ": checkpoints of partitioned (zero_stage 1) runs are not implemented yet; use zero_stage 0");
   if (env_.world_size > 1 && data_.get_int("batch_size") % env_.world_size != 0)
     throw ConfigError(data_.where("batch_size").str() + ": batch_size " + std::to_string(data_.get_int("batch_size")) +
                       " (the global batch) must divide evenly over WORLD_SIZE=" + std::to_string(env_.world_size) + " ranks");
@@ -147,10 +153,22 @@ Experiment::Experiment(const Config& config, bool load_data) : config_(config) {
   }
   states_.device = device_;
   for (auto& buf : params_.buffers()) {
-    ShardView view(buf, precision_info_);
+    ShardView view(buf, precision_info_, shard_begin(buf, env_.rank), shard_end(buf, env_.rank) - shard_begin(buf, env_.rank));
     precision_->init_shard(view.shard);
   }
   build_data();
+}
+
+int64_t Experiment::shard_begin(const FlatParamBuffer& b, int rank) const {
+  if (!partitioned()) return 0;
+  const int64_t per = (b.numel() + env_.world_size - 1) / env_.world_size;
+  return std::min(b.numel(), per * rank);
+}
+
+int64_t Experiment::shard_end(const FlatParamBuffer& b, int rank) const {
+  if (!partitioned()) return b.numel();
+  const int64_t per = (b.numel() + env_.world_size - 1) / env_.world_size;
+  return std::min(b.numel(), per * (rank + 1));
 }
 
 Experiment::~Experiment() = default;
@@ -319,8 +337,15 @@ void Experiment::optimizer_step(int64_t step, double lr, double grad_scale) {
   opt.weight_decay = optimizer_.get_float("weight_decay");
   opt.grad_scale = grad_scale;
   for (auto& buf : params_.buffers()) {
-    ShardView view(buf, precision_info_);
+    const int64_t begin = shard_begin(buf, env_.rank), end = shard_end(buf, env_.rank);
+    ShardView view(buf, precision_info_, begin, end - begin);
     precision_->step(view.shard, opt);
+    if (!partitioned()) continue;
+    // ZeRO-1: each rank updated its slice; every rank gets every slice back.
+    for (int r = 0; r < env_.world_size; ++r) {
+      at::Tensor slice = buf.params.narrow(0, shard_begin(buf, r), shard_end(buf, r) - shard_begin(buf, r));
+      if (slice.numel() > 0) comm_->broadcast(slice, r);
+    }
   }
 }
 
@@ -446,7 +471,7 @@ StepOutcome Experiment::train_step(int64_t step, int64_t total_steps, TensorMap&
   // 3. Loss scaling: the backend checks for overflow and may drop the step (and lower its scale).
   bool found_inf = false;
   for (auto& buf : params_.buffers()) {
-    ShardView view(buf, precision_info_);
+    ShardView view(buf, precision_info_, shard_begin(buf, env_.rank), shard_end(buf, env_.rank) - shard_begin(buf, env_.rank));
     found_inf = precision_->find_overflow(view.shard) || found_inf;
   }
   if (comm_) found_inf = comm_->any(found_inf);  // decided globally

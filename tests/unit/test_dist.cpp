@@ -140,3 +140,34 @@ TEST(DataParallel, RanksWithDifferentConfigsRefuseToStart) {
   EXPECT_NE(t1.find("different configs"), std::string::npos) << t1;
   EXPECT_NE(t0.find("different configs"), std::string::npos) << t0;
 }
+
+// ZeRO-1: each rank keeps 1/N of the optimizer state and updates 1/N of the parameters, then
+// they are broadcast back. The result equals plain data parallel bit for bit, and the logged
+// model-state bytes per parameter follow 4 + 4 + 8/N (fp32, AdamW).
+TEST(DataParallel, ZeroStage1EqualsStage0AndPartitionsTheState) {
+  if (!have_data()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  fs::path dir = temp_dir("zero1");
+  const std::string cfg = write_config(dir, 8);
+  for (int n : {2, 4}) {
+    std::map<int, std::vector<std::pair<std::string, at::Tensor>>> weights;
+    std::string stage1_log;
+    for (int stage : {0, 1}) {
+      const fs::path out = dir / ("s" + std::to_string(stage) + "n" + std::to_string(n));
+      const std::string log = (dir / ("log" + std::to_string(stage) + std::to_string(n))).string();
+      ASSERT_EQ(run("timeout 300 " TESSERA_CLI " launch --nproc " + std::to_string(n) + " -- train " + cfg +
+                    " --set dist.zero_stage=" + std::to_string(stage) + " --set experiment.output_dir=" + out.string() +
+                    " > " + log + " 2>&1"),
+                0)
+          << "stage " << stage << ", " << n << " ranks";
+      weights[stage] = tessera::load_safetensors((out / "model.safetensors").string()).tensors;
+      std::ifstream f(log);
+      if (stage == 1) stage1_log.assign((std::istreambuf_iterator<char>(f)), {});
+    }
+    ASSERT_EQ(weights[0].size(), weights[1].size());
+    for (size_t i = 0; i < weights[0].size(); ++i)
+      EXPECT_TRUE(at::equal(weights[0][i].second, weights[1][i].second)) << weights[0][i].first << ", " << n << " ranks";
+    char expect[128];
+    std::snprintf(expect, sizeof expect, "optimizer_states %.2f total %.2f", 8.0 / n, 8.0 + 8.0 / n);
+    EXPECT_NE(stage1_log.find(expect), std::string::npos) << expect << "\n" << stage1_log;
+  }
+}

@@ -72,7 +72,8 @@ struct StepOutcome {
 
 // A flat buffer handed to the precision backend as one shard (handles released on scope exit).
 struct ShardView {
-  ShardView(FlatParamBuffer& buf, const tsr_precision_info& info);
+  // The whole buffer, or (ZeRO-1) the element range [offset, offset + numel) of it.
+  ShardView(FlatParamBuffer& buf, const tsr_precision_info& info, int64_t offset = 0, int64_t numel = -1);
   ~ShardView();
   ShardView(const ShardView&) = delete;
   ShardView& operator=(const ShardView&) = delete;
@@ -124,6 +125,11 @@ class Experiment {
   DistEnv env_;                        // rank and world size (torchrun's variables)
   std::unique_ptr<Comm> comm_;         // when WORLD_SIZE > 1
   std::unique_ptr<GradReducer> reducer_;
+  // The element range of each flat buffer this rank updates: all of it, or with ZeRO-1 one
+  // contiguous 1/world_size slice (its optimizer state and master live only here).
+  int64_t shard_begin(const FlatParamBuffer& b, int rank) const;
+  int64_t shard_end(const FlatParamBuffer& b, int rank) const;
+  bool partitioned() const { return comm_ && dist_.get_int("zero_stage") >= 1; }
   PluginRegistry registry_;
   StateStore states_;
   std::vector<std::unique_ptr<EncoderInstance>> encoders_;
