@@ -29,13 +29,6 @@ std::string state_name(const std::string& buffer_name) {
 }
 std::string shard_name(const std::string& buffer_name) { return buffer_name.substr(0, buffer_name.find('.')); }
 
-const FlatParamBuffer* buffer_for(const FlatParams& params, const std::string& shard) {
-  for (const auto& b : params.buffers())
-    if (b.name == shard) return &b;
-  return nullptr;
-}
-
-at::Tensor slice(const at::Tensor& flat, const ParamSlot& s) { return flat.narrow(0, s.offset, s.numel).view(s.shape); }
 
 // fp32 -> bf16 rounded to nearest, ties away from zero, and the int16 remainder that makes
 // the pair exact (the rounding kernels/ uses for master-keeping bf16 backends).
@@ -97,55 +90,74 @@ void write_atomically(const std::string& path, const std::string& text) {
 }  // namespace
 
 CheckpointTensors gather_checkpoint(const FlatParams& params, const StateStore& states, const tsr_precision_info& info,
-                                    const std::vector<std::pair<std::string, at::Tensor>>& buffers) {
+                                    const std::vector<OwnedRange>& owned,
+                                    const std::vector<std::pair<std::string, at::Tensor>>& buffers, bool write_shared) {
   CheckpointTensors out;
-  for (const auto& b : params.buffers()) {
+  for (size_t bi = 0; bi < params.buffers().size(); ++bi) {
+    const FlatParamBuffer& b = params.buffers()[bi];
+    const int64_t b0 = owned[bi].begin, b1 = owned[bi].end;
     const StateBuffer* master = find_state(states, b.name, TSR_STATE_MASTER);
     for (const auto& s : b.slots) {
+      if (write_shared)
+        out.tensors.emplace_back("shape/" + s.name, at::tensor(s.shape, at::kLong));
+      const int64_t lo = std::max(s.offset, b0), hi = std::min(s.offset + s.numel, b1);
+      if (lo >= hi) continue;  // another rank owns this parameter's state
+      const std::string at_start = "@" + std::to_string(lo - s.offset);
       at::Tensor value;
-      if (info.master_policy == TSR_MASTER_FP32 && master) value = slice(master->data, s);
+      if (info.master_policy == TSR_MASTER_FP32 && master) value = master->data.narrow(0, lo - b0, hi - lo);
       else if (info.master_policy == TSR_MASTER_REMAINDER16 && master)
-        value = merge_remainder(b.params.narrow(0, s.offset, s.numel), master->data.narrow(0, s.offset, s.numel)).view(s.shape);
-      else value = slice(b.params, s);
-      out.tensors.emplace_back("param/" + s.name, value.detach().cpu().clone());
+        value = merge_remainder(b.params.narrow(0, lo, hi - lo), master->data.narrow(0, lo - b0, hi - lo));
+      else value = b.params.narrow(0, lo, hi - lo);
+      out.tensors.emplace_back("param/" + s.name + at_start, value.detach().cpu().clone());
+      for (const auto& st : states.buffers)
+        if (st.category == TSR_STATE_OPTIMIZER && shard_name(st.name) == b.name)
+          out.tensors.emplace_back("state/" + state_name(st.name) + "/" + s.name + at_start,
+                                   st.data.narrow(0, lo - b0, hi - lo).cpu().clone());
     }
   }
-  for (const auto& st : states.buffers) {
-    if (st.category != TSR_STATE_OPTIMIZER) continue;
-    const FlatParamBuffer* b = buffer_for(params, shard_name(st.name));
-    if (!b) continue;
-    for (const auto& s : b->slots)
-      out.tensors.emplace_back("state/" + state_name(st.name) + "/" + s.name, slice(st.data, s).cpu().clone());
+  if (write_shared) {
+    for (const auto& [name, t] : buffers) out.tensors.emplace_back("buffer/" + name, t.detach().cpu().clone());
+    out.tensors.emplace_back("rng/cpu", at::detail::getDefaultCPUGenerator().get_state());
   }
-  for (const auto& [name, t] : buffers) out.tensors.emplace_back("buffer/" + name, t.detach().cpu().clone());
-  out.tensors.emplace_back("rng/cpu", at::detail::getDefaultCPUGenerator().get_state());
   return out;
 }
 
-std::string save_checkpoint(const std::string& dir, const CheckpointMeta& meta, const CheckpointTensors& tensors,
-                            int64_t keep) {
-  fs::create_directories(dir);
+namespace {
+std::string temp_dir_for(const std::string& dir, int64_t step) { return dir + "/.step_" + std::to_string(step) + ".tmp"; }
+}  // namespace
+
+void write_checkpoint_part(const std::string& dir, int64_t step, int rank, const CheckpointTensors& tensors) {
+  const std::string tmp = temp_dir_for(dir, step);
+  fs::create_directories(tmp);
+  save_safetensors(tmp + "/rank_" + std::to_string(rank) + ".safetensors", tensors.tensors,
+                   {{"format", "tessera-checkpoint"}, {"rank", std::to_string(rank)}});
+}
+
+std::string publish_checkpoint(const std::string& dir, const CheckpointMeta& meta, int world_size, int64_t keep) {
   const std::string name = "step_" + std::to_string(meta.step);
   const std::string final_dir = dir + "/" + name;
-  const std::string tmp_dir = dir + "/." + name + ".tmp." + std::to_string(::getpid());
-  fs::remove_all(tmp_dir);
-  fs::create_directories(tmp_dir);
-  const std::string file = "rank_0.safetensors";
-  save_safetensors(tmp_dir + "/" + file, tensors.tensors, {{"format", "tessera-checkpoint"}});
-  int64_t bytes = 0;
-  const uint32_t crc = file_crc(tmp_dir + "/" + file, bytes);
+  const std::string tmp_dir = temp_dir_for(dir, meta.step);
+  nlohmann::ordered_json files = nlohmann::ordered_json::array();
+  int64_t total = 0;
+  for (int r = 0; r < world_size; ++r) {
+    const std::string file = "rank_" + std::to_string(r) + ".safetensors";
+    int64_t bytes = 0;
+    const uint32_t crc = file_crc(tmp_dir + "/" + file, bytes);
+    files.push_back({{"name", file}, {"bytes", bytes}, {"crc32", crc}, {"rank", r}});
+    total += bytes;
+  }
   nlohmann::ordered_json m = {{"magic", kCheckpointMagic},
                               {"format_version", kCheckpointFormat},
                               {"step", meta.step},
                               {"epoch", meta.epoch},
                               {"batch", meta.batch},
                               {"skipped_steps", meta.skipped_steps},
-                              {"world_size", 1},
+                              {"world_size", world_size},
                               {"precision", meta.precision},
                               {"master_policy", meta.master_policy},
                               {"optimizer", meta.optimizer},
                               {"config_hash", meta.config_hash},
-                              {"files", {{{"name", file}, {"bytes", bytes}, {"crc32", crc}, {"rank", 0}}}},
+                              {"files", files},
                               {"config", meta.config_toml}};
   write_atomically(tmp_dir + "/manifest.json", m.dump(2) + "\n");
   fsync_path(tmp_dir);
@@ -164,7 +176,7 @@ std::string save_checkpoint(const std::string& dir, const CheckpointMeta& meta, 
   }
   std::sort(all.begin(), all.end());
   for (size_t i = 0; keep > 0 && i + static_cast<size_t>(keep) < all.size(); ++i) fs::remove_all(all[i].second);
-  spdlog::info("checkpoint saved: {} ({:.1f} MiB)", final_dir, static_cast<double>(bytes) / (1 << 20));
+  spdlog::info("checkpoint saved: {} ({} file(s), {:.1f} MiB)", final_dir, world_size, static_cast<double>(total) / (1 << 20));
   return final_dir;
 }
 
@@ -222,8 +234,40 @@ CheckpointMeta read_checkpoint(const std::string& path, std::map<std::string, at
   return meta;
 }
 
+namespace {
+// Joins the pieces "<prefix><name>@<start>" into one flat tensor per name; every element must
+// be covered exactly once.
+std::map<std::string, at::Tensor> assemble(const std::map<std::string, at::Tensor>& tensors, const std::string& prefix,
+                                           const std::map<std::string, int64_t>& numel, const std::string& path) {
+  std::map<std::string, at::Tensor> out;
+  std::map<std::string, int64_t> covered;
+  for (auto it = tensors.lower_bound(prefix); it != tensors.end() && it->first.rfind(prefix, 0) == 0; ++it) {
+    const std::string rest = it->first.substr(prefix.size());
+    const auto at_pos = rest.rfind('@');
+    if (at_pos == std::string::npos) continue;
+    const std::string name = rest.substr(0, at_pos);
+    const int64_t start = std::stoll(rest.substr(at_pos + 1));
+    auto n = numel.find(name);
+    if (n == numel.end()) continue;  // a parameter this model does not have
+    at::Tensor& full = out[name];
+    if (!full.defined()) full = at::zeros({n->second}, it->second.options());
+    const int64_t len = it->second.numel();
+    if (start < 0 || start + len > n->second)
+      throw Error("checkpoint " + path + ": piece '" + it->first + "' lies outside the parameter's " +
+                  std::to_string(n->second) + " elements");
+    full.narrow(0, start, len).copy_(it->second.flatten());
+    covered[name] += len;
+  }
+  for (const auto& [name, t] : out)
+    if (covered[name] != numel.at(name))
+      throw Error("checkpoint " + path + ": '" + prefix + name + "' covers " + std::to_string(covered[name]) + " of " +
+                  std::to_string(numel.at(name)) + " elements (a rank's file is missing?)");
+  return out;
+}
+}  // namespace
+
 void restore_checkpoint(const std::map<std::string, at::Tensor>& tensors, FlatParams& params, StateStore& states,
-                        const tsr_precision_info& info,
+                        const tsr_precision_info& info, const std::vector<OwnedRange>& owned,
                         const std::vector<std::pair<std::string, at::Tensor>>& buffers, const std::string& path) {
   auto get = [&](const std::string& key, const std::string& what) -> const at::Tensor& {
     auto it = tensors.find(key);
@@ -231,36 +275,56 @@ void restore_checkpoint(const std::map<std::string, at::Tensor>& tensors, FlatPa
     return it->second;
   };
   at::NoGradGuard no_grad;
-  for (auto& b : params.buffers()) {
+  std::map<std::string, int64_t> numel;
+  for (const auto& b : params.buffers())
+    for (const auto& s : b.slots) {
+      const at::Tensor& shape = get("shape/" + s.name, "parameter '" + s.name + "'");
+      std::vector<int64_t> saved(shape.data_ptr<int64_t>(), shape.data_ptr<int64_t>() + shape.numel());
+      if (saved != s.shape)
+        throw Error("checkpoint " + path + ": parameter '" + s.name + "' has shape " + c10::str(at::IntArrayRef(saved)) +
+                    ", the model has " + c10::str(at::IntArrayRef(s.shape)));
+      numel[s.name] = s.numel;
+    }
+  auto values = assemble(tensors, "param/", numel, path);
+  for (size_t bi = 0; bi < params.buffers().size(); ++bi) {
+    FlatParamBuffer& b = params.buffers()[bi];
+    const int64_t b0 = owned[bi].begin, b1 = owned[bi].end;
     const StateBuffer* master = find_state(states, b.name, TSR_STATE_MASTER);
     for (const auto& s : b.slots) {
-      const at::Tensor& value = get("param/" + s.name, "parameter '" + s.name + "'");
-      if (!value.sizes().equals(s.shape))
-        throw Error("checkpoint " + path + ": parameter '" + s.name + "' has shape " + c10::str(value.sizes()) +
-                    ", the model has " + c10::str(at::IntArrayRef(s.shape)));
-      at::Tensor v32 = value.to(at::kFloat).to(b.params.device()).flatten();
+      auto v = values.find(s.name);
+      if (v == values.end()) throw Error("checkpoint " + path + " has no values for parameter '" + s.name + "'");
+      at::Tensor v32 = v->second.to(at::kFloat).cpu();
       at::Tensor dst = b.params.narrow(0, s.offset, s.numel);
+      const int64_t lo = std::max(s.offset, b0), hi = std::min(s.offset + s.numel, b1);
       if (info.master_policy == TSR_MASTER_REMAINDER16 && master) {
-        auto [hi, rem] = split_ties_away(v32.cpu());
-        dst.copy_(hi);
-        master->data.narrow(0, s.offset, s.numel).copy_(rem);
+        auto [hi16, rem] = split_ties_away(v32);
+        dst.copy_(hi16);
+        if (lo < hi) master->data.narrow(0, lo - b0, hi - lo).copy_(rem.narrow(0, lo - s.offset, hi - lo));
       } else if (info.master_policy == TSR_MASTER_FP32 && master) {
-        master->data.narrow(0, s.offset, s.numel).copy_(v32);
-        dst.copy_(b.dtype == at::kBFloat16 ? split_ties_away(v32.cpu()).first : v32.to(b.dtype));
+        dst.copy_(b.dtype == at::kBFloat16 ? split_ties_away(v32).first : v32.to(b.dtype));
+        if (lo < hi) master->data.narrow(0, lo - b0, hi - lo).copy_(v32.narrow(0, lo - s.offset, hi - lo));
       } else {
-        dst.copy_(value.flatten().to(b.dtype));
+        dst.copy_(v->second.to(b.dtype));
       }
     }
   }
   for (auto& st : states.buffers) {
     if (st.category != TSR_STATE_OPTIMIZER) continue;
-    const FlatParamBuffer* b = buffer_for(params, shard_name(st.name));
-    if (!b) continue;
-    for (const auto& s : b->slots) {
-      const std::string key = "state/" + state_name(st.name) + "/" + s.name;
-      const at::Tensor& v = get(key, "optimizer state '" + state_name(st.name) + "' for parameter '" + s.name +
-                                         "' (the current backend needs it; was the checkpoint saved with another optimizer?)");
-      st.data.narrow(0, s.offset, s.numel).copy_(v.flatten().to(st.data.scalar_type()));
+    const std::string state = state_name(st.name);
+    auto pieces = assemble(tensors, "state/" + state + "/", numel, path);
+    for (size_t bi = 0; bi < params.buffers().size(); ++bi) {
+      const FlatParamBuffer& b = params.buffers()[bi];
+      if (b.name != shard_name(st.name)) continue;
+      const int64_t b0 = owned[bi].begin, b1 = owned[bi].end;
+      for (const auto& s : b.slots) {
+        const int64_t lo = std::max(s.offset, b0), hi = std::min(s.offset + s.numel, b1);
+        if (lo >= hi) continue;
+        auto p = pieces.find(s.name);
+        if (p == pieces.end())
+          throw Error("checkpoint " + path + " has no optimizer state '" + state + "' for parameter '" + s.name +
+                      "' (the current backend needs it; was the checkpoint saved with another optimizer?)");
+        st.data.narrow(0, lo - b0, hi - lo).copy_(p->second.narrow(0, lo - s.offset, hi - lo).to(st.data.scalar_type()));
+      }
     }
   }
   for (const auto& [name, t] : buffers) {

@@ -105,10 +105,6 @@ Experiment::Experiment(const Config& config, bool load_data) : config_(config) {
   if (dist_.get_int("zero_stage") == 2)
     throw ConfigError(dist_.where("zero_stage").str() +
                       ": zero_stage 2 (partitioned gradients) is not implemented yet; use 0 or 1");
-  if (dist_.get_int("zero_stage") == 1 && env_.world_size > 1 &&
-      (checkpoint_.get_int("every_steps") > 0 || !checkpoint_.get_string("resume").empty()))
-    throw ConfigError(dist_.where("zero_stage").str() +
-                      ": checkpoints of partitioned (zero_stage 1) runs are not implemented yet; use zero_stage 0");
   if (env_.world_size > 1 && data_.get_int("batch_size") % env_.world_size != 0)
     throw ConfigError(data_.where("batch_size").str() + ": batch_size " + std::to_string(data_.get_int("batch_size")) +
                       " (the global batch) must divide evenly over WORLD_SIZE=" + std::to_string(env_.world_size) + " ranks");
@@ -577,7 +573,7 @@ TrainSummary Experiment::train() {
         // At an epoch's last step the checkpoint waits for the evaluation, so a resumed run
         // starts cleanly at the next epoch.
         if (s + 1 == steps_per_epoch) save_after_eval = true;
-        else if (main) save_checkpoint_at(step, epoch, (s + 1) * accum, summary.skipped_steps);
+        else save_checkpoint_at(step, epoch, (s + 1) * accum, summary.skipped_steps);
       }
     }
     summary.epochs = epoch + 1;
@@ -601,7 +597,7 @@ TrainSummary Experiment::train() {
       metrics->write(rec);
       spdlog::info("{}", line);
     }
-    if (save_after_eval && main) save_checkpoint_at(step, epoch + 1, 0, summary.skipped_steps);
+    if (save_after_eval) save_checkpoint_at(step, epoch + 1, 0, summary.skipped_steps);
   }
   progress.finish();
   summary.steps = step;
@@ -677,6 +673,12 @@ std::string Experiment::checkpoint_dir() const {
   return d.empty() ? output_dir_ + "/checkpoints" : d;
 }
 
+std::vector<OwnedRange> Experiment::owned_ranges() const {
+  std::vector<OwnedRange> r;
+  for (const auto& b : params_.buffers()) r.push_back({shard_begin(b, env_.rank), shard_end(b, env_.rank)});
+  return r;
+}
+
 void Experiment::save_checkpoint_at(int64_t step, int64_t epoch, int64_t batch, int64_t skipped) {
   CheckpointMeta meta;
   meta.step = step;
@@ -688,8 +690,15 @@ void Experiment::save_checkpoint_at(int64_t step, int64_t epoch, int64_t batch, 
   meta.optimizer = optimizer_.get_string("name");
   meta.config_toml = config_.dump();
   meta.config_hash = std::to_string(std::hash<std::string>{}(meta.config_toml));
-  save_checkpoint(checkpoint_dir(), meta, gather_checkpoint(params_, states_, precision_info_, encoder_buffers()),
-                  checkpoint_.get_int("keep"));
+  // Every rank writes the pieces it owns (ZeRO-1: its slice of the optimizer state; rank 0
+  // also the shared parts), then rank 0 publishes the whole checkpoint at once.
+  const std::string dir = checkpoint_dir();
+  write_checkpoint_part(dir, step, env_.rank,
+                        gather_checkpoint(params_, states_, precision_info_, owned_ranges(), encoder_buffers(),
+                                          /*write_shared=*/env_.rank == 0));
+  if (comm_) comm_->barrier();
+  if (env_.rank == 0) publish_checkpoint(dir, meta, env_.world_size, checkpoint_.get_int("keep"));
+  if (comm_) comm_->barrier();
 }
 
 CheckpointMeta Experiment::resume_from(const std::string& spec) {
@@ -699,7 +708,7 @@ CheckpointMeta Experiment::resume_from(const std::string& spec) {
   if (meta.optimizer != optimizer_.get_string("name"))
     spdlog::warn("checkpoint {} was written with optimizer {}, this run uses {}", path, meta.optimizer,
                  optimizer_.get_string("name"));
-  restore_checkpoint(tensors, params_, states_, precision_info_, encoder_buffers(), path);
+  restore_checkpoint(tensors, params_, states_, precision_info_, owned_ranges(), encoder_buffers(), path);
   if (meta.precision != precision_->library().name())
     spdlog::info("checkpoint {} was written by precision backend '{}'; converted to '{}'", path, meta.precision,
                  precision_->library().name());

@@ -29,36 +29,45 @@ struct CheckpointMeta {
   std::string config_hash;
 };
 
-// What a checkpoint holds besides the metadata.
+// What one rank writes. Per-parameter data is stored in pieces by element range, written by
+// the rank that owns the range, so a checkpoint written by N ranks loads on M ranks:
+//   "param/<name>@<start>"         weights, flattened elements [start, start + numel) (fp32 from
+//                                  a master or remainder when the backend keeps one)
+//   "state/<state>/<name>@<start>" optimizer state pieces
+//   "buffer/<name>", "rng/cpu"     non-trained encoder state and the generator (rank 0)
 struct CheckpointTensors {
-  // "param/<name>": the weights at the best precision available (fp32 from a master or
-  // remainder, else the parameter dtype); "state/<state>/<name>": optimizer states per
-  // parameter; "buffer/<name>": non-trained encoder state; "rng/cpu": the generator state.
   std::vector<std::pair<std::string, at::Tensor>> tensors;
 };
 
-// Collects the tensors to save from the flat buffers, the backend's state buffers and the
-// encoders' buffers, by parameter name.
+// The element range [begin, end) of each flat buffer whose state this rank holds.
+struct OwnedRange {
+  int64_t begin = 0, end = 0;
+};
+
 CheckpointTensors gather_checkpoint(const FlatParams& params, const StateStore& states, const tsr_precision_info& info,
-                                    const std::vector<std::pair<std::string, at::Tensor>>& buffers);
+                                    const std::vector<OwnedRange>& owned,
+                                    const std::vector<std::pair<std::string, at::Tensor>>& buffers, bool write_shared);
 
-// Writes dir/step_<N>/ atomically (a temp dir, fsync, rename) and points dir/latest at it.
-// Returns the checkpoint's path. Older checkpoints beyond `keep` are removed afterwards.
-std::string save_checkpoint(const std::string& dir, const CheckpointMeta& meta, const CheckpointTensors& tensors,
-                            int64_t keep);
+// Saving is two-phase so that every rank can contribute a file:
+//   1. every rank: write_checkpoint_part(dir, meta.step, rank, tensors)  (into a temp directory)
+//   2. (all ranks' parts written) rank 0: publish_checkpoint(dir, meta, world_size, keep):
+//      checksums, manifest, then the temp directory becomes dir/step_<N> and `latest` moves.
+// A crash before publish leaves the previous checkpoint and `latest` untouched.
+void write_checkpoint_part(const std::string& dir, int64_t step, int rank, const CheckpointTensors& tensors);
+std::string publish_checkpoint(const std::string& dir, const CheckpointMeta& meta, int world_size, int64_t keep);
 
-// Resolves "latest" (dir/latest) or a path; reads and verifies the manifest and checksums.
-// Throws Error naming the file for a missing, truncated, corrupt or foreign checkpoint.
+// Resolves "latest" (dir/latest) or a path; reads and verifies the manifest and checksums of
+// every rank's file and returns all tensors. Throws Error naming the file for a missing,
+// truncated, corrupt or foreign checkpoint.
 CheckpointMeta read_checkpoint(const std::string& path, std::map<std::string, at::Tensor>& tensors);
 std::string resolve_checkpoint_path(const std::string& dir, const std::string& spec);
 
-// Writes the loaded tensors into the current run's representation: parameters (and, by the
-// current backend's master policy, its fp32 master or remainder), optimizer states converted
-// to the current dtype, encoder buffers, RNG. Refuses, with the reason, a checkpoint whose
-// parameters or states do not match (a missing parameter, a shape change, a state the current
-// backend needs that the checkpoint lacks).
+// Writes the loaded tensors into the current run, whatever world size wrote them: parameters
+// (and, by the current backend's master policy, its fp32 master or remainder), optimizer
+// states (converted to the current dtype) for this rank's owned ranges, encoder buffers, RNG.
+// Refuses, with the reason, a missing parameter or state piece or a changed shape.
 void restore_checkpoint(const std::map<std::string, at::Tensor>& tensors, FlatParams& params, StateStore& states,
-                        const tsr_precision_info& info,
+                        const tsr_precision_info& info, const std::vector<OwnedRange>& owned,
                         const std::vector<std::pair<std::string, at::Tensor>>& buffers, const std::string& path);
 
 }  // namespace tessera

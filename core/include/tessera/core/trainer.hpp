@@ -117,6 +117,7 @@ class Experiment {
   // Checkpoints: every encoder's non-trained buffers by qualified name.
   std::vector<std::pair<std::string, at::Tensor>> encoder_buffers() const;
   std::string checkpoint_dir() const;
+  std::vector<OwnedRange> owned_ranges() const;
   void save_checkpoint_at(int64_t step, int64_t epoch, int64_t batch, int64_t skipped);
   CheckpointMeta resume_from(const std::string& spec);
 
