@@ -8,7 +8,7 @@ packages=(
   libtomlplusplus-dev libspdlog-dev libboost-dev nlohmann-json3-dev libdlpack-dev zlib1g-dev
   libgtest-dev libgloo-dev                   # GoogleTest; Gloo headers for c10d ProcessGroupGloo
   dataset-fashion-mnist wordnet-base         # images; WordNet glosses for captions
-  python3-matplotlib                         # tools/plot_metrics
+  python3-matplotlib python3-numpy           # tools/plot_metrics, tools/read_safetensors.py
 )
 missing=()
 for p in "${packages[@]}"; do

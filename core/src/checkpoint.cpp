@@ -266,6 +266,32 @@ std::map<std::string, at::Tensor> assemble(const std::map<std::string, at::Tenso
 }
 }  // namespace
 
+size_t export_checkpoint(const std::string& checkpoint, const std::string& out) {
+  std::map<std::string, at::Tensor> tensors;
+  CheckpointMeta meta = read_checkpoint(checkpoint, tensors);
+  std::map<std::string, int64_t> numel;
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (auto it = tensors.lower_bound("shape/"); it != tensors.end() && it->first.rfind("shape/", 0) == 0; ++it) {
+    const std::string name = it->first.substr(6);
+    const at::Tensor& s = it->second;
+    shapes[name].assign(s.data_ptr<int64_t>(), s.data_ptr<int64_t>() + s.numel());
+    int64_t n = 1;
+    for (int64_t d : shapes[name]) n *= d;
+    numel[name] = n;
+  }
+  if (shapes.empty()) throw Error("checkpoint " + checkpoint + " lists no parameter shapes");
+  auto values = assemble(tensors, "param/", numel, checkpoint);
+  NamedTensors named;
+  for (const auto& [name, shape] : shapes) {
+    auto v = values.find(name);
+    if (v == values.end()) throw Error("checkpoint " + checkpoint + " has no values for parameter '" + name + "'");
+    named.emplace_back(name, v->second.view(shape));
+  }
+  save_safetensors(out, named, {{"format", "pt"}, {"source", checkpoint}, {"step", std::to_string(meta.step)},
+                                {"precision", meta.precision}});
+  return named.size();
+}
+
 void restore_checkpoint(const std::map<std::string, at::Tensor>& tensors, FlatParams& params, StateStore& states,
                         const tsr_precision_info& info, const std::vector<OwnedRange>& owned,
                         const std::vector<std::pair<std::string, at::Tensor>>& buffers, const std::string& path) {

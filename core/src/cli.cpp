@@ -11,6 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include "tessera/core/bench.hpp"
+#include "tessera/core/checkpoint.hpp"
 #include "tessera/core/error.hpp"
 #include "tessera/core/launch.hpp"
 #include "tessera/core/trainer.hpp"
@@ -28,6 +29,7 @@ commands:
   plugins [--plugin-path DIR]...              list the plugins found on the search path
   plugins inspect NAME [--plugin-path DIR]... describe a plugin and every config key it takes
   launch --nproc N [--master-port P] -- ARGS... run N local ranks of `tessera ARGS` (data parallel)
+  export CHECKPOINT OUT.safetensors           the weights of a checkpoint (any world size) as one file
   bench CONFIG [--backends a,b,..] [--out DIR] [--set k=v]...
                                               train CONFIG once per precision backend, compare
 
@@ -79,6 +81,13 @@ launcher can start the same program instead). SIGINT/SIGTERM are forwarded to ev
 when one rank fails, the others are stopped (SIGTERM, then SIGKILL after 10 s) and the exit
 status is the failing rank's. Example:
   tessera launch --nproc 2 -- train configs/fashion_mnist.toml
+)";
+
+const char* kExportHelp = R"(usage: tessera export CHECKPOINT OUT.safetensors
+
+Writes the model weights stored in CHECKPOINT (a checkpoint directory, as written by any
+number of ranks) into one safetensors file: one tensor per parameter, by name, in its shape,
+at the best precision the checkpoint holds (fp32 when the run kept an fp32 master).
 )";
 
 struct Parsed {
@@ -249,6 +258,13 @@ int run_cli(const std::vector<std::string>& args) {
     if (cmd == "check") return cmd_check(p);
     if (cmd == "plugins") return cmd_plugins(p);
     if (cmd == "bench") return cmd_bench(p);
+    if (cmd == "export") {
+      if (p.help) return std::cout << kExportHelp, 0;
+      if (p.positional.size() != 2) throw std::invalid_argument("export needs CHECKPOINT and OUT.safetensors");
+      const size_t n = export_checkpoint(p.positional[0], p.positional[1]);
+      std::cout << "exported " << n << " tensors to " << p.positional[1] << "\n";
+      return 0;
+    }
     throw std::invalid_argument("unknown command '" + cmd + "'");
   } catch (const std::invalid_argument& e) {
     std::cerr << "error: " << e.what() << "\n(see tessera --help)\n";

@@ -200,3 +200,31 @@ TEST(DataParallel, CheckpointsReshardAcrossWorldSizes) {
     EXPECT_LE(worst, 1e-6) << tag;
   }
 }
+
+// `tessera export` joins the pieces of a 2-rank ZeRO-1 checkpoint into one safetensors file,
+// which an independent reader (tools/read_safetensors.py: the format spec and numpy) reads.
+TEST(DataParallel, ExportWritesOneSafetensorsFileFromAShardedCheckpoint) {
+  if (!have_data()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  if (!fs::exists("/usr/bin/python3")) GTEST_SKIP() << "no /usr/bin/python3";
+  fs::path dir = temp_dir("export");
+  const std::string cfg = write_config(dir, 4);
+  ASSERT_EQ(run("timeout 300 " TESSERA_CLI " launch --nproc 2 -- train " + cfg + " --set dist.zero_stage=1" +
+                " --set checkpoint.every_steps=4 --set experiment.output_dir=" + (dir / "run").string() + " > " +
+                (dir / "log").string() + " 2>&1"),
+            0);
+  const std::string out = (dir / "exported.safetensors").string();
+  ASSERT_EQ(run(std::string(TESSERA_CLI) + " export " + (dir / "run/checkpoints/step_4").string() + " " + out +
+                " > /dev/null"),
+            0);
+  auto exported = tessera::load_safetensors(out).tensors;
+  auto model = tessera::load_safetensors((dir / "run/model.safetensors").string()).tensors;
+  ASSERT_EQ(exported.size(), model.size());
+  std::map<std::string, at::Tensor> by_name(exported.begin(), exported.end());
+  for (const auto& [name, t] : model) EXPECT_TRUE(at::equal(by_name.at(name), t)) << name;
+  const std::string listing = (dir / "listing.txt").string();
+  ASSERT_EQ(run("/usr/bin/python3 " TESSERA_SOURCE_DIR "/tools/read_safetensors.py " + out + " > " + listing), 0);
+  std::ifstream f(listing);
+  std::string text((std::istreambuf_iterator<char>(f)), {});
+  EXPECT_NE(text.find("mlp.fc0.weight F32 [32, 784]"), std::string::npos) << text;
+  EXPECT_NE(text.find("mlp.fc1.bias F32 [10]"), std::string::npos) << text;
+}

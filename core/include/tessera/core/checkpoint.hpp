@@ -62,6 +62,11 @@ std::string publish_checkpoint(const std::string& dir, const CheckpointMeta& met
 CheckpointMeta read_checkpoint(const std::string& path, std::map<std::string, at::Tensor>& tensors);
 std::string resolve_checkpoint_path(const std::string& dir, const std::string& spec);
 
+// `tessera export`: the model's weights from a checkpoint (written by any number of ranks) as
+// one safetensors file, named by parameter, in their saved shapes and best precision.
+// Returns the number of tensors written.
+size_t export_checkpoint(const std::string& checkpoint, const std::string& out);
+
 // Writes the loaded tensors into the current run, whatever world size wrote them: parameters
 // (and, by the current backend's master policy, its fp32 master or remainder), optimizer
 // states (converted to the current dtype) for this rank's owned ranges, encoder buffers, RNG.
