@@ -23,6 +23,7 @@
 #include "tessera/core/metrics.hpp"
 #include "tessera/core/safetensors.hpp"
 #include "tessera/kernels/optim.h"
+#include "tessera/kernels/precision.h"
 
 namespace fs = std::filesystem;
 
@@ -311,10 +312,13 @@ at::Tensor l2_normalize(const at::Tensor& x) { return x / x.norm(2, {1}, true).c
 double Experiment::grad_norm() const {
   double sq = 0;
   for (const auto& b : params_.buffers()) {
-    if (b.grads.scalar_type() == at::kFloat && b.grads.device().is_cpu())
-      sq += kernels::sum_squares_f32(b.grads.data_ptr<float>(), b.grads.numel());
-    else
-      sq += b.grads.to(at::kDouble).square().sum().item<double>();
+    const at::Tensor& g = b.grads;  // flat, contiguous
+    const auto* bits = static_cast<const uint16_t*>(g.data_ptr());
+    if (!g.device().is_cpu()) sq += g.to(at::kDouble).square().sum().item<double>();
+    else if (g.scalar_type() == at::kFloat) sq += kernels::sum_squares_f32(g.data_ptr<float>(), g.numel());
+    else if (g.scalar_type() == at::kBFloat16) sq += kernels::sum_squares_bf16(bits, g.numel());
+    else if (g.scalar_type() == at::kHalf) sq += kernels::sum_squares_f16(bits, g.numel());
+    else sq += g.to(at::kDouble).square().sum().item<double>();
   }
   return std::sqrt(sq);
 }
