@@ -80,12 +80,13 @@ TEST(DataParallel, OneTwoAndFourRanksEndWithTheSameWeights) {
 TEST(DataParallel, AKilledRankStopsTheJobAndIsNamed) {
   if (!have_data()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
   fs::path dir = temp_dir("kill");
-  const std::string cfg = write_config(dir, 100000);
+  const std::string cfg = write_config(dir, 100000);  // with epochs=100000 below: runs until killed
   const std::string log = (dir / "launch.log").string();
   pid_t launcher = fork();
   if (launcher == 0) {
     execl("/bin/sh", "sh", "-c",
-          (std::string(TESSERA_CLI) + " launch --nproc 4 -- train " + cfg + " --set experiment.output_dir=" +
+          (std::string(TESSERA_CLI) + " launch --nproc 4 -- train " + cfg +
+           " --set train.epochs=100000 --set experiment.output_dir=" +
            (dir / "out").string() + " > " + log + " 2>&1")
               .c_str(),
           nullptr);
