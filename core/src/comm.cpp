@@ -1,11 +1,17 @@
 // core/src/comm.cpp — c10d rendezvous (TCPStore) and ProcessGroupGloo behind tessera::Comm;
-// every wait is bounded by the group's timeout and errors name the peer rank.
+// every wait is bounded by the group's timeout, and a failed collective is reported with the
+// rank that was lost, found from the heartbeats every rank keeps in the store.
 #include "tessera/core/comm.hpp"
 
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <condition_variable>
+#include <cstdio>
+#include <functional>
 #include <cstdlib>
+#include <mutex>
+#include <thread>
 
 #include "tessera/core/error.hpp"
 
@@ -41,34 +47,143 @@ DistEnv DistEnv::from_env() {
 struct Comm::Impl {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  // Heartbeat: a thread with its own store connection (a TCPStore client is not shared
+  // across threads) sets "tessera/hb/<rank>" to a growing counter every interval.
+  std::chrono::milliseconds interval{500};
+  std::thread heartbeat;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool stop = false;
+  bool exit_recorded = false;
 };
 
-Comm::Comm(const DistEnv& env, std::chrono::milliseconds timeout) : env_(env), impl_(std::make_unique<Impl>()) {
+namespace {
+
+std::string hb_key(int r) { return "tessera/hb/" + std::to_string(r); }
+std::string exit_key(int r) { return "tessera/exit/" + std::to_string(r); }
+
+std::string to_string(const std::vector<uint8_t>& v) { return std::string(v.begin(), v.end()); }
+std::vector<uint8_t> to_bytes(const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); }
+
+// The first line of an exception's message (c10 errors append a C++ backtrace).
+std::string brief(const std::exception& e) {
+  const auto* c10 = dynamic_cast<const c10::Error*>(&e);
+  std::string m = c10 ? c10->what_without_backtrace() : e.what();
+  if (auto nl = m.find('\n'); nl != std::string::npos) m.resize(nl);
+  return m;
+}
+
+// The rendezvous connection (rank 0 serves; every rank counts itself in and waits for all)
+// or, with rendezvous=false, one more client of the same store (the heartbeat's).
+c10::intrusive_ptr<c10d::TCPStore> connect_store(const DistEnv& env, bool rendezvous, std::chrono::milliseconds timeout) {
   c10d::TCPStoreOptions so;
   so.port = static_cast<std::uint16_t>(env.master_port);
-  so.isServer = env.rank == 0;
+  so.isServer = rendezvous && env.rank == 0;
   so.numWorkers = env.world_size;
-  so.waitWorkers = true;
+  so.waitWorkers = rendezvous;
   so.timeout = timeout;
+  return c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
+}
+
+}  // namespace
+
+Comm::Comm(const DistEnv& env, std::chrono::milliseconds timeout, std::chrono::milliseconds heartbeat)
+    : env_(env), impl_(std::make_unique<Impl>()) {
   try {
-    impl_->store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
+    impl_->store = connect_store(env, /*rendezvous=*/true, timeout);
     auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
     opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(env.master_addr));
     impl_->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, env.rank, env.world_size, opts);
   } catch (const std::exception& e) {
     throw Error("rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size) +
-                ": rendezvous at " + env.master_addr + ":" + std::to_string(env.master_port) + " failed: " + e.what());
+                ": rendezvous at " + env.master_addr + ":" + std::to_string(env.master_port) + " failed: " + brief(e));
+  }
+  impl_->interval = heartbeat;
+  impl_->store->set(hb_key(env.rank), to_bytes("0"));
+  impl_->heartbeat = std::thread([this, timeout] {
+    try {
+      auto store = connect_store(env_, /*rendezvous=*/false, timeout);
+      for (uint64_t beat = 1;; ++beat) {
+        std::unique_lock<std::mutex> lock(impl_->mu);
+        if (impl_->cv.wait_for(lock, impl_->interval, [this] { return impl_->stop; })) return;
+        lock.unlock();
+        store->set(hb_key(env_.rank), to_bytes(std::to_string(beat)));
+      }
+    } catch (const std::exception&) {
+      // The store is gone (rank 0 ended); a failing collective will report it.
+    }
+  });
+}
+
+Comm::~Comm() {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->stop = true;
+  }
+  impl_->cv.notify_all();
+  if (impl_->heartbeat.joinable()) impl_->heartbeat.join();
+}
+
+void Comm::record_exit(const std::string& reason) {
+  if (impl_->exit_recorded) return;
+  impl_->exit_recorded = true;
+  try {
+    impl_->store->set(exit_key(env_.rank), to_bytes(reason.substr(0, 300)));
+  } catch (const std::exception&) {
+    // Without a store there is no one to tell.
   }
 }
 
-Comm::~Comm() = default;
+std::string Comm::diagnose_lost_ranks() {
+  const std::string store_at = env_.master_addr + ":" + std::to_string(env_.master_port);
+  try {
+    auto read = [&](const std::string& key) -> std::string {
+      return impl_->store->check({key}) ? to_string(impl_->store->get(key)) : std::string();
+    };
+    std::vector<std::string> before(env_.world_size), exits(env_.world_size);
+    for (int r = 0; r < env_.world_size; ++r) before[r] = read(hb_key(r));
+    // A live rank beats every interval; give each at least three chances.
+    const auto window = 3 * impl_->interval + std::chrono::milliseconds(200);
+    std::this_thread::sleep_for(window);
+    std::vector<std::string> causes, followers;  // followers: ranks that stopped because of a cause
+    for (int r = 0; r < env_.world_size; ++r) {
+      if (r == env_.rank) continue;
+      const std::string exit = read(exit_key(r));
+      const bool silent = read(hb_key(r)) == before[r];
+      if (!exit.empty()) {
+        (exit.rfind("lost contact", 0) == 0 ? followers : causes).push_back("rank " + std::to_string(r) + " exited: " + exit);
+      } else if (silent) {
+        char line[96];
+        std::snprintf(line, sizeof line, "rank %d was lost: no heartbeat for %.1f s (killed or crashed)", r,
+                      std::chrono::duration<double>(window).count());
+        causes.push_back(line);
+      }
+    }
+    if (causes.empty() && followers.empty())
+      return "no rank was lost (every heartbeat continues)";
+    std::string out;
+    for (const auto& list : {causes, followers})
+      for (const auto& line : list) out += (out.empty() ? "" : "; ") + line;
+    return out;
+  } catch (const std::exception&) {
+    return "rank 0, which hosts the rendezvous store at " + store_at + ", is unreachable (killed, crashed or exited)";
+  }
+}
+
+void Comm::fail(const std::string& what, const std::exception& e) {
+  const std::string lost = diagnose_lost_ranks();
+  record_exit("lost contact during " + what);
+  // Rank 0 hosts the store: stay a moment so slower survivors can still read it.
+  if (env_.rank == 0) std::this_thread::sleep_for(4 * impl_->interval);
+  throw Error("rank " + std::to_string(env_.rank) + ": " + what + " failed; " + lost + " [c10d: " + brief(e) + "]");
+}
 
 void Comm::send(const at::Tensor& t, int dst, int tag) {
   std::vector<at::Tensor> v{t.contiguous()};
   try {
     impl_->pg->send(v, dst, tag)->wait();
   } catch (const std::exception& e) {
-    throw Error("rank " + std::to_string(env_.rank) + ": send to rank " + std::to_string(dst) + " failed: " + e.what());
+    fail("send to rank " + std::to_string(dst), e);
   }
 }
 
@@ -77,7 +192,7 @@ at::Tensor& Comm::recv(at::Tensor& t, int src, int tag) {
   try {
     impl_->pg->recv(v, src, tag)->wait();
   } catch (const std::exception& e) {
-    throw Error("rank " + std::to_string(env_.rank) + ": receive from rank " + std::to_string(src) + " failed: " + e.what());
+    fail("receive from rank " + std::to_string(src), e);
   }
   return t;
 }
@@ -85,27 +200,46 @@ at::Tensor& Comm::recv(at::Tensor& t, int src, int tag) {
 void Comm::all_reduce_sum(at::Tensor& t) { all_reduce_sum_async(t)->wait(); }
 
 namespace {
+// A collective in flight. Gloo cannot add bfloat16: such a tensor travels as an fp32 copy
+// (summed in fp32, which is also the more accurate sum) and is written back by wait().
 class GlooPending : public Comm::Pending {
  public:
-  GlooPending(c10::intrusive_ptr<c10d::Work> w, int rank) : work_(std::move(w)), rank_(rank) {}
+  using Fail = std::function<void(const std::exception&)>;
+  GlooPending(c10::intrusive_ptr<c10d::Work> w, Fail fail, at::Tensor target = {}, at::Tensor wide = {})
+      : work_(std::move(w)), fail_(std::move(fail)), target_(std::move(target)), wide_(std::move(wide)) {}
   void wait() override {
     try {
       work_->wait();
     } catch (const std::exception& e) {
-      throw Error("rank " + std::to_string(rank_) + ": gradient all-reduce failed (a peer rank died or timed out): " +
-                  e.what());
+      fail_(e);
     }
+    if (wide_.defined()) target_.copy_(wide_);
   }
 
  private:
   c10::intrusive_ptr<c10d::Work> work_;
-  int rank_;
+  Fail fail_;
+  at::Tensor target_, wide_;
 };
+
+bool gloo_adds(const at::Tensor& t) { return t.scalar_type() != at::kBFloat16; }
 }  // namespace
 
 std::unique_ptr<Comm::Pending> Comm::all_reduce_sum_async(at::Tensor& t) {
-  std::vector<at::Tensor> v{t};
-  return std::make_unique<GlooPending>(impl_->pg->allreduce(v), env_.rank);
+  at::Tensor wide = gloo_adds(t) ? at::Tensor() : t.to(at::kFloat);
+  std::vector<at::Tensor> v{wide.defined() ? wide : t};
+  return std::make_unique<GlooPending>(impl_->pg->allreduce(v), [this](const std::exception& e) { fail("all-reduce", e); },
+                                       t, wide);
+}
+
+std::unique_ptr<Comm::Pending> Comm::reduce_sum_async(at::Tensor& t, int root) {
+  at::Tensor wide = gloo_adds(t) ? at::Tensor() : t.to(at::kFloat);
+  std::vector<at::Tensor> v{wide.defined() ? wide : t};
+  c10d::ReduceOptions o;
+  o.rootRank = root;
+  return std::make_unique<GlooPending>(
+      impl_->pg->reduce(v, o), [this, root](const std::exception& e) { fail("reduce to rank " + std::to_string(root), e); },
+      t, wide);
 }
 
 bool Comm::any(bool flag) {
@@ -115,12 +249,23 @@ bool Comm::any(bool flag) {
 }
 
 void Comm::broadcast(at::Tensor& t, int root) {
-  std::vector<at::Tensor> v{t};
+  // A copy moves bits, not numbers: bfloat16 goes as bytes (Gloo knows no bfloat16).
+  std::vector<at::Tensor> v{t.scalar_type() == at::kBFloat16 ? t.view(at::kByte) : t};
   c10d::BroadcastOptions o;
   o.rootRank = root;
-  impl_->pg->broadcast(v, o)->wait();
+  try {
+    impl_->pg->broadcast(v, o)->wait();
+  } catch (const std::exception& e) {
+    fail("broadcast from rank " + std::to_string(root), e);
+  }
 }
 
-void Comm::barrier() { impl_->pg->barrier()->wait(); }
+void Comm::barrier() {
+  try {
+    impl_->pg->barrier()->wait();
+  } catch (const std::exception& e) {
+    fail("barrier", e);
+  }
+}
 
 }  // namespace tessera

@@ -67,9 +67,31 @@ void FlatParams::finalize(at::ScalarType param_dtype, at::ScalarType grad_dtype,
   finalized_ = true;
 }
 
+void FlatParams::partition_grads(const std::vector<std::pair<int64_t, int64_t>>& ranges) {
+  if (!finalized_) throw Error("partition_grads before the flat buffers were built");
+  if (ranges.size() != buffers_.size())
+    throw Error("partition_grads: " + std::to_string(ranges.size()) + " ranges for " + std::to_string(buffers_.size()) +
+                " flat buffers");
+  for (size_t i = 0; i < buffers_.size(); ++i) {
+    FlatParamBuffer& b = buffers_[i];
+    const auto [begin, end] = ranges[i];
+    if (begin < 0 || end < begin || end > b.numel())
+      throw Error("partition_grads: range [" + std::to_string(begin) + ", " + std::to_string(end) + ") outside buffer '" +
+                  b.name + "'");
+    b.grads = at::zeros({end - begin}, b.grads.options());  // the full-size buffer is freed
+    b.grad_begin = begin;
+    for (auto& s : b.slots) s.param.mutable_grad().reset();
+  }
+  grads_partitioned_ = true;
+}
+
 void FlatParams::zero_grad() {
   for (auto& b : buffers_) {
     b.grads.zero_();
+    if (grads_partitioned_) {
+      for (auto& s : b.slots) s.param.mutable_grad().reset();
+      continue;
+    }
     // A plugin (or user code) may have replaced a .grad(); put the view back.
     for (auto& s : b.slots) {
       const at::Tensor& g = s.param.grad();

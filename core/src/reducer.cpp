@@ -1,18 +1,29 @@
-// core/src/reducer.cpp — bucketed, overlapped all-reduce of the flat gradient buffer, fed by
-// the engine's gradient-ready hooks; buckets launch strictly in order so ranks agree.
+// core/src/reducer.cpp — bucketed, overlapped gradient reduction fed by the engine's
+// gradient-ready hooks: in-place all-reduce (stages 0/1) or staged reduce-to-owner (stage 2).
+// Buckets launch strictly in order so every rank issues the same collectives.
 #include "tessera/core/reducer.hpp"
 
 #include "tessera/core/error.hpp"
 
 namespace tessera {
+namespace {
+// Stage 2 keeps at most this many launched buckets' staging alive; launching one more first
+// completes the oldest (its reduce has usually finished while backward went on).
+constexpr size_t kMaxInFlight = 2;
+}  // namespace
 
-GradReducer::GradReducer(Comm& comm, FlatParams& params, int64_t bucket_bytes) : comm_(comm), params_(params) {
+GradReducer::GradReducer(Comm& comm, FlatParams& params, int64_t bucket_bytes, OwnedFn owned)
+    : comm_(comm), params_(params), owned_(std::move(owned)) {
+  if (params.grads_partitioned() && !owned_) throw Error("partitioned gradients need the owner ranges");
   // Parameter indices in FlatParams order, per buffer.
   size_t index = 0;
   std::vector<std::vector<size_t>> per_buffer;
-  for (const auto& b : params.buffers()) {
+  for (size_t bi = 0; bi < params.buffers().size(); ++bi) {
     per_buffer.emplace_back();
-    for (size_t i = 0; i < b.slots.size(); ++i) per_buffer.back().push_back(index++);
+    for (size_t i = 0; i < params.buffers()[bi].slots.size(); ++i) {
+      per_buffer.back().push_back(index++);
+      slot_of_.push_back({bi, i});
+    }
   }
   bucket_of_.assign(index, 0);
   for (size_t bi = 0; bi < params.buffers().size(); ++bi) {
@@ -29,7 +40,7 @@ GradReducer::GradReducer(Comm& comm, FlatParams& params, int64_t bucket_bytes) :
       cur.params.push_back(per_buffer[bi][k]);
       if ((cur.end - cur.begin) * elem >= bucket_bytes || k == 0) {
         for (size_t p : cur.params) bucket_of_[p] = buckets_.size();
-        buckets_.push_back(cur);
+        buckets_.push_back(std::move(cur));
         cur = Bucket();
         cur.buffer = bi;
       }
@@ -39,18 +50,41 @@ GradReducer::GradReducer(Comm& comm, FlatParams& params, int64_t bucket_bytes) :
 
 GradReducer::~GradReducer() {
   // Never leave a collective half done behind (e.g. after an exception in backward).
-  for (auto& p : pending_) {
-    try {
-      p->wait();
-    } catch (...) {
+  for (auto& b : buckets_)
+    for (auto& w : b.work) {
+      try {
+        w->wait();
+      } catch (...) {
+      }
     }
-  }
 }
 
 void GradReducer::on_grad_ready(size_t index) {
   Bucket& b = buckets_[bucket_of_[index]];
+  if (b.launched) {
+    const auto [bi, si] = slot_of_[index];
+    throw Error("parameter '" + params_.buffers()[bi].slots[si].name +
+                "' received a gradient after its bucket was reduced in this step: with several backward "
+                "passes per step, set_sync(false) before every pass but the last");
+  }
+  if (params_.grads_partitioned()) stage(b, index);
+  // Only the synchronising pass counts: after non-sync passes a bucket is complete again
+  // only when this pass has delivered all of its gradients.
+  if (!sync_) return;
   ++b.ready;
-  if (sync_) launch_ready();
+  launch_ready();
+}
+
+void GradReducer::stage(Bucket& b, size_t index) {
+  const auto [bi, si] = slot_of_[index];
+  FlatParamBuffer& buf = params_.buffers()[bi];
+  ParamSlot& slot = buf.slots[si];
+  at::Tensor& g = slot.param.mutable_grad();
+  if (!g.defined()) return;  // nothing accumulated (the hook fires on the accumulator anyway)
+  if (!b.staging.defined()) b.staging = at::zeros({b.end - b.begin}, buf.grads.options());
+  at::NoGradGuard no_grad;
+  b.staging.narrow(0, slot.offset - b.begin, slot.numel).add_(g.reshape({-1}));
+  g.reset();  // the full-size gradient is freed now, not at the end of backward
 }
 
 void GradReducer::launch_ready() {
@@ -59,15 +93,43 @@ void GradReducer::launch_ready() {
 }
 
 void GradReducer::launch(Bucket& b) {
-  at::Tensor range = params_.buffers()[b.buffer].grads.narrow(0, b.begin, b.end - b.begin);
-  pending_.push_back(comm_.all_reduce_sum_async(range));
   b.launched = true;
+  FlatParamBuffer& buf = params_.buffers()[b.buffer];
+  if (!params_.grads_partitioned()) {
+    at::Tensor range = buf.grads.narrow(0, b.begin, b.end - b.begin);
+    b.work.push_back(comm_.all_reduce_sum_async(range));
+    return;
+  }
+  if (!b.staging.defined()) b.staging = at::zeros({b.end - b.begin}, buf.grads.options());
+  // One reduce per owner whose range meets the bucket: every byte travels to its owner only.
+  for (int r = 0; r < comm_.world_size(); ++r) {
+    const auto [own_begin, own_end] = owned_(buf, r);
+    const int64_t lo = std::max(own_begin, b.begin), hi = std::min(own_end, b.end);
+    if (lo >= hi) continue;
+    at::Tensor seg = b.staging.narrow(0, lo - b.begin, hi - lo);
+    b.work.push_back(comm_.reduce_sum_async(seg, r));
+  }
+  in_flight_.push_back(static_cast<size_t>(&b - buckets_.data()));
+  while (in_flight_.size() > kMaxInFlight) {
+    complete(buckets_[in_flight_.front()]);
+    in_flight_.pop_front();
+  }
+}
+
+void GradReducer::complete(Bucket& b) {
+  for (auto& w : b.work) w->wait();
+  b.work.clear();
+  if (!params_.grads_partitioned()) return;
+  FlatParamBuffer& buf = params_.buffers()[b.buffer];
+  const int64_t lo = std::max(buf.grad_begin, b.begin), hi = std::min(buf.grad_begin + buf.grads.numel(), b.end);
+  if (lo < hi) buf.grads.narrow(0, lo - buf.grad_begin, hi - lo).add_(b.staging.narrow(0, lo - b.begin, hi - lo));
+  b.staging = at::Tensor();
 }
 
 void GradReducer::finish() {
   for (; next_ < buckets_.size(); ++next_) launch(buckets_[next_]);
-  for (auto& p : pending_) p->wait();
-  pending_.clear();
+  for (auto& b : buckets_) complete(b);
+  in_flight_.clear();
   next_ = 0;
   for (auto& b : buckets_) {
     b.ready = 0;

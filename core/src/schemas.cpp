@@ -99,7 +99,7 @@ const Schema& checkpoint_schema() {
 }
 const Schema& dist_schema() {
   static const Schema s{{
-      key("zero_stage", I, "0", "0: replicated optimizer state; 1: optimizer state and master weights partitioned over ranks (2 is planned)", 0, 2),
+      key("zero_stage", I, "0", "0: plain data parallel; 1: optimizer state and master weights partitioned over ranks; 2: gradients partitioned too", 0, 2),
       key("bucket_mb", F, "25.0", "gradient bucket size; a full bucket is reduced during backward", 0.001, 1e6),
       key("timeout_s", I, "60", "a collective or the rendezvous waiting longer than this is an error, not a hang", 1, 86400),
   }};

@@ -83,7 +83,7 @@ std::string plugin_name(const Config& cfg, const toml::table& t, const Schema& c
 ShardView::ShardView(FlatParamBuffer& buf, const tsr_precision_info& info, int64_t offset, int64_t numel) {
   if (numel < 0) numel = buf.numel() - offset;
   params = wrap_tensor(buf.params.narrow(0, offset, numel));
-  grads = wrap_tensor(buf.grads.narrow(0, offset, numel));
+  grads = wrap_tensor(buf.grads.narrow(0, offset - buf.grad_begin, numel));  // partitioned: starts at grad_begin
   shard = {sizeof(tsr_flat_shard), buf.name.c_str(), info.param_dtype, info.grad_dtype, params, grads, offset, numel};
 }
 ShardView::~ShardView() {
@@ -103,9 +103,6 @@ Experiment::Experiment(const Config& config, bool load_data) : config_(config) {
   checkpoint_ = config_.resolve(config_.table("checkpoint"), checkpoint_schema(), "[checkpoint]");
   dist_ = config_.resolve(config_.table("dist"), dist_schema(), "[dist]");
   env_ = DistEnv::from_env();
-  if (dist_.get_int("zero_stage") == 2)
-    throw ConfigError(dist_.where("zero_stage").str() +
-                      ": zero_stage 2 (partitioned gradients) is not implemented yet; use 0 or 1");
   if (env_.world_size > 1 && data_.get_int("batch_size") % env_.world_size != 0)
     throw ConfigError(data_.where("batch_size").str() + ": batch_size " + std::to_string(data_.get_int("batch_size")) +
                       " (the global batch) must divide evenly over WORLD_SIZE=" + std::to_string(env_.world_size) + " ranks");
@@ -144,9 +141,19 @@ Experiment::Experiment(const Config& config, bool load_data) : config_(config) {
       throw ConfigError("rank " + std::to_string(env_.rank) + ": the ranks were started with different configs "
                         "(resolved config hashes differ from rank 0's); start every rank with the same file and --set");
     for (auto& b : params_.buffers()) comm_->broadcast(b.params, 0);
-    reducer_ = std::make_unique<GradReducer>(*comm_, params_, static_cast<int64_t>(dist_.get_float("bucket_mb") * (1 << 20)));
+    GradReducer::OwnedFn owned;
+    if (grads_partitioned()) {
+      // ZeRO-2: this rank keeps the gradients of its own range only.
+      std::vector<std::pair<int64_t, int64_t>> ranges;
+      for (const auto& b : params_.buffers()) ranges.emplace_back(shard_begin(b, env_.rank), shard_end(b, env_.rank));
+      params_.partition_grads(ranges);
+      owned = [this](const FlatParamBuffer& b, int r) { return std::make_pair(shard_begin(b, r), shard_end(b, r)); };
+    }
+    reducer_ = std::make_unique<GradReducer>(*comm_, params_, static_cast<int64_t>(dist_.get_float("bucket_mb") * (1 << 20)),
+                                             owned);
     engine_->set_listener(reducer_.get());
-    spdlog::info("data parallel: rank {} of {}, {} gradient buckets", env_.rank, env_.world_size, reducer_->num_buckets());
+    spdlog::info("data parallel: rank {} of {}, ZeRO stage {}, {} gradient buckets", env_.rank, env_.world_size,
+                 dist_.get_int("zero_stage"), reducer_->num_buckets());
   }
   states_.device = device_;
   for (auto& buf : params_.buffers()) {
@@ -320,6 +327,11 @@ double Experiment::grad_norm() const {
     else if (g.scalar_type() == at::kHalf) sq += kernels::sum_squares_f16(bits, g.numel());
     else sq += g.to(at::kDouble).square().sum().item<double>();
   }
+  if (params_.grads_partitioned()) {  // ZeRO-2: each rank holds one shard of the gradient
+    at::Tensor t = at::full({1}, sq, at::kDouble);
+    comm_->all_reduce_sum(t);
+    sq = t.item<double>();
+  }
   return std::sqrt(sq);
 }
 
@@ -416,7 +428,9 @@ StepOutcome Experiment::train_step(int64_t step, int64_t total_steps, TensorMap&
     if (world > 1) {  // every rank reads the global batch and keeps its own rows
       const int64_t rows = batch.begin()->second.size(0) / world;
       for (auto& [name, t] : batch) t = t.narrow(0, env_.rank * rows, rows);
-      reducer_->set_sync(micro + 1 == accum);  // reduce during the step's last backward only
+      // Stages 0/1 reduce during the step's last backward only and accumulate locally before;
+      // stage 2 reduces every micro-batch, so no rank ever holds a whole gradient.
+      reducer_->set_sync(params_.grads_partitioned() || micro + 1 == accum);
     }
     if (!nonfinite) {  // after a skip, still draw the step's batches: the data order stays fixed
       std::vector<Term> terms;
@@ -437,13 +451,14 @@ StepOutcome Experiment::train_step(int64_t step, int64_t total_steps, TensorMap&
         nonfinite = true;
       }
     }
+    if (reducer_ && params_.grads_partitioned()) reducer_->finish();  // also after a skipped backward
     batch.clear();
   }
   out.lr = scheduled_lr(optimizer_, schedule_, step, total_steps);
   // 2. The accumulation boundary: every backward of this step has landed in the flat buffer,
   //    and (data parallel) every bucket is reduced. Ranks decide skips together.
   if (reducer_) {
-    reducer_->finish();
+    if (!params_.grads_partitioned()) reducer_->finish();
     if (comm_->any(nonfinite)) {
       if (train_.get_string("nonfinite") != "skip")
         throw NonFiniteError(nonfinite ? nonfinite_msg : "another rank's loss is non-finite at step " + std::to_string(step));
@@ -490,6 +505,16 @@ StepOutcome Experiment::train_step(int64_t step, int64_t total_steps, TensorMap&
 }
 
 TrainSummary Experiment::train() {
+  try {
+    return train_loop();
+  } catch (const std::exception& e) {
+    // Peers whose next collective fails then report this rank's own reason.
+    if (comm_) comm_->record_exit(e.what());
+    throw;
+  }
+}
+
+TrainSummary Experiment::train_loop() {
   if (!train_loader_) throw Error("experiment was built without data; cannot train");
   // Outputs (metrics, progress, model, checkpoints, evaluation) belong to rank 0; with data
   // parallelism every rank holds the same weights.

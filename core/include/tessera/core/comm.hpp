@@ -1,5 +1,7 @@
 // tessera/core/comm.hpp — communication between ranks over libtorch's c10d: rendezvous
 // through a TCPStore from torchrun's variables, ProcessGroupGloo on CPU. No home-made transport.
+// Every rank also beats a heartbeat into the store, so when a collective fails the survivors
+// name the rank that was lost — whoever launched them (torchrun, a scheduler, tessera launch).
 #pragma once
 #include <ATen/ATen.h>
 
@@ -25,7 +27,9 @@ class Comm {
  public:
   // Rendezvous (rank 0 hosts the TCPStore) and a Gloo process group. `timeout` bounds every
   // collective and the rendezvous itself: a rank that never shows up is an error, not a hang.
-  Comm(const DistEnv& env, std::chrono::milliseconds timeout = std::chrono::seconds(60));
+  // `heartbeat` is how often this rank proves it is alive (a background thread).
+  Comm(const DistEnv& env, std::chrono::milliseconds timeout = std::chrono::seconds(60),
+       std::chrono::milliseconds heartbeat = std::chrono::milliseconds(500));
   ~Comm();
   Comm(const Comm&) = delete;
   Comm& operator=(const Comm&) = delete;
@@ -45,12 +49,25 @@ class Comm {
     virtual void wait() = 0;
   };
   std::unique_ptr<Pending> all_reduce_sum_async(at::Tensor& t);
+  // Starts a sum reduce onto `root` (ZeRO-2: a gradient range to the rank that owns it);
+  // after wait() only the root's `t` holds the sum, the others' contents are unspecified.
+  std::unique_ptr<Pending> reduce_sum_async(at::Tensor& t, int root);
   // Logical OR / MAX of a flag over all ranks.
   bool any(bool flag);
   void broadcast(at::Tensor& t, int root);
   void barrier();
 
+  // This rank is about to stop with `reason` (an error it raised itself): recorded in the
+  // store, so peers whose collectives then fail report it instead of guessing.
+  void record_exit(const std::string& reason);
+
+  // After a failed collective: which ranks are gone? Watches the heartbeats for a few
+  // intervals and returns e.g. "rank 2 stopped (no heartbeat for 1.5 s)", "rank 1 exited:
+  // <its error>", or "rank 0, which hosts the store at host:port, is unreachable".
+  std::string diagnose_lost_ranks();
+
  private:
+  [[noreturn]] void fail(const std::string& what, const std::exception& e);
   struct Impl;
   DistEnv env_;
   std::unique_ptr<Impl> impl_;

@@ -24,7 +24,9 @@ struct FlatParamBuffer {
   std::string name;      // dtype name, e.g. "f32": stable across runs (checkpoints, states)
   at::ScalarType dtype;  // parameter dtype
   at::Tensor params;     // (numel,) dtype
-  at::Tensor grads;      // (numel,) grad dtype
+  at::Tensor grads;      // (numel,) grad dtype, or with partitioned gradients only the
+                         // range [grad_begin, grad_begin + grads.numel()) of the flat space
+  int64_t grad_begin = 0;
   std::vector<ParamSlot> slots;
   int64_t numel() const { return params.defined() ? params.numel() : 0; }
 };
@@ -40,6 +42,13 @@ class FlatParams {
   // of `grad_dtype`; autograd then accumulates gradients in place into that buffer.
   void finalize(at::ScalarType param_dtype, at::ScalarType grad_dtype, at::Device device);
 
+  // ZeRO-2: each buffer keeps only the gradients of its element range [begin, end) (one pair
+  // per buffer). Parameters' .grad() are then no views: autograd allocates them and the
+  // reducer moves them out into bucket staging as they arrive (and resets them).
+  void partition_grads(const std::vector<std::pair<int64_t, int64_t>>& ranges);
+  bool grads_partitioned() const { return grads_partitioned_; }
+
+  // Zeroes the gradient buffers; puts each .grad() view back (or, partitioned, resets it).
   void zero_grad();
   std::vector<FlatParamBuffer>& buffers() { return buffers_; }
   const std::vector<FlatParamBuffer>& buffers() const { return buffers_; }
@@ -52,6 +61,7 @@ class FlatParams {
   std::vector<std::pair<std::string, at::Tensor>> pending_;
   std::vector<FlatParamBuffer> buffers_;
   bool finalized_ = false;
+  bool grads_partitioned_ = false;
 };
 
 const char* dtype_short_name(at::ScalarType t);  // "f32", "bf16", "f16", ...

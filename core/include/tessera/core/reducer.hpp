@@ -1,7 +1,17 @@
 // tessera/core/reducer.hpp — data-parallel gradient reduction over the flat gradient buffer:
-// buckets of contiguous parameters, each all-reduced as soon as its last gradient lands
-// during backward (overlapping the rest of backward), in the same order on every rank.
+// buckets of contiguous parameters, each reduced as soon as its last gradient lands during
+// backward (overlapping the rest of backward), in the same order on every rank.
+//
+// Stage 0/1 (all-reduce): autograd accumulates into the full flat gradient buffer and a
+// bucket is all-reduced in place, so every rank holds the whole summed gradient.
+// Stage 2 (reduce to owner): each rank keeps only its shard of the gradients. A parameter's
+// gradient is moved out of its .grad() into its bucket's staging tensor the moment it
+// arrives; a complete bucket is reduced, segment by segment, onto the rank that owns each
+// segment (what a reduce-scatter does, for buckets that straddle shards), and the owner adds
+// its segment to its gradient shard. Only the buckets in flight exist at full size.
 #pragma once
+#include <deque>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -15,36 +25,52 @@ class GradReducer : public GradReadyListener {
  public:
   // Buckets of about bucket_bytes, filled from the last parameter backwards (the order in
   // which backward produces gradients). Gradients are summed: seeds carry 1 / world size.
-  GradReducer(Comm& comm, FlatParams& params, int64_t bucket_bytes);
+  // With params.grads_partitioned() the reducer works in stage 2 mode; `owned(buffer, r)`
+  // must then give rank r's element range of each flat buffer.
+  using OwnedFn = std::function<std::pair<int64_t, int64_t>(const FlatParamBuffer& b, int rank)>;
+  GradReducer(Comm& comm, FlatParams& params, int64_t bucket_bytes, OwnedFn owned = nullptr);
   ~GradReducer() override;
 
-  // Launch reductions during backward only when true (the last micro-batch of a step);
-  // otherwise gradients keep accumulating locally until finish().
+  // Launch reductions during backward only when true; otherwise gradients keep accumulating
+  // locally (in the flat buffer, or in stage 2 in the staging tensors) until finish(). Set
+  // it false for every backward pass of a step but the last: a gradient that arrives after
+  // its bucket was launched is an error.
   void set_sync(bool sync) { sync_ = sync; }
   void on_grad_ready(size_t index) override;
   void on_backward_end() override {}
-  // The step boundary: launches every bucket not yet launched (in order), waits for all.
+  // Launches every bucket not yet launched (in order) and waits for all: afterwards each
+  // rank's gradient buffer holds the sum over ranks (stage 2: of its own range).
   void finish();
   size_t num_buckets() const { return buckets_.size(); }
 
  private:
   struct Bucket {
-    size_t buffer = 0;          // which flat buffer
-    int64_t begin = 0, end = 0; // element range in it
-    std::vector<size_t> params; // parameter indices (FlatParams order)
+    size_t buffer = 0;            // which flat buffer
+    int64_t begin = 0, end = 0;   // element range in it
+    std::vector<size_t> params;   // parameter indices (FlatParams order)
     size_t ready = 0;
     bool launched = false;
+    at::Tensor staging;           // stage 2: the bucket's gradients until reduced
+    std::vector<std::unique_ptr<Comm::Pending>> work;  // its collectives in flight
+  };
+  struct Slot {
+    size_t buffer;
+    size_t slot;
   };
   void launch_ready();
   void launch(Bucket& b);
+  void stage(Bucket& b, size_t index);
+  void complete(Bucket& b);  // waits for its collectives; stage 2: keeps the owned part
 
   Comm& comm_;
   FlatParams& params_;
+  OwnedFn owned_;
   std::vector<Bucket> buckets_;
   std::vector<size_t> bucket_of_;
+  std::vector<Slot> slot_of_;
   size_t next_ = 0;
   bool sync_ = true;
-  std::vector<std::unique_ptr<Comm::Pending>> pending_;
+  std::deque<size_t> in_flight_;  // launched, not yet completed, oldest first
 };
 
 }  // namespace tessera

@@ -106,6 +106,7 @@ class Experiment {
 
  private:
   void build_plugins();
+  TrainSummary train_loop();
   void build_data();
   void check_device_computes(int32_t dtype, const char* role) const;
   StepOutcome train_step(int64_t step, int64_t total_steps, TensorMap& batch);
@@ -126,11 +127,13 @@ class Experiment {
   DistEnv env_;                        // rank and world size (torchrun's variables)
   std::unique_ptr<Comm> comm_;         // when WORLD_SIZE > 1
   std::unique_ptr<GradReducer> reducer_;
-  // The element range of each flat buffer this rank updates: all of it, or with ZeRO-1 one
-  // contiguous 1/world_size slice (its optimizer state and master live only here).
+  // The element range of each flat buffer this rank updates: all of it, or with ZeRO-1/2 one
+  // contiguous 1/world_size slice (its optimizer state and master live only here; with
+  // ZeRO-2 also its gradients).
   int64_t shard_begin(const FlatParamBuffer& b, int rank) const;
   int64_t shard_end(const FlatParamBuffer& b, int rank) const;
   bool partitioned() const { return comm_ && dist_.get_int("zero_stage") >= 1; }
+  bool grads_partitioned() const { return comm_ && dist_.get_int("zero_stage") >= 2; }
   PluginRegistry registry_;
   StateStore states_;
   std::vector<std::unique_ptr<EncoderInstance>> encoders_;
