@@ -1,98 +1,24 @@
 // kernels/cpu/precision.cpp — CPU implementations of the 16-bit conversions, bf16+remainder
-// split/merge and mixed-precision AdamW/SGD; element math identical to optim.cpp's fp32 loops.
+// split/merge and mixed-precision AdamW/SGD; element math shared with optim.cpp (common/updates.h).
 #include "tessera/kernels/precision.h"
 
 #include <algorithm>
-#include <cmath>
-#include <type_traits>
+
+#include "../common/updates.h"
 
 namespace tessera::kernels {
 
 namespace {
 
-// ---- split / merge of one element ----------------------------------------------------------
-
-// Upper half rounded to nearest with ties away from zero (so the remainder fits in int16);
-// NaN becomes a quiet NaN of the same sign, as f32_to_bf16 does.
-inline uint16_t split_one(float x, int16_t* rem) {
-  const uint32_t hi = f32_to_bf16_ties_away(x);
-  *rem = static_cast<int16_t>(static_cast<uint16_t>(detail::f32_bits(x) - (hi << 16)));
-  return static_cast<uint16_t>(hi);
-}
-
-inline float merge_one(uint16_t hi, int16_t rem) {
-  return detail::f32_from_bits((static_cast<uint32_t>(hi) << 16) +
-                               static_cast<uint32_t>(static_cast<int32_t>(rem)));
-}
-
-// ---- the AdamW element update of adamw_f32 -------------------------------------------------
-
-// Scalars exactly as adamw_f32 computes them (double, then rounded once to fp32).
-struct AdamConsts {
-  float decay, step_size, bias2_sqrt, b1, b2, one_minus_b1, one_minus_b2, eps, scale;
-  explicit AdamConsts(const AdamWArgs& a) {
-    const double bias1 = 1.0 - std::pow(a.beta1, static_cast<double>(a.step));
-    const double bias2 = 1.0 - std::pow(a.beta2, static_cast<double>(a.step));
-    decay = static_cast<float>(1.0 - a.lr * a.weight_decay);
-    step_size = static_cast<float>(a.lr / bias1);
-    bias2_sqrt = static_cast<float>(std::sqrt(bias2));
-    b1 = static_cast<float>(a.beta1);
-    b2 = static_cast<float>(a.beta2);
-    one_minus_b1 = static_cast<float>(1.0 - a.beta1);
-    one_minus_b2 = static_cast<float>(1.0 - a.beta2);
-    eps = static_cast<float>(a.eps);
-    scale = static_cast<float>(a.grad_scale);
-  }
-};
-
-// Same expressions, same order as adamw_f32's loop body, so the fp32 results are bitwise equal.
-inline void adam_update(const AdamConsts& c, float grad, float& param, float& exp_avg, float& exp_avg_sq) {
-  const float g = grad * c.scale;
-  float p = param * c.decay;
-  const float m = c.b1 * exp_avg + c.one_minus_b1 * g;
-  const float v = c.b2 * exp_avg_sq + c.one_minus_b2 * g * g;
-  const float denom = std::sqrt(v) / c.bias2_sqrt + c.eps;
-  p -= c.step_size * (m / denom);
-  exp_avg = m;
-  exp_avg_sq = v;
-  param = p;
-}
-
-// ---- the SGD element update of sgd_f32 -----------------------------------------------------
-
-struct SgdConsts {
-  float lr, mu, wd, scale;
-  bool first_step, nesterov;
-  explicit SgdConsts(const SgdArgs& a)
-      : lr(static_cast<float>(a.lr)),
-        mu(static_cast<float>(a.momentum)),
-        wd(static_cast<float>(a.weight_decay)),
-        scale(static_cast<float>(a.grad_scale)),
-        first_step(a.first_step),
-        nesterov(a.nesterov) {}
-};
-
-// kMomentum is (momentum != 0), hoisted out of the loops; without momentum the buffer is not
-// touched at all, as in sgd_f32.
-template <bool kMomentum>
-inline void sgd_update(const SgdConsts& c, float grad, float& param, float* momentum_buf) {
-  float g = grad * c.scale + c.wd * param;
-  if (kMomentum) {
-    const float buf = c.first_step ? g : c.mu * *momentum_buf + g;
-    *momentum_buf = buf;
-    g = c.nesterov ? g + c.mu * buf : buf;
-  }
-  param -= c.lr * g;
-}
-
-// Runs body(std::true_type / std::false_type) according to whether momentum is used.
-template <class Body>
-inline void with_momentum(const SgdConsts& c, Body body) {
-  if (c.mu != 0.0f)
-    body(std::true_type{});
-  else
-    body(std::false_type{});
-}
+using updates::adam_consts;
+using updates::adam_update;
+using updates::AdamConsts;
+using updates::merge_one;
+using updates::sgd_consts;
+using updates::sgd_update;
+using updates::SgdConsts;
+using updates::split_one;
+using updates::with_momentum;
 
 // All-finite over 16-bit patterns whose exponent field is `exp_mask`: branch-free inside
 // fixed-size chunks (vectorisable), early exit between chunks.
@@ -165,7 +91,7 @@ void merge_bf16_remainder_to_f32(const uint16_t* bf16, const int16_t* remainder,
 
 void adamw_bf16_master_f32(uint16_t* param_bf16, const uint16_t* grad_bf16, float* master, float* exp_avg,
                            float* exp_avg_sq, int64_t n, const AdamWArgs& a) {
-  const AdamConsts c(a);
+  const AdamConsts c = adam_consts(a);
   for (int64_t i = 0; i < n; ++i) {
     float p = master[i], m = exp_avg[i], v = exp_avg_sq[i];
     adam_update(c, bf16_to_f32(grad_bf16[i]), p, m, v);
@@ -178,7 +104,7 @@ void adamw_bf16_master_f32(uint16_t* param_bf16, const uint16_t* grad_bf16, floa
 
 void adamw_bf16_remainder(uint16_t* param_bf16, int16_t* remainder, const uint16_t* grad_bf16, float* exp_avg,
                           float* exp_avg_sq, int64_t n, const AdamWArgs& a) {
-  const AdamConsts c(a);
+  const AdamConsts c = adam_consts(a);
   for (int64_t i = 0; i < n; ++i) {
     float p = merge_one(param_bf16[i], remainder[i]), m = exp_avg[i], v = exp_avg_sq[i];
     adam_update(c, bf16_to_f32(grad_bf16[i]), p, m, v);
@@ -191,7 +117,7 @@ void adamw_bf16_remainder(uint16_t* param_bf16, int16_t* remainder, const uint16
 void adamw_bf16_pure(uint16_t* param_bf16, const uint16_t* grad_bf16, uint16_t* exp_avg_bf16,
                      uint16_t* exp_avg_sq_bf16, int64_t n, const AdamWArgs& a, bool stochastic_rounding,
                      uint64_t seed, uint64_t counter_base) {
-  const AdamConsts c(a);
+  const AdamConsts c = adam_consts(a);
   if (stochastic_rounding) {
     const uint64_t key = detail::stochastic_key(seed);
     for (int64_t i = 0; i < n; ++i) {
@@ -214,7 +140,7 @@ void adamw_bf16_pure(uint16_t* param_bf16, const uint16_t* grad_bf16, uint16_t* 
 
 void adamw_f16_master_f32(uint16_t* param_f16, const uint16_t* grad_f16, float* master, float* exp_avg,
                           float* exp_avg_sq, int64_t n, const AdamWArgs& a) {
-  const AdamConsts c(a);
+  const AdamConsts c = adam_consts(a);
   for (int64_t i = 0; i < n; ++i) {
     float p = master[i], m = exp_avg[i], v = exp_avg_sq[i];
     adam_update(c, f16_to_f32(grad_f16[i]), p, m, v);
@@ -229,7 +155,7 @@ void adamw_f16_master_f32(uint16_t* param_f16, const uint16_t* grad_f16, float* 
 
 void sgd_bf16_master_f32(uint16_t* param_bf16, const uint16_t* grad_bf16, float* master, float* momentum_buf,
                          int64_t n, const SgdArgs& a) {
-  const SgdConsts c(a);
+  const SgdConsts c = sgd_consts(a);
   with_momentum(c, [&](auto momentum) {
     for (int64_t i = 0; i < n; ++i) {
       float p = master[i];
@@ -242,7 +168,7 @@ void sgd_bf16_master_f32(uint16_t* param_bf16, const uint16_t* grad_bf16, float*
 
 void sgd_bf16_remainder(uint16_t* param_bf16, int16_t* remainder, const uint16_t* grad_bf16, float* momentum_buf,
                         int64_t n, const SgdArgs& a) {
-  const SgdConsts c(a);
+  const SgdConsts c = sgd_consts(a);
   with_momentum(c, [&](auto momentum) {
     for (int64_t i = 0; i < n; ++i) {
       float p = merge_one(param_bf16[i], remainder[i]);
@@ -254,7 +180,7 @@ void sgd_bf16_remainder(uint16_t* param_bf16, int16_t* remainder, const uint16_t
 
 void sgd_f16_master_f32(uint16_t* param_f16, const uint16_t* grad_f16, float* master, float* momentum_buf,
                         int64_t n, const SgdArgs& a) {
-  const SgdConsts c(a);
+  const SgdConsts c = sgd_consts(a);
   with_momentum(c, [&](auto momentum) {
     for (int64_t i = 0; i < n; ++i) {
       float p = master[i];

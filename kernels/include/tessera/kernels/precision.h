@@ -6,6 +6,14 @@
 
 #include "tessera/kernels/optim.h"
 
+// The inline helpers below are the one definition of each rounding rule, for the CPU loops and
+// for the CUDA kernels alike: compiled by nvcc they are __host__ __device__, elsewhere plain.
+#if defined(__CUDACC__)
+#define TESSERA_HD __host__ __device__
+#else
+#define TESSERA_HD
+#endif
+
 // Conventions for everything below:
 //  * bf16 and fp16 values are passed as their uint16_t bit patterns (no framework types).
 //  * "RNE" is IEEE round-to-nearest, ties-to-even; fp32 arithmetic follows IEEE (no fast-math).
@@ -21,31 +29,31 @@ namespace tessera::kernels {
 // ---- scalar conversions (inline so that callers' loops can vectorise them) ----------------
 
 namespace detail {
-inline uint32_t f32_bits(float x) {
+TESSERA_HD inline uint32_t f32_bits(float x) {
   uint32_t u;
   std::memcpy(&u, &x, sizeof u);
   return u;
 }
-inline float f32_from_bits(uint32_t u) {
+TESSERA_HD inline float f32_from_bits(uint32_t u) {
   float x;
   std::memcpy(&x, &u, sizeof x);
   return x;
 }
 // cond ? a : b written with masks, so that loops stay branch-free and vectorise.
-inline uint32_t select(bool cond, uint32_t a, uint32_t b) {
+TESSERA_HD inline uint32_t select(bool cond, uint32_t a, uint32_t b) {
   const uint32_t mask = 0u - static_cast<uint32_t>(cond);
   return (a & mask) | (b & ~mask);
 }
 }  // namespace detail
 
 // bf16 -> fp32, exact (every bf16 value, NaN payloads included, is an fp32 value).
-inline float bf16_to_f32(uint16_t h) { return detail::f32_from_bits(static_cast<uint32_t>(h) << 16); }
+TESSERA_HD inline float bf16_to_f32(uint16_t h) { return detail::f32_from_bits(static_cast<uint32_t>(h) << 16); }
 
 // fp32 -> bf16, RNE. Values beyond the largest finite bf16 round to ±Inf as RNE dictates; ±Inf
 // and ±0 are preserved, subnormals round like any other value. A NaN stays a NaN with the same
 // sign: the top 7 payload bits are kept and the quiet bit set (as x86 VCVTNEPS2BF16; ATen
 // instead returns the canonical 0x7FC0, so the two agree on every non-NaN input).
-inline uint16_t f32_to_bf16(float x) {
+TESSERA_HD inline uint16_t f32_to_bf16(float x) {
   const uint32_t u = detail::f32_bits(x);
   const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
   const uint32_t nan = (u >> 16) | 0x0040u;
@@ -58,14 +66,14 @@ inline uint16_t f32_to_bf16(float x) {
 // values that round to it under RNE, one more than 16 bits can tell apart), so using it in
 // both makes their parameters bitwise equal. It differs from RNE only on exact ties with an
 // even upper half (1 fp32 value in 65536), by one ulp away from zero. NaN -> quiet NaN.
-inline uint16_t f32_to_bf16_ties_away(float x) {
+TESSERA_HD inline uint16_t f32_to_bf16_ties_away(float x) {
   const uint32_t u = detail::f32_bits(x);
   const uint32_t rounded = (u >> 16) + ((u >> 15) & 1u);
   return static_cast<uint16_t>(detail::select((u & 0x7FFFFFFFu) > 0x7F800000u, (u >> 16) | 0x0040u, rounded));
 }
 
 // IEEE binary16 -> fp32, exact (subnormals included; NaN payloads are kept).
-inline float f16_to_f32(uint16_t h) {
+TESSERA_HD inline float f16_to_f32(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   const uint32_t e = (h >> 10) & 0x1Fu, m = h & 0x3FFu;
   const uint32_t normal = ((e + (127u - 15u)) << 23) | (m << 13);
@@ -79,7 +87,7 @@ inline float f16_to_f32(uint16_t h) {
 // fp32 -> IEEE binary16, RNE: |x| >= 65520 (the midpoint above 65504) becomes ±Inf, results
 // below 2^-14 are correctly rounded subnormals (or ±0), ±Inf and ±0 are preserved. A NaN becomes
 // a quiet NaN with the same sign and the top 9 payload bits kept (ATen: sign | 0x7E00).
-inline uint16_t f32_to_f16(float x) {
+TESSERA_HD inline uint16_t f32_to_f16(float x) {
   const uint32_t u = detail::f32_bits(x);
   const uint32_t sign = (u >> 16) & 0x8000u;
   const uint32_t a = u & 0x7FFFFFFFu;
@@ -100,7 +108,7 @@ inline uint16_t f32_to_f16(float x) {
 
 namespace detail {
 // A 64-bit bijective mixer (xor-shift / odd-multiply rounds).
-inline uint64_t mix64(uint64_t z) {
+TESSERA_HD inline uint64_t mix64(uint64_t z) {
   z ^= z >> 31;
   z *= 0x7FB5D329728EA185ull;
   z ^= z >> 27;
@@ -109,13 +117,13 @@ inline uint64_t mix64(uint64_t z) {
   return z;
 }
 // Per-seed key, computed once per seed.
-inline uint64_t stochastic_key(uint64_t seed) { return mix64(seed ^ 0x6A09E667F3BCC909ull); }
+TESSERA_HD inline uint64_t stochastic_key(uint64_t seed) { return mix64(seed ^ 0x6A09E667F3BCC909ull); }
 // 16 uniform bits for (key, counter): the counter is spread by an odd constant (a bijection, so
 // distinct counters of one seed never share an input) and mixed with the seed's key.
-inline uint32_t stochastic_bits16(uint64_t key, uint64_t counter) {
+TESSERA_HD inline uint32_t stochastic_bits16(uint64_t key, uint64_t counter) {
   return static_cast<uint32_t>(mix64(key + counter * 0x9E3779B97F4A7C15ull) >> 48);
 }
-inline uint16_t f32_to_bf16_stochastic_keyed(float x, uint64_t key, uint64_t counter) {
+TESSERA_HD inline uint16_t f32_to_bf16_stochastic_keyed(float x, uint64_t key, uint64_t counter) {
   const uint32_t u = detail::f32_bits(x);
   const uint32_t rounded = (u + stochastic_bits16(key, counter)) >> 16;
   const uint32_t nan = (u >> 16) | 0x0040u;
@@ -131,7 +139,7 @@ inline uint16_t f32_to_bf16_stochastic_keyed(float x, uint64_t key, uint64_t cou
 // (e.g. step * numel + element index) or the rounding errors are correlated. ±Inf and ±0 are
 // preserved; NaN is handled as in f32_to_bf16. Finite x above the largest finite bf16 may round
 // to ±Inf (as if Inf were the next value, 2^128).
-inline uint16_t f32_to_bf16_stochastic(float x, uint64_t seed, uint64_t counter) {
+TESSERA_HD inline uint16_t f32_to_bf16_stochastic(float x, uint64_t seed, uint64_t counter) {
   return detail::f32_to_bf16_stochastic_keyed(x, detail::stochastic_key(seed), counter);
 }
 
@@ -170,16 +178,15 @@ void merge_bf16_remainder_to_f32(const uint16_t* bf16, const int16_t* remainder,
 // results: check them first (all_finite_*) when using a loss scale.
 
 // Master weights in fp32: master/exp_avg/exp_avg_sq are updated exactly as adamw_f32(master,
-// float(grad_bf16), ...) would, then param_bf16 = f32_to_bf16(master) (RNE). param_bf16 is
-// write-only (the update never reads it).
+// float(grad_bf16), ...) would, then param_bf16 = f32_to_bf16_ties_away(master) (so that it
+// equals adamw_bf16_remainder's param_bf16). param_bf16 is write-only (the update never reads it).
 void adamw_bf16_master_f32(uint16_t* param_bf16, const uint16_t* grad_bf16, float* master, float* exp_avg,
                            float* exp_avg_sq, int64_t n, const AdamWArgs& a);
 
 // Master weights kept as param_bf16 + remainder (see split/merge above; initialise them with
 // split_f32_to_bf16_remainder): per element, merge -> the same fp32 update -> split. The
 // merged master after every step equals adamw_bf16_master_f32's master bit for bit, and so do
-// the moments; param_bf16 equals its param_bf16 except at the exact ties described for split
-// (one bf16 ulp farther from zero there).
+// the moments, and so does param_bf16 (both round the master ties-away).
 void adamw_bf16_remainder(uint16_t* param_bf16, int16_t* remainder, const uint16_t* grad_bf16, float* exp_avg,
                           float* exp_avg_sq, int64_t n, const AdamWArgs& a);
 
