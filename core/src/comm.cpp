@@ -173,8 +173,26 @@ std::string Comm::diagnose_lost_ranks() {
 void Comm::fail(const std::string& what, const std::exception& e) {
   const std::string lost = diagnose_lost_ranks();
   record_exit("lost contact during " + what);
-  // Rank 0 hosts the store: stay a moment so slower survivors can still read it.
-  if (env_.rank == 0) std::this_thread::sleep_for(4 * impl_->interval);
+  // Rank 0 hosts the store: it stays until every other rank has either recorded its exit
+  // or stopped beating (bounded), so slower survivors can still read what happened.
+  if (env_.rank == 0) {
+    const auto deadline = std::chrono::steady_clock::now() + 10 * impl_->interval;
+    std::vector<std::string> last(env_.world_size);
+    while (std::chrono::steady_clock::now() < deadline) {
+      int settled = 0;
+      try {
+        for (int r = 1; r < env_.world_size; ++r) {
+          const std::string beat = to_string(impl_->store->get(hb_key(r)));
+          if (impl_->store->check({exit_key(r)}) || beat == last[r]) ++settled;
+          last[r] = beat;
+        }
+      } catch (const std::exception&) {
+        break;
+      }
+      if (settled == env_.world_size - 1) break;
+      std::this_thread::sleep_for(2 * impl_->interval);
+    }
+  }
   throw Error("rank " + std::to_string(env_.rank) + ": " + what + " failed; " + lost + " [c10d: " + brief(e) + "]");
 }
 
