@@ -196,8 +196,13 @@ void Comm::fail(const std::string& what, const std::exception& e) {
   throw Error("rank " + std::to_string(env_.rank) + ": " + what + " failed; " + lost + " [c10d: " + brief(e) + "]");
 }
 
+namespace {
+// Moving bits, not numbers: bfloat16 travels as bytes (Gloo knows no bfloat16).
+at::Tensor as_bits(const at::Tensor& t) { return t.scalar_type() == at::kBFloat16 ? t.view(at::kByte) : t; }
+}  // namespace
+
 void Comm::send(const at::Tensor& t, int dst, int tag) {
-  std::vector<at::Tensor> v{t.contiguous()};
+  std::vector<at::Tensor> v{as_bits(t.contiguous())};
   try {
     impl_->pg->send(v, dst, tag)->wait();
   } catch (const std::exception& e) {
@@ -206,7 +211,7 @@ void Comm::send(const at::Tensor& t, int dst, int tag) {
 }
 
 at::Tensor& Comm::recv(at::Tensor& t, int src, int tag) {
-  std::vector<at::Tensor> v{t};
+  std::vector<at::Tensor> v{as_bits(t)};
   try {
     impl_->pg->recv(v, src, tag)->wait();
   } catch (const std::exception& e) {
@@ -267,8 +272,7 @@ bool Comm::any(bool flag) {
 }
 
 void Comm::broadcast(at::Tensor& t, int root) {
-  // A copy moves bits, not numbers: bfloat16 goes as bytes (Gloo knows no bfloat16).
-  std::vector<at::Tensor> v{t.scalar_type() == at::kBFloat16 ? t.view(at::kByte) : t};
+  std::vector<at::Tensor> v{as_bits(t)};
   c10d::BroadcastOptions o;
   o.rootRank = root;
   try {

@@ -138,3 +138,49 @@ void GradReducer::finish() {
 }
 
 }  // namespace tessera
+
+namespace tessera {
+
+void TreeReducer::add_group() {
+  Partial p{0, {}};
+  for (auto& b : params_.buffers()) p.buffers.push_back(b.grads.clone());
+  params_.zero_grad();
+  stack_.push_back(std::move(p));
+  // Two partials of the same level are siblings in the tree: merge them.
+  while (stack_.size() >= 2 && stack_[stack_.size() - 1].level == stack_[stack_.size() - 2].level) {
+    Partial right = std::move(stack_.back());
+    stack_.pop_back();
+    Partial& left = stack_.back();
+    for (size_t i = 0; i < left.buffers.size(); ++i) left.buffers[i].add_(right.buffers[i]);
+    ++left.level;
+  }
+}
+
+void TreeReducer::finish() {
+  if (stack_.size() != 1)
+    throw Error("deterministic reduction: " + std::to_string(stack_.size()) +
+                " partial sums left; the groups per rank must be a power of two");
+  for (size_t i = 0; i < params_.buffers().size(); ++i) params_.buffers()[i].grads.copy_(stack_.front().buffers[i]);
+  stack_.clear();
+  if (!comm_) return;
+  // Recursive doubling: at distance d, ranks r and r^d hold the sums of adjacent blocks of
+  // the tree; each takes the other's and adds (a + b == b + a, bit for bit).
+  const int rank = comm_->rank();
+  for (int d = 1; d < comm_->world_size(); d <<= 1) {
+    const int peer = rank ^ d;
+    for (auto& b : params_.buffers()) {
+      at::Tensor theirs = at::empty_like(b.grads);
+      // The lower rank sends first, the higher receives first: never both blocked sending.
+      if (rank < peer) {
+        comm_->send(b.grads, peer, d);
+        comm_->recv(theirs, peer, d);
+      } else {
+        comm_->recv(theirs, peer, d);
+        comm_->send(b.grads, peer, d);
+      }
+      b.grads.add_(theirs);
+    }
+  }
+}
+
+}  // namespace tessera

@@ -102,6 +102,10 @@ const Schema& dist_schema() {
       key("zero_stage", I, "0", "0: plain data parallel; 1: optimizer state and master weights partitioned over ranks; 2: gradients partitioned too", 0, 2),
       key("bucket_mb", F, "25.0", "gradient bucket size; a full bucket is reduced during backward", 0.001, 1e6),
       key("timeout_s", I, "60", "a collective or the rendezvous waiting longer than this is an error, not a hang", 1, 86400),
+      key("deterministic_groups", I, "0",
+          "0: off. G > 0: cut the global batch into G groups, backward each alone and sum them as a binary tree, "
+          "so results do not depend on the world size (any power of two N dividing G); stages 0 and 1, grad_accum 1",
+          0, 1 << 20),
   }};
   return s;
 }

@@ -103,6 +103,20 @@ Experiment::Experiment(const Config& config, bool load_data) : config_(config) {
   checkpoint_ = config_.resolve(config_.table("checkpoint"), checkpoint_schema(), "[checkpoint]");
   dist_ = config_.resolve(config_.table("dist"), dist_schema(), "[dist]");
   env_ = DistEnv::from_env();
+  if (const int64_t groups = dist_.get_int("deterministic_groups"); groups > 0) {
+    auto refuse = [&](const std::string& why) {
+      throw ConfigError(dist_.where("deterministic_groups").str() + ": deterministic_groups = " + std::to_string(groups) +
+                        " " + why);
+    };
+    auto pow2 = [](int64_t x) { return x > 0 && (x & (x - 1)) == 0; };
+    if (!pow2(groups)) refuse("must be a power of two (the groups are summed as a binary tree)");
+    if (!pow2(env_.world_size) || groups % env_.world_size != 0)
+      refuse("needs a power-of-two WORLD_SIZE that divides it (WORLD_SIZE=" + std::to_string(env_.world_size) + ")");
+    if (data_.get_int("batch_size") % groups != 0)
+      refuse("must divide [data] batch_size " + std::to_string(data_.get_int("batch_size")));
+    if (train_.get_int("grad_accum") != 1) refuse("needs [train] grad_accum = 1 (the groups are the accumulation)");
+    if (dist_.get_int("zero_stage") >= 2) refuse("needs whole gradients on every rank: use zero_stage 0 or 1");
+  }
   if (env_.world_size > 1 && data_.get_int("batch_size") % env_.world_size != 0)
     throw ConfigError(data_.where("batch_size").str() + ": batch_size " + std::to_string(data_.get_int("batch_size")) +
                       " (the global batch) must divide evenly over WORLD_SIZE=" + std::to_string(env_.world_size) + " ranks");
@@ -141,6 +155,12 @@ Experiment::Experiment(const Config& config, bool load_data) : config_(config) {
       throw ConfigError("rank " + std::to_string(env_.rank) + ": the ranks were started with different configs "
                         "(resolved config hashes differ from rank 0's); start every rank with the same file and --set");
     for (auto& b : params_.buffers()) comm_->broadcast(b.params, 0);
+  }
+  if (dist_.get_int("deterministic_groups") > 0) {
+    tree_ = std::make_unique<TreeReducer>(comm_.get(), params_);
+    spdlog::info("deterministic reduction: {} groups, {} per rank, summed as a binary tree",
+                 dist_.get_int("deterministic_groups"), dist_.get_int("deterministic_groups") / env_.world_size);
+  } else if (comm_) {
     GradReducer::OwnedFn owned;
     if (grads_partitioned()) {
       // ZeRO-2: this rank keeps the gradients of its own range only.
@@ -422,34 +442,48 @@ StepOutcome Experiment::train_step(int64_t step, int64_t total_steps, TensorMap&
   bool nonfinite = false;
   std::string nonfinite_msg;
   const int64_t world = env_.world_size;
+  // Deterministic reduction: this rank's rows are cut into `per_rank` groups, each its own
+  // backward pass; the seeds divide by the number of groups instead of accum * world.
+  const int64_t groups = dist_.get_int("deterministic_groups");
+  const int64_t per_rank = groups > 0 ? groups / world : 1;
+  const double divisor = groups > 0 ? static_cast<double>(groups) : static_cast<double>(accum * world);
   for (int64_t micro = 0; micro < accum; ++micro) {
     train_loader_->next(batch);
     out.samples += batch.at(eval_.get_string("label")).size(0);
     if (world > 1) {  // every rank reads the global batch and keeps its own rows
       const int64_t rows = batch.begin()->second.size(0) / world;
       for (auto& [name, t] : batch) t = t.narrow(0, env_.rank * rows, rows);
+    }
+    if (reducer_) {
       // Stages 0/1 reduce during the step's last backward only and accumulate locally before;
       // stage 2 reduces every micro-batch, so no rank ever holds a whole gradient.
       reducer_->set_sync(params_.grads_partitioned() || micro + 1 == accum);
     }
-    if (!nonfinite) {  // after a skip, still draw the step's batches: the data order stays fixed
-      std::vector<Term> terms;
-      {
-        AutocastScope autocast(device_, precision_info_.autocast_dtype);
-        run_forward(batch);
-        terms = compute_terms(batch);
+    const int64_t rows = batch.begin()->second.size(0) / per_rank;
+    for (int64_t g = 0; g < per_rank; ++g) {
+      TensorMap part;
+      for (auto& [name, t] : batch) part[name] = per_rank == 1 ? t : t.narrow(0, g * rows, rows);
+      if (!nonfinite) {  // after a skip, still draw the step's batches: the data order stays fixed
+        std::vector<Term> terms;
+        {
+          AutocastScope autocast(device_, precision_info_.autocast_dtype);
+          run_forward(part);
+          terms = compute_terms(part);
+        }
+        BackwardOptions bo;
+        bo.loss_scale = out.loss_scale;
+        bo.divisor = divisor;  // the mean over the global batch
+        bo.step = step;
+        try {
+          for (const auto& tv : engine_->backward(terms, bo))
+            out.terms[tv.name] += tv.value / static_cast<double>(accum * per_rank);
+        } catch (const NonFiniteError& e) {
+          if (world == 1 && train_.get_string("nonfinite") != "skip") throw;
+          nonfinite_msg = e.what();
+          nonfinite = true;
+        }
       }
-      BackwardOptions bo;
-      bo.loss_scale = out.loss_scale;
-      bo.divisor = static_cast<double>(accum * world);  // the mean over the global batch
-      bo.step = step;
-      try {
-        for (const auto& tv : engine_->backward(terms, bo)) out.terms[tv.name] += tv.value / static_cast<double>(accum);
-      } catch (const NonFiniteError& e) {
-        if (world == 1 && train_.get_string("nonfinite") != "skip") throw;
-        nonfinite_msg = e.what();
-        nonfinite = true;
-      }
+      if (tree_) tree_->add_group();
     }
     if (reducer_ && params_.grads_partitioned()) reducer_->finish();  // also after a skipped backward
     batch.clear();
@@ -457,8 +491,9 @@ StepOutcome Experiment::train_step(int64_t step, int64_t total_steps, TensorMap&
   out.lr = scheduled_lr(optimizer_, schedule_, step, total_steps);
   // 2. The accumulation boundary: every backward of this step has landed in the flat buffer,
   //    and (data parallel) every bucket is reduced. Ranks decide skips together.
-  if (reducer_) {
-    if (!params_.grads_partitioned()) reducer_->finish();
+  if (tree_) tree_->finish();
+  if (comm_) {
+    if (reducer_ && !params_.grads_partitioned()) reducer_->finish();
     if (comm_->any(nonfinite)) {
       if (train_.get_string("nonfinite") != "skip")
         throw NonFiniteError(nonfinite ? nonfinite_msg : "another rank's loss is non-finite at step " + std::to_string(step));

@@ -82,7 +82,8 @@ bool bitwise_equal(const Weights& a, const Weights& b) {
 // from one rank — for every ZeRO stage. With SGD (momentum state partitioned from stage 1)
 // the parameters agree to 1e-6 (relative), also with gradient accumulation. AdamW divides
 // by the root of the second moment, which magnifies last-bit differences of near-zero
-// gradients, so it is held to 1e-4 against one rank. On the same world size stage 1 equals
+// gradients, so it is held to 1e-4 against one rank ([dist] deterministic_groups removes even
+// that difference; see the next test). On the same world size stage 1 equals
 // stage 0 bit for bit; so does stage 2 on 2 ranks without accumulation (a sum of two numbers
 // has one order). Otherwise stage 2 sums in another order — it reduces onto owners where
 // stage 0 all-reduces, and reduces every micro-batch where stage 0 accumulates first.
@@ -114,6 +115,34 @@ TEST(DataParallel, OneTwoAndFourRanksEndWithTheSameWeightsForEveryZeroStage) {
       EXPECT_LE(max_relative_difference(by_stage[0], by_stage[2]), c.tolerance) << name << ", " << n << " ranks: stage 2 vs 0";
     }
   }
+}
+
+// [dist] deterministic_groups: the global batch is cut into G groups whose gradients are
+// summed as a binary tree, in the same order on any world size, so even AdamW ends with the
+// same bits on 1, 2 and 4 ranks (stages 0 and 1). Stage 2 is refused with the reason.
+TEST(DataParallel, DeterministicGroupsGiveTheSameBitsOnEveryWorldSize) {
+  if (!have_data()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  fs::path dir = temp_dir("deterministic");
+  const std::string cfg = write_config(dir, 12, "adamw");
+  const std::string det = "--set dist.deterministic_groups=4";
+  const Weights one = launch_and_load(dir, cfg, 1, "n1", det);
+  ASSERT_FALSE(one.empty());
+  for (const auto& [n, stage] : std::vector<std::pair<int, int>>{{2, 1}, {4, 0}, {4, 1}}) {
+    const std::string tag = "n" + std::to_string(n) + "_s" + std::to_string(stage);
+    const Weights w = launch_and_load(dir, cfg, n, tag, det + " --set dist.zero_stage=" + std::to_string(stage));
+    EXPECT_TRUE(bitwise_equal(one, w)) << tag << ": max relative difference " << max_relative_difference(one, w);
+  }
+  // Plain data parallel on the same config is not bitwise (that is what the mode is for).
+  EXPECT_FALSE(bitwise_equal(one, launch_and_load(dir, cfg, 4, "plain_n4", "")));
+  const std::string log = (dir / "refused.log").string();
+  EXPECT_NE(run("timeout 120 " TESSERA_CLI " launch --nproc 2 -- train " + cfg + " " + det +
+                " --set dist.zero_stage=2 > " + log + " 2>&1"),
+            0);
+  std::ifstream f(log);
+  std::string text((std::istreambuf_iterator<char>(f)), {});
+  EXPECT_NE(text.find("deterministic_groups = 4 needs whole gradients on every rank: use zero_stage 0 or 1"),
+            std::string::npos)
+      << text;
 }
 
 // Per-rank model-state bytes follow the ZeRO formula for every backend: parameters P stay

@@ -74,3 +74,32 @@ class GradReducer : public GradReadyListener {
 };
 
 }  // namespace tessera
+
+namespace tessera {
+
+// World-size-independent reduction ([dist] deterministic_groups = G): the global batch is cut
+// into G equal groups, each backwarded on its own, and their gradients are summed as a
+// binary tree over the group index — within a rank by a stack of partial sums, across ranks
+// by pairwise exchanges (recursive doubling). Floating-point addition of two numbers does not
+// depend on their order, so every rank, on any world size N dividing G, ends with the same
+// bits as one rank would. Costs: G backward passes of B/G rows per step over all ranks, and
+// log2(G/N) extra gradient copies.
+class TreeReducer {
+ public:
+  TreeReducer(Comm* comm, FlatParams& params) : comm_(comm), params_(params) {}
+  // The gradient buffers hold one group's gradient: push it (a copy) and zero the buffers.
+  void add_group();
+  // The gradient buffers := the tree sum of every group of every rank. Collective.
+  void finish();
+
+ private:
+  Comm* comm_;  // null on one rank
+  FlatParams& params_;
+  struct Partial {
+    int level;                        // it sums 2^level consecutive groups
+    std::vector<at::Tensor> buffers;  // one per flat buffer
+  };
+  std::vector<Partial> stack_;
+};
+
+}  // namespace tessera

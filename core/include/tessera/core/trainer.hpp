@@ -126,7 +126,8 @@ class Experiment {
   Section experiment_, data_, optimizer_, schedule_, train_, eval_, checkpoint_, dist_;
   DistEnv env_;                        // rank and world size (torchrun's variables)
   std::unique_ptr<Comm> comm_;         // when WORLD_SIZE > 1
-  std::unique_ptr<GradReducer> reducer_;
+  std::unique_ptr<GradReducer> reducer_;  // bucketed, overlapped (WORLD_SIZE > 1)
+  std::unique_ptr<TreeReducer> tree_;     // instead, with [dist] deterministic_groups
   // The element range of each flat buffer this rank updates: all of it, or with ZeRO-1/2 one
   // contiguous 1/world_size slice (its optimizer state and master live only here; with
   // ZeRO-2 also its gradients).
