@@ -30,10 +30,17 @@ class Bf16Pure : public tessera::precision::FlatBackend {
   void step(const tsr_flat_shard& shard, const tsr_optim_step& opt) override {
     if (opt.algorithm != TSR_OPTIM_ADAMW) unsupported(opt, "bf16_pure");
     // A distinct rounding counter for every (step, element of the whole model).
+    // Same seed and counters on either device, so CPU and CUDA runs round identically.
     const uint64_t counter_base = (static_cast<uint64_t>(opt.step) << 40) + static_cast<uint64_t>(shard.offset);
-    tessera::kernels::adamw_bf16_pure(params<uint16_t>(shard), grads<uint16_t>(shard), state<uint16_t>(shard, "exp_avg"),
-                                      state<uint16_t>(shard, "exp_avg_sq"), shard.numel, adamw_args(opt), stochastic_,
-                                      seed_, counter_base);
+    namespace k = tessera::kernels;
+    auto* p = params<uint16_t>(shard);
+    const auto* g = grads<uint16_t>(shard);
+    auto* m = state<uint16_t>(shard, "exp_avg");
+    auto* v = state<uint16_t>(shard, "exp_avg_sq");
+    const int64_t n = shard.numel;
+    const k::AdamWArgs a = adamw_args(opt);
+    on_device(shard, "bf16_pure", [&] { k::adamw_bf16_pure(p, g, m, v, n, a, stochastic_, seed_, counter_base); },
+              [&](auto stream) { k::cuda::adamw_bf16_pure(p, g, m, v, n, a, stochastic_, seed_, counter_base, stream); });
   }
 
  private:

@@ -24,17 +24,24 @@ class Bf16Remainder : public tessera::precision::FlatBackend {
     alloc<float>(shard, "exp_avg_sq", TSR_STATE_OPTIMIZER, TSR_DTYPE_F32);
   }
   void step(const tsr_flat_shard& shard, const tsr_optim_step& opt) override {
+    namespace k = tessera::kernels;
     auto* p = params<uint16_t>(shard);
     const auto* g = grads<uint16_t>(shard);
     auto* rem = state<int16_t>(shard, "remainder");
     auto* m = state<float>(shard, "exp_avg");
-    if (opt.algorithm == TSR_OPTIM_ADAMW)
-      tessera::kernels::adamw_bf16_remainder(p, rem, g, m, state<float>(shard, "exp_avg_sq"), shard.numel,
-                                             adamw_args(opt));
-    else if (opt.algorithm == TSR_OPTIM_SGD)
-      tessera::kernels::sgd_bf16_remainder(p, rem, g, m, shard.numel, sgd_args(opt));
-    else
+    const int64_t n = shard.numel;
+    if (opt.algorithm == TSR_OPTIM_ADAMW) {
+      auto* v = state<float>(shard, "exp_avg_sq");
+      const k::AdamWArgs a = adamw_args(opt);
+      on_device(shard, "bf16_remainder", [&] { k::adamw_bf16_remainder(p, rem, g, m, v, n, a); },
+                [&](auto stream) { k::cuda::adamw_bf16_remainder(p, rem, g, m, v, n, a, stream); });
+    } else if (opt.algorithm == TSR_OPTIM_SGD) {
+      const k::SgdArgs a = sgd_args(opt);  // exp_avg doubles as the momentum buffer
+      on_device(shard, "bf16_remainder", [&] { k::sgd_bf16_remainder(p, rem, g, m, n, a); },
+                [&](auto stream) { k::cuda::sgd_bf16_remainder(p, rem, g, m, n, a, stream); });
+    } else {
       unsupported(opt, "bf16_remainder");
+    }
   }
 
  private:

@@ -1,15 +1,43 @@
 // plugins/precision/common/flat_backend.hpp — shared by the in-tree precision backends (a
-// header of the plugins, not of the SDK): per-shard state buffers and optimizer arguments.
+// header of the plugins, not of the SDK): per-shard state buffers, optimizer arguments, and the
+// choice of CPU or CUDA kernel by the device the shard lives on.
 #pragma once
+#include <tessera/kernels/cuda.h>
 #include <tessera/kernels/optim.h>
 #include <tessera/kernels/precision.h>
 #include <tessera/plugin.hpp>
+
+#include <c10/core/DeviceGuard.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 
 #include <map>
 #include <string>
 #include <vector>
 
 namespace tessera::precision {
+
+namespace detail {
+// c10::Stream::native_handle() (recent LibTorch) is the cudaStream_t of any CUDA stream.
+template <class Stream>
+auto native_handle(const Stream& s, int) -> decltype(s.native_handle()) {
+  return s.native_handle();
+}
+// Without it, only the default stream (id 0) can be named: for the CUDA runtime it is the legacy
+// default stream, nullptr.
+template <class Stream>
+void* native_handle(const Stream& s, long) {
+  if (s.id() == 0) return nullptr;
+  throw sdk::Error(TSR_ERR_UNSUPPORTED,
+                   "the current CUDA stream is not the default stream, and this LibTorch has no "
+                   "c10::Stream::native_handle() to name it to the kernels");
+}
+
+// LibTorch's current stream on a CUDA device as a cudaStream_t, through c10's device-neutral
+// interface: the plugins also build against CPU-only LibTorch, which has no CUDA headers.
+inline void* current_cuda_stream(const at::Device& device) {
+  return native_handle(c10::impl::VirtualGuardImpl(device.type()).getStream(device), 0);
+}
+}  // namespace detail
 
 // Base of a backend: allocates named state buffers per shard through the host (so the core
 // accounts for and checkpoints them) and releases them at the end.
@@ -43,6 +71,29 @@ class FlatBackend : public sdk::Precision {
   T* params(const tsr_flat_shard& shard) const { return static_cast<T*>(host_.raw()->tensor_data(shard.params)); }
   template <class T>
   const T* grads(const tsr_flat_shard& shard) const { return static_cast<const T*>(host_.raw()->tensor_data(shard.grads)); }
+
+  // Runs one kernel where the shard lives (its parameters, gradients and states share a device):
+  // cpu() for a CPU shard; cuda(stream) for a CUDA shard, with its device current and `stream`
+  // LibTorch's current stream there. `cuda` must be a generic lambda, [&](auto stream) {...}: a
+  // build without CUDA kernels never instantiates it, so the kernels::cuda functions it calls
+  // need no definition there, and a CUDA shard is a clear error instead.
+  template <class Cpu, class Cuda>
+  auto on_device(const tsr_flat_shard& shard, const char* backend, Cpu&& cpu, Cuda&& cuda) const {
+    const at::Device device = host_.unwrap(shard.params).device();
+    if (device.is_cpu()) return cpu();
+    const std::string where = "shard '" + std::string(shard.name) + "' is on " + device.str();
+    if (!device.is_cuda())
+      throw sdk::Error(TSR_ERR_UNSUPPORTED, std::string(backend) + " backend: " + where + "; it runs on CPU and CUDA");
+#ifdef TESSERA_HAVE_CUDA_KERNELS
+    const c10::DeviceGuard guard(device);
+    return cuda(detail::current_cuda_stream(device));
+#else
+    (void)cuda;
+    throw sdk::Error(TSR_ERR_UNSUPPORTED, std::string(backend) +
+                                              " backend was built without CUDA kernels (no CUDA compiler found, or "
+                                              "TESSERA_CUDA=OFF), but " + where);
+#endif
+  }
 
   void expect(const tsr_flat_shard& shard, int32_t param_dtype, int32_t grad_dtype, const char* backend) const {
     if (shard.param_dtype != param_dtype || shard.grad_dtype != grad_dtype)
@@ -81,20 +132,28 @@ class FlatBackend : public sdk::Precision {
 };
 
 // A backend with 16-bit parameters and gradients, an fp32 master copy and fp32 moments (bf16,
-// fp16): the master is initialised from the parameters and every update runs on it.
+// fp16): the master is initialised from the parameters and every update runs on it. The traits
+// name each kernel for the CPU and its CUDA twin (stream last); the twins are templates so that
+// they are compiled only where on_device's CUDA path uses them.
 struct Bf16Traits {
   static constexpr int32_t kDtype = TSR_DTYPE_BF16;
   static constexpr const char* kName = "bf16";
-  static void widen(const uint16_t* p, float* m, int64_t n) { kernels::convert_bf16_to_f32(p, m, n); }
+  static constexpr auto widen = &kernels::convert_bf16_to_f32;
   static constexpr auto adamw = &kernels::adamw_bf16_master_f32;
   static constexpr auto sgd = &kernels::sgd_bf16_master_f32;
+  template <class... A> static void cuda_widen(A... a) { kernels::cuda::convert_bf16_to_f32(a...); }
+  template <class... A> static void cuda_adamw(A... a) { kernels::cuda::adamw_bf16_master_f32(a...); }
+  template <class... A> static void cuda_sgd(A... a) { kernels::cuda::sgd_bf16_master_f32(a...); }
 };
 struct F16Traits {
   static constexpr int32_t kDtype = TSR_DTYPE_F16;
   static constexpr const char* kName = "fp16";
-  static void widen(const uint16_t* p, float* m, int64_t n) { kernels::convert_f16_to_f32(p, m, n); }
+  static constexpr auto widen = &kernels::convert_f16_to_f32;
   static constexpr auto adamw = &kernels::adamw_f16_master_f32;
   static constexpr auto sgd = &kernels::sgd_f16_master_f32;
+  template <class... A> static void cuda_widen(A... a) { kernels::cuda::convert_f16_to_f32(a...); }
+  template <class... A> static void cuda_adamw(A... a) { kernels::cuda::adamw_f16_master_f32(a...); }
+  template <class... A> static void cuda_sgd(A... a) { kernels::cuda::sgd_f16_master_f32(a...); }
 };
 
 template <class Traits>
@@ -108,8 +167,11 @@ class MasterF32Backend : public FlatBackend {
   }
   void init_shard(const tsr_flat_shard& shard) override {
     expect(shard, Traits::kDtype, Traits::kDtype, Traits::kName);
+    const uint16_t* p = params<uint16_t>(shard);
     float* master = alloc<float>(shard, "master", TSR_STATE_MASTER, TSR_DTYPE_F32);
-    Traits::widen(params<uint16_t>(shard), master, shard.numel);
+    const int64_t n = shard.numel;
+    on_device(shard, Traits::kName, [&] { Traits::widen(p, master, n); },
+              [&](auto stream) { Traits::cuda_widen(p, master, n, stream); });
     alloc<float>(shard, "exp_avg", TSR_STATE_OPTIMIZER, TSR_DTYPE_F32);
     alloc<float>(shard, "exp_avg_sq", TSR_STATE_OPTIMIZER, TSR_DTYPE_F32);
   }
@@ -118,12 +180,19 @@ class MasterF32Backend : public FlatBackend {
     const auto* g = grads<uint16_t>(shard);
     auto* master = state<float>(shard, "master");
     auto* m = state<float>(shard, "exp_avg");
-    if (opt.algorithm == TSR_OPTIM_ADAMW)
-      Traits::adamw(p, g, master, m, state<float>(shard, "exp_avg_sq"), shard.numel, adamw_args(opt));
-    else if (opt.algorithm == TSR_OPTIM_SGD)
-      Traits::sgd(p, g, master, m, shard.numel, sgd_args(opt));  // exp_avg doubles as the momentum buffer
-    else
+    const int64_t n = shard.numel;
+    if (opt.algorithm == TSR_OPTIM_ADAMW) {
+      auto* v = state<float>(shard, "exp_avg_sq");
+      const kernels::AdamWArgs a = adamw_args(opt);
+      on_device(shard, Traits::kName, [&] { Traits::adamw(p, g, master, m, v, n, a); },
+                [&](auto stream) { Traits::cuda_adamw(p, g, master, m, v, n, a, stream); });
+    } else if (opt.algorithm == TSR_OPTIM_SGD) {
+      const kernels::SgdArgs a = sgd_args(opt);  // exp_avg doubles as the momentum buffer
+      on_device(shard, Traits::kName, [&] { Traits::sgd(p, g, master, m, n, a); },
+                [&](auto stream) { Traits::cuda_sgd(p, g, master, m, n, a, stream); });
+    } else {
       unsupported(opt, Traits::kName);
+    }
   }
 
  private:

@@ -27,7 +27,10 @@ class Fp16 : public tessera::precision::MasterF32Backend<tessera::precision::F16
 
   double loss_scale() override { return scale_; }
   bool find_overflow(const tsr_flat_shard& shard) override {
-    return !tessera::kernels::all_finite_f16(grads<uint16_t>(shard), shard.numel);
+    const uint16_t* g = grads<uint16_t>(shard);
+    const int64_t n = shard.numel;
+    return !on_device(shard, "fp16", [&] { return tessera::kernels::all_finite_f16(g, n); },
+                      [&](auto stream) { return tessera::kernels::cuda::all_finite_f16(g, n, stream); });
   }
   // Dynamic loss scaling as in Megatron/DeepSpeed: back off after `hysteresis` overflows, grow
   // after `growth_interval` clean steps; an overflow at the minimum scale is an error.

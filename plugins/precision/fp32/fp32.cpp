@@ -1,5 +1,5 @@
 // plugins/precision/fp32/fp32.cpp — precision backend "fp32": fp32 parameters, gradients and
-// optimizer states, no master copy; updates its flat shard with the kernels/ CPU loops.
+// optimizer states, no master copy; updates its flat shard with the kernels/ CPU or CUDA loops.
 #include "../common/flat_backend.hpp"
 
 namespace {
@@ -22,17 +22,26 @@ class Fp32 : public tessera::precision::FlatBackend {
     alloc<float>(shard, "exp_avg_sq", TSR_STATE_OPTIMIZER, TSR_DTYPE_F32);
   }
   void step(const tsr_flat_shard& shard, const tsr_optim_step& opt) override {
+    namespace k = tessera::kernels;
     auto* p = params<float>(shard);
     const auto* g = grads<float>(shard);
-    if (check_finite_ && !tessera::kernels::all_finite_f32(g, shard.numel))
+    const int64_t n = shard.numel;
+    if (check_finite_ && !on_device(shard, "fp32", [&] { return k::all_finite_f32(g, n); },
+                                    [&](auto stream) { return k::cuda::all_finite_f32(g, n, stream); }))
       throw tessera::sdk::Error(TSR_ERR_RUNTIME, "non-finite gradient in shard '" + std::string(shard.name) + "'");
     auto* m = state<float>(shard, "exp_avg");
-    if (opt.algorithm == TSR_OPTIM_ADAMW)
-      tessera::kernels::adamw_f32(p, g, m, state<float>(shard, "exp_avg_sq"), shard.numel, adamw_args(opt));
-    else if (opt.algorithm == TSR_OPTIM_SGD)
-      tessera::kernels::sgd_f32(p, g, m, shard.numel, sgd_args(opt));  // exp_avg doubles as the momentum buffer
-    else
+    if (opt.algorithm == TSR_OPTIM_ADAMW) {
+      auto* v = state<float>(shard, "exp_avg_sq");
+      const k::AdamWArgs a = adamw_args(opt);
+      on_device(shard, "fp32", [&] { k::adamw_f32(p, g, m, v, n, a); },
+                [&](auto stream) { k::cuda::adamw_f32(p, g, m, v, n, a, stream); });
+    } else if (opt.algorithm == TSR_OPTIM_SGD) {
+      const k::SgdArgs a = sgd_args(opt);  // exp_avg doubles as the momentum buffer
+      on_device(shard, "fp32", [&] { k::sgd_f32(p, g, m, n, a); },
+                [&](auto stream) { k::cuda::sgd_f32(p, g, m, n, a, stream); });
+    } else {
       unsupported(opt, "fp32");
+    }
   }
 
  private:
