@@ -1,10 +1,15 @@
-// core/src/comm.cpp — c10d rendezvous (TCPStore) and ProcessGroupGloo behind tessera::Comm;
+// core/src/comm.cpp — c10d rendezvous (TCPStore) and ProcessGroupGloo (CPU) or
+// ProcessGroupNCCL (CUDA, when LibTorch has it) behind tessera::Comm;
 // every wait is bounded by the group's timeout, and a failed collective is reported with the
 // rank that was lost, found from the heartbeats every rank keeps in the store.
 #include "tessera/core/comm.hpp"
 
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/version.h>
+#ifdef TESSERA_HAVE_NCCL  // LibTorch with CUDA and nccl.h found (core/CMakeLists.txt)
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 
 #include <condition_variable>
 #include <cstdio>
@@ -44,9 +49,18 @@ DistEnv DistEnv::from_env() {
   return e;
 }
 
+// The process-group interface both backends implement (renamed Backend in LibTorch 2).
+#if TORCH_VERSION_MAJOR >= 2
+using ProcessGroupBase = c10d::Backend;
+#else
+using ProcessGroupBase = c10d::ProcessGroup;
+#endif
+
 struct Comm::Impl {
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  c10::intrusive_ptr<ProcessGroupBase> pg;
+  bool nccl = false;
+  at::Device device = at::kCPU;
   // Heartbeat: a thread with its own store connection (a TCPStore client is not shared
   // across threads) sets "tessera/hb/<rank>" to a growing counter every interval.
   std::chrono::milliseconds interval{500};
@@ -87,13 +101,30 @@ c10::intrusive_ptr<c10d::TCPStore> connect_store(const DistEnv& env, bool rendez
 
 }  // namespace
 
-Comm::Comm(const DistEnv& env, std::chrono::milliseconds timeout, std::chrono::milliseconds heartbeat)
+Comm::Comm(const DistEnv& env, std::chrono::milliseconds timeout, std::chrono::milliseconds heartbeat, at::Device device)
     : env_(env), impl_(std::make_unique<Impl>()) {
+  impl_->device = device;
+#ifndef TESSERA_HAVE_NCCL
+  if (device.is_cuda())
+    throw Error("rank " + std::to_string(env.rank) + ": tensors on " + device.str() +
+                " need ProcessGroupNCCL, but this build of Tessera has none (LibTorch " TORCH_VERSION
+                " without CUDA, or nccl.h not found at configure time)");
+#endif
   try {
     impl_->store = connect_store(env, /*rendezvous=*/true, timeout);
-    auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
-    opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(env.master_addr));
-    impl_->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, env.rank, env.world_size, opts);
+#ifdef TESSERA_HAVE_NCCL
+    if (device.is_cuda()) {
+      auto opts = c10d::ProcessGroupNCCL::Options::create();
+      opts->timeout = timeout;
+      impl_->pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(impl_->store, env.rank, env.world_size, opts);
+      impl_->nccl = true;
+    }
+#endif
+    if (!impl_->nccl) {
+      auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
+      opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(env.master_addr));
+      impl_->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, env.rank, env.world_size, opts);
+    }
   } catch (const std::exception& e) {
     throw Error("rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size) +
                 ": rendezvous at " + env.master_addr + ":" + std::to_string(env.master_port) + " failed: " + brief(e));
@@ -114,6 +145,16 @@ Comm::Comm(const DistEnv& env, std::chrono::milliseconds timeout, std::chrono::m
     }
   });
 }
+
+bool Comm::nccl_built() {
+#ifdef TESSERA_HAVE_NCCL
+  return true;
+#else
+  return false;
+#endif
+}
+
+const char* Comm::backend() const { return impl_->nccl ? "nccl" : "gloo"; }
 
 Comm::~Comm() {
   {
@@ -201,7 +242,10 @@ namespace {
 at::Tensor as_bits(const at::Tensor& t) { return t.scalar_type() == at::kBFloat16 ? t.view(at::kByte) : t; }
 }  // namespace
 
+bool Comm::staged(const at::Tensor& t) const { return impl_->nccl && t.device() != impl_->device; }
+
 void Comm::send(const at::Tensor& t, int dst, int tag) {
+  if (staged(t)) return send(t.to(impl_->device), dst, tag);
   std::vector<at::Tensor> v{as_bits(t.contiguous())};
   try {
     impl_->pg->send(v, dst, tag)->wait();
@@ -211,6 +255,10 @@ void Comm::send(const at::Tensor& t, int dst, int tag) {
 }
 
 at::Tensor& Comm::recv(at::Tensor& t, int src, int tag) {
+  if (staged(t)) {
+    at::Tensor d = t.to(impl_->device);
+    return t.copy_(recv(d, src, tag));
+  }
   std::vector<at::Tensor> v{as_bits(t)};
   try {
     impl_->pg->recv(v, src, tag)->wait();
@@ -220,15 +268,23 @@ at::Tensor& Comm::recv(at::Tensor& t, int src, int tag) {
   return t;
 }
 
-void Comm::all_reduce_sum(at::Tensor& t) { all_reduce_sum_async(t)->wait(); }
+void Comm::all_reduce_sum(at::Tensor& t) {
+  if (staged(t)) {  // NCCL reduces device memory only: small host values go over and back
+    at::Tensor d = t.to(impl_->device);
+    all_reduce_sum_async(d)->wait();
+    t.copy_(d);
+    return;
+  }
+  all_reduce_sum_async(t)->wait();
+}
 
 namespace {
 // A collective in flight. Gloo cannot add bfloat16: such a tensor travels as an fp32 copy
 // (summed in fp32, which is also the more accurate sum) and is written back by wait().
-class GlooPending : public Comm::Pending {
+class WorkPending : public Comm::Pending {
  public:
   using Fail = std::function<void(const std::exception&)>;
-  GlooPending(c10::intrusive_ptr<c10d::Work> w, Fail fail, at::Tensor target = {}, at::Tensor wide = {})
+  WorkPending(c10::intrusive_ptr<c10d::Work> w, Fail fail, at::Tensor target = {}, at::Tensor wide = {})
       : work_(std::move(w)), fail_(std::move(fail)), target_(std::move(target)), wide_(std::move(wide)) {}
   void wait() override {
     try {
@@ -245,22 +301,23 @@ class GlooPending : public Comm::Pending {
   at::Tensor target_, wide_;
 };
 
-bool gloo_adds(const at::Tensor& t) { return t.scalar_type() != at::kBFloat16; }
 }  // namespace
 
+bool Comm::adds(const at::Tensor& t) const { return impl_->nccl || t.scalar_type() != at::kBFloat16; }
+
 std::unique_ptr<Comm::Pending> Comm::all_reduce_sum_async(at::Tensor& t) {
-  at::Tensor wide = gloo_adds(t) ? at::Tensor() : t.to(at::kFloat);
+  at::Tensor wide = adds(t) ? at::Tensor() : t.to(at::kFloat);
   std::vector<at::Tensor> v{wide.defined() ? wide : t};
-  return std::make_unique<GlooPending>(impl_->pg->allreduce(v), [this](const std::exception& e) { fail("all-reduce", e); },
+  return std::make_unique<WorkPending>(impl_->pg->allreduce(v), [this](const std::exception& e) { fail("all-reduce", e); },
                                        t, wide);
 }
 
 std::unique_ptr<Comm::Pending> Comm::reduce_sum_async(at::Tensor& t, int root) {
-  at::Tensor wide = gloo_adds(t) ? at::Tensor() : t.to(at::kFloat);
+  at::Tensor wide = adds(t) ? at::Tensor() : t.to(at::kFloat);
   std::vector<at::Tensor> v{wide.defined() ? wide : t};
   c10d::ReduceOptions o;
   o.rootRank = root;
-  return std::make_unique<GlooPending>(
+  return std::make_unique<WorkPending>(
       impl_->pg->reduce(v, o), [this, root](const std::exception& e) { fail("reduce to rank " + std::to_string(root), e); },
       t, wide);
 }
@@ -272,6 +329,12 @@ bool Comm::any(bool flag) {
 }
 
 void Comm::broadcast(at::Tensor& t, int root) {
+  if (staged(t)) {
+    at::Tensor d = t.to(impl_->device);
+    broadcast(d, root);
+    t.copy_(d);
+    return;
+  }
   std::vector<at::Tensor> v{as_bits(t)};
   c10d::BroadcastOptions o;
   o.rootRank = root;

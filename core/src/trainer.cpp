@@ -4,6 +4,7 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
+#include <ATen/detail/CUDAHooksInterface.h>
 #include <torch/version.h>
 #include <malloc.h>
 
@@ -131,7 +132,9 @@ Experiment::Experiment(const Config& config, bool load_data) : config_(config) {
   if (experiment_.get_string("device") == "cuda") {
     if (!at::hasCUDA())
       throw ConfigError(experiment_.where("device").str() + ": device = \"cuda\" but this build of LibTorch sees no CUDA device");
-    device_ = at::Device(at::kCUDA, 0);
+    // One GPU per local rank (torchrun's LOCAL_RANK); ranks share GPUs when there are fewer.
+    const int gpus = std::max(1, static_cast<int>(at::detail::getCUDAHooks().getNumGPUs()));
+    device_ = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env_.local_rank % gpus));
   }
   output_dir_ = experiment_.get_string("output_dir");
   if (output_dir_.empty()) output_dir_ = "runs/" + experiment_.get_string("name");
@@ -145,9 +148,10 @@ Experiment::Experiment(const Config& config, bool load_data) : config_(config) {
   params_.finalize(to_scalar_type(precision_info_.param_dtype), to_scalar_type(precision_info_.grad_dtype), device_);
   engine_ = std::make_unique<Engine>(params_);
   if (env_.world_size > 1) {
-    // Data parallel over c10d/Gloo: same config everywhere, rank 0's weights everywhere, and
+    // Data parallel over c10d (Gloo; NCCL on CUDA): same config everywhere, rank 0's weights everywhere, and
     // gradients all-reduced in buckets while backward runs.
-    comm_ = std::make_unique<Comm>(env_, std::chrono::seconds(dist_.get_int("timeout_s")));
+    comm_ = std::make_unique<Comm>(env_, std::chrono::seconds(dist_.get_int("timeout_s")), std::chrono::milliseconds(500),
+                                   device_);
     at::Tensor hash = at::full({1}, static_cast<int64_t>(std::hash<std::string>{}(config_.dump()) >> 1), at::kLong);
     at::Tensor mine = hash.clone();
     comm_->broadcast(hash, 0);

@@ -1,5 +1,6 @@
 // tessera/core/comm.hpp — communication between ranks over libtorch's c10d: rendezvous
-// through a TCPStore from torchrun's variables, ProcessGroupGloo on CPU. No home-made transport.
+// through a TCPStore from torchrun's variables, ProcessGroupGloo on CPU, ProcessGroupNCCL on
+// CUDA. No home-made transport.
 // Every rank also beats a heartbeat into the store, so when a collective fails the survivors
 // name the rank that was lost — whoever launched them (torchrun, a scheduler, tessera launch).
 #pragma once
@@ -28,17 +29,22 @@ class Comm {
   // Rendezvous (rank 0 hosts the TCPStore) and a Gloo process group. `timeout` bounds every
   // collective and the rendezvous itself: a rank that never shows up is an error, not a hang.
   // `heartbeat` is how often this rank proves it is alive (a background thread).
+  // `device` picks the backend: CPU -> ProcessGroupGloo, CUDA -> ProcessGroupNCCL (an Error
+  // in a build without it). Host tensors given to a NCCL group travel via the device.
   Comm(const DistEnv& env, std::chrono::milliseconds timeout = std::chrono::seconds(60),
-       std::chrono::milliseconds heartbeat = std::chrono::milliseconds(500));
+       std::chrono::milliseconds heartbeat = std::chrono::milliseconds(500), at::Device device = at::kCPU);
   ~Comm();
   Comm(const Comm&) = delete;
   Comm& operator=(const Comm&) = delete;
 
+  // Whether this build has ProcessGroupNCCL (LibTorch with CUDA and nccl.h at configure time).
+  static bool nccl_built();
+  const char* backend() const;  // "gloo" or "nccl"
+
   int rank() const { return env_.rank; }
   int world_size() const { return env_.world_size; }
 
-  // Point to point; tensors must be contiguous CPU tensors. recv fills `t` (shape and dtype
-  // agreed beforehand) and returns it.
+  // Point to point. recv fills `t` (shape and dtype agreed beforehand) and returns it.
   void send(const at::Tensor& t, int dst, int tag);
   at::Tensor& recv(at::Tensor& t, int src, int tag);
   void all_reduce_sum(at::Tensor& t);
@@ -68,6 +74,8 @@ class Comm {
 
  private:
   [[noreturn]] void fail(const std::string& what, const std::exception& e);
+  bool staged(const at::Tensor& t) const;  // must go to the group's device first (NCCL)
+  bool adds(const at::Tensor& t) const;    // the backend can sum this dtype itself
   struct Impl;
   DistEnv env_;
   std::unique_ptr<Impl> impl_;
