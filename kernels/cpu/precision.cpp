@@ -138,6 +138,22 @@ void adamw_bf16_pure(uint16_t* param_bf16, const uint16_t* grad_bf16, uint16_t* 
   }
 }
 
+void sgd_bf16_pure(uint16_t* param_bf16, const uint16_t* grad_bf16, uint16_t* momentum_bf16, int64_t n,
+                   const SgdArgs& a, bool stochastic_rounding, uint64_t seed, uint64_t counter_base) {
+  const SgdConsts c = sgd_consts(a);
+  const uint64_t key = detail::stochastic_key(seed);
+  with_momentum(c, [&](auto momentum) {
+    constexpr bool kMomentum = decltype(momentum)::value;
+    for (int64_t i = 0; i < n; ++i) {
+      float p = bf16_to_f32(param_bf16[i]), buf = kMomentum ? bf16_to_f32(momentum_bf16[i]) : 0.0f;
+      sgd_update<kMomentum>(c, bf16_to_f32(grad_bf16[i]), p, &buf);
+      if (kMomentum) momentum_bf16[i] = f32_to_bf16(buf);
+      param_bf16[i] = stochastic_rounding ? detail::f32_to_bf16_stochastic_keyed(p, key, counter_base + static_cast<uint64_t>(i))
+                                          : f32_to_bf16(p);
+    }
+  });
+}
+
 void adamw_f16_master_f32(uint16_t* param_f16, const uint16_t* grad_f16, float* master, float* exp_avg,
                           float* exp_avg_sq, int64_t n, const AdamWArgs& a) {
   const AdamConsts c = adam_consts(a);

@@ -95,6 +95,22 @@ struct SgdF32 {
   }
 };
 
+template <bool kMomentum, bool kStochastic>
+struct SgdBf16Pure {
+  uint16_t* param;          // (n,) bf16 bits
+  const uint16_t* grad;     // (n,) bf16 bits
+  uint16_t* momentum_buf;   // (n,) bf16 bits; untouched without momentum
+  SgdConsts c;
+  uint64_t key, counter_base;
+  __device__ void operator()(int64_t i) const {
+    float p = bf16_to_f32(param[i]), buf = kMomentum ? bf16_to_f32(momentum_buf[i]) : 0.0f;
+    updates::sgd_update<kMomentum>(c, bf16_to_f32(grad[i]), p, &buf);
+    if (kMomentum) momentum_buf[i] = f32_to_bf16(buf);
+    param[i] = kStochastic ? detail::f32_to_bf16_stochastic_keyed(p, key, counter_base + static_cast<uint64_t>(i))
+                           : f32_to_bf16(p);
+  }
+};
+
 template <bool kMomentum, uint16_t (*Round)(float), float (*Widen)(uint16_t)>
 struct SgdMasterF32 {
   uint16_t* param;          // (n,) bf16 or fp16 bits, write-only
@@ -177,6 +193,21 @@ void sgd_f32(float* param, const float* grad, float* momentum_buf, int64_t n, co
   updates::with_momentum(c, [&](auto momentum) {
     using Op = SgdF32<decltype(momentum)::value>;
     impl::launch_elementwise("sgd_f32", n, stream, Op{param, grad, momentum_buf, c});
+  });
+}
+
+void sgd_bf16_pure(uint16_t* param_bf16, const uint16_t* grad_bf16, uint16_t* momentum_bf16, int64_t n,
+                   const SgdArgs& a, bool stochastic_rounding, uint64_t seed, uint64_t counter_base, void* stream) {
+  const SgdConsts c = updates::sgd_consts(a);
+  const uint64_t key = detail::stochastic_key(seed);
+  updates::with_momentum(c, [&](auto momentum) {
+    constexpr bool kMomentum = decltype(momentum)::value;
+    if (stochastic_rounding)
+      impl::launch_elementwise("sgd_bf16_pure", n, stream,
+                               SgdBf16Pure<kMomentum, true>{param_bf16, grad_bf16, momentum_bf16, c, key, counter_base});
+    else
+      impl::launch_elementwise("sgd_bf16_pure", n, stream,
+                               SgdBf16Pure<kMomentum, false>{param_bf16, grad_bf16, momentum_bf16, c, key, counter_base});
   });
 }
 

@@ -406,6 +406,24 @@ TEST_F(CudaKernels, SgdF32MatchesCpuBitwise) {
     }
 }
 
+TEST_F(CudaKernels, SgdBf16PureMatchesCpuBitwiseWithAndWithoutStochasticRounding) {
+  for (int64_t n : kSizes)
+    for (bool stochastic : {false, true})
+      for (const SgdCase& c : kSgdCases) {
+        SCOPED_TRACE(trace(n, c.name) + (stochastic ? ", stochastic" : ", RNE"));
+        std::vector<uint16_t> p = to_bf16(normal(n, 29, 1.0)), buf = to_bf16(momentum_start(n, c, 30));
+        const std::vector<uint16_t> g = to_bf16(normal(n, 31, 1.0 / c.grad_scale));
+        DeviceBuffer<uint16_t> dp(p), dg(g), dbuf(buf);
+        for (int s = 1; s <= kSteps; ++s) {
+          const uint64_t base = (static_cast<uint64_t>(s) << 40) + 5;
+          k::sgd_bf16_pure(p.data(), g.data(), buf.data(), n, sgd_args(c, s), stochastic, 3, base);
+          kc::sgd_bf16_pure(dp.get(), dg.get(), dbuf.get(), n, sgd_args(c, s), stochastic, 3, base, nullptr);
+        }
+        EXPECT_TRUE(same_bits(p, dp.to_host(), "param_bf16"));
+        EXPECT_TRUE(same_bits(buf, dbuf.to_host(), "momentum_bf16"));
+      }
+}
+
 TEST_F(CudaKernels, SgdBf16MasterF32MatchesCpuBitwise) {
   for (int64_t n : kSizes)
     for (const SgdCase& c : kSgdCases) {

@@ -855,3 +855,36 @@ TEST(PrecisionKernels, TiesAwayDiffersFromRneOnlyOnEvenTies) {
     if (!is_even_tie(x)) ASSERT_EQ(hi, k::f32_to_bf16(x)) << hex(bits(x));
   }
 }
+
+// Pure bf16 SGD is sgd_f32 on the widened parameter and momentum, both stored back in bf16
+// (the momentum RNE; the parameter RNE or stochastically at counter_base + i).
+TEST(PrecisionKernels, SgdBf16PureIsWidenedSgdF32ThenRounded) {
+  constexpr int kSteps = 5;
+  uint64_t seed = 90;
+  for (bool sr : {false, true}) {
+    for (const auto& c : kSgdCases) {
+      SCOPED_TRACE(std::string(c.name) + (sr ? ", stochastic" : ", RNE"));
+      const Problem16 pb = make_problem16(seed++, kSteps, 1.0 / c.grad_scale, /*half=*/false);
+      std::vector<uint16_t> p = narrow_bf16(pb.master), buf(kN, 0);
+      const std::vector<uint16_t> p0 = p;
+      for (int s = 0; s < kSteps; ++s) {
+        const k::SgdArgs a = sgd_args(c, s);
+        std::vector<float> fp = widen_bf16(p), fbuf = widen_bf16(buf);
+        const std::vector<float> g = widen_bf16(pb.grads[s]);
+        k::sgd_f32(fp.data(), g.data(), fbuf.data(), kN, a);
+        const uint64_t base = 5000 + static_cast<uint64_t>(s) * kN;
+        k::sgd_bf16_pure(p.data(), pb.grads[s].data(), buf.data(), kN, a, sr, 7, base);
+        if (c.momentum != 0.0) ASSERT_EQ(buf, aten_to_bf16(fbuf)) << "momentum, step " << s + 1;
+        if (!sr) {
+          ASSERT_EQ(p, aten_to_bf16(fp)) << "param, step " << s + 1;
+        } else {
+          for (int64_t i = 0; i < kN; ++i)
+            ASSERT_EQ(p[i], k::f32_to_bf16_stochastic(fp[i], 7, base + i)) << "step " << s + 1 << " element " << i;
+        }
+      }
+      if (c.momentum == 0.0)
+        for (uint16_t b : buf) ASSERT_EQ(b, 0) << "momentum 0 must leave the buffer alone";
+      EXPECT_NE(p, p0) << "the parameters did not move";
+    }
+  }
+}

@@ -1,5 +1,6 @@
 // plugins/precision/bf16_pure/bf16_pure.cpp — precision backend "bf16_pure": parameters,
-// gradients and AdamW moments all bf16, no master copy (8 B/param); stochastic rounding option.
+// gradients and AdamW moments (or the SGD momentum) all bf16, no master copy (8 B/param);
+// stochastic rounding option.
 #include "../common/flat_backend.hpp"
 
 namespace {
@@ -28,7 +29,6 @@ class Bf16Pure : public tessera::precision::FlatBackend {
     alloc<uint16_t>(shard, "exp_avg_sq", TSR_STATE_OPTIMIZER, TSR_DTYPE_BF16);
   }
   void step(const tsr_flat_shard& shard, const tsr_optim_step& opt) override {
-    if (opt.algorithm != TSR_OPTIM_ADAMW) unsupported(opt, "bf16_pure");
     // A distinct rounding counter for every (step, element of the whole model).
     // Same seed and counters on either device, so CPU and CUDA runs round identically.
     const uint64_t counter_base = (static_cast<uint64_t>(opt.step) << 40) + static_cast<uint64_t>(shard.offset);
@@ -36,8 +36,15 @@ class Bf16Pure : public tessera::precision::FlatBackend {
     auto* p = params<uint16_t>(shard);
     const auto* g = grads<uint16_t>(shard);
     auto* m = state<uint16_t>(shard, "exp_avg");
-    auto* v = state<uint16_t>(shard, "exp_avg_sq");
     const int64_t n = shard.numel;
+    if (opt.algorithm == TSR_OPTIM_SGD) {  // exp_avg doubles as the momentum buffer
+      const k::SgdArgs a = sgd_args(opt);
+      on_device(shard, "bf16_pure", [&] { k::sgd_bf16_pure(p, g, m, n, a, stochastic_, seed_, counter_base); },
+                [&](auto stream) { k::cuda::sgd_bf16_pure(p, g, m, n, a, stochastic_, seed_, counter_base, stream); });
+      return;
+    }
+    if (opt.algorithm != TSR_OPTIM_ADAMW) unsupported(opt, "bf16_pure");
+    auto* v = state<uint16_t>(shard, "exp_avg_sq");
     const k::AdamWArgs a = adamw_args(opt);
     on_device(shard, "bf16_pure", [&] { k::adamw_bf16_pure(p, g, m, v, n, a, stochastic_, seed_, counter_base); },
               [&](auto stream) { k::cuda::adamw_bf16_pure(p, g, m, v, n, a, stochastic_, seed_, counter_base, stream); });
@@ -52,6 +59,6 @@ class Bf16Pure : public tessera::precision::FlatBackend {
 }  // namespace
 
 TESSERA_PLUGIN(Bf16Pure, tessera::sdk::Precision, "bf16_pure", "1.0.0",
-               "Pure bf16: parameters, gradients and AdamW moments in bf16, no master copy (2 + 2 + 4 = 8 "
-               "bytes/parameter); the updated parameters are rounded stochastically by default.",
+               "Pure bf16: parameters, gradients and AdamW moments (or SGD momentum) in bf16, no master copy "
+               "(2 + 2 + 4 = 8 bytes/parameter with AdamW); the updated parameters are rounded stochastically by default.",
                kKeys)

@@ -121,8 +121,9 @@ class FlatBackend : public sdk::Precision {
     return a;
   }
   [[noreturn]] static void unsupported(const tsr_optim_step& o, const char* backend) {
-    throw sdk::Error(TSR_ERR_UNSUPPORTED, std::string(backend) + " backend has no update for optimizer algorithm " +
-                                              std::to_string(o.algorithm));
+    const char* name = o.algorithm == TSR_OPTIM_ADAMW ? "adamw" : o.algorithm == TSR_OPTIM_SGD ? "sgd" : "unknown";
+    throw sdk::Error(TSR_ERR_UNSUPPORTED, std::string(backend) + " backend has no update for optimizer '" + name +
+                                              "' (algorithm " + std::to_string(o.algorithm) + ")");
   }
 
   const sdk::Host& host_;

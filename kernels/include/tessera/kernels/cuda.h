@@ -52,6 +52,8 @@ void adamw_bf16_remainder(uint16_t* param_bf16, int16_t* remainder, const uint16
 void adamw_bf16_pure(uint16_t* param_bf16, const uint16_t* grad_bf16, uint16_t* exp_avg_bf16,
                      uint16_t* exp_avg_sq_bf16, int64_t n, const AdamWArgs& a, bool stochastic_rounding,
                      uint64_t seed, uint64_t counter_base, void* stream);
+void sgd_bf16_pure(uint16_t* param_bf16, const uint16_t* grad_bf16, uint16_t* momentum_bf16, int64_t n,
+                   const SgdArgs& a, bool stochastic_rounding, uint64_t seed, uint64_t counter_base, void* stream);
 void adamw_f16_master_f32(uint16_t* param_f16, const uint16_t* grad_f16, float* master, float* exp_avg,
                           float* exp_avg_sq, int64_t n, const AdamWArgs& a, void* stream);
 void sgd_bf16_master_f32(uint16_t* param_bf16, const uint16_t* grad_bf16, float* master, float* momentum_buf,

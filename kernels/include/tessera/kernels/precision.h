@@ -198,6 +198,10 @@ void adamw_bf16_remainder(uint16_t* param_bf16, int16_t* remainder, const uint16
 void adamw_bf16_pure(uint16_t* param_bf16, const uint16_t* grad_bf16, uint16_t* exp_avg_bf16,
                      uint16_t* exp_avg_sq_bf16, int64_t n, const AdamWArgs& a, bool stochastic_rounding,
                      uint64_t seed, uint64_t counter_base);
+// SGD in pure bf16: the element math of sgd_f32 on widened values, the momentum buffer stored
+// RNE in bf16, the parameter rounded as adamw_bf16_pure rounds it.
+void sgd_bf16_pure(uint16_t* param_bf16, const uint16_t* grad_bf16, uint16_t* momentum_bf16, int64_t n,
+                   const SgdArgs& a, bool stochastic_rounding, uint64_t seed, uint64_t counter_base);
 
 // IEEE half parameters and gradients with fp32 master and moments: as adamw_bf16_master_f32,
 // with param_f16 = f32_to_f16(master) (RNE; masters beyond ±65504 give ±Inf parameters).
