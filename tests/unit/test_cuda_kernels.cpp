@@ -27,6 +27,8 @@
 #include "tessera/kernels/optim.h"
 #include "tessera/kernels/precision.h"
 
+#include "optimizer_cases.hpp"
+
 #ifdef TESSERA_HAVE_CUDA_KERNELS
 
 #include <cuda_runtime.h>
@@ -47,6 +49,10 @@
 #endif
 
 namespace k = tessera::kernels;
+using tessera::test::adamw_args;
+using tessera::test::AdamWCase;
+using tessera::test::sgd_args;
+using tessera::test::SgdCase;
 namespace kc = tessera::kernels::cuda;
 
 namespace {
@@ -177,47 +183,18 @@ std::vector<uint16_t> every_bits16() {
 
 // ---- optimizer arguments -------------------------------------------------------------------
 
-struct AdamCase {
-  const char* name;
-  double lr, beta1, beta2, eps, weight_decay, grad_scale;
-};
+using AdamCase = AdamWCase;
 const AdamCase kAdamCases[] = {
     {"defaults", 1e-3, 0.9, 0.999, 1e-8, 0.0, 1.0},
     {"decay, unscale", 3e-4, 0.9, 0.95, 1e-6, 0.1, 1.0 / 1024},
     {"large lr", 0.5, 0.8, 0.99, 1e-8, 0.01, 0.5},
 };
-k::AdamWArgs adamw_args(const AdamCase& c, int64_t step) {
-  k::AdamWArgs a;
-  a.lr = c.lr;
-  a.beta1 = c.beta1;
-  a.beta2 = c.beta2;
-  a.eps = c.eps;
-  a.weight_decay = c.weight_decay;
-  a.step = step;
-  a.grad_scale = c.grad_scale;
-  return a;
-}
 
-struct SgdCase {
-  const char* name;
-  double lr, momentum, weight_decay, grad_scale;
-  bool nesterov;
-};
 const SgdCase kSgdCases[] = {
-    {"momentum", 1e-2, 0.9, 1e-4, 1.0, false},
-    {"nesterov, unscale", 0.1, 0.9, 0.01, 1.0 / 256, true},
-    {"no momentum", 0.05, 0.0, 0.0, 1.0, false},
+    {"momentum", 1e-2, 0.9, 1e-4, false, 1.0},
+    {"nesterov, unscale", 0.1, 0.9, 0.01, true, 1.0 / 256},
+    {"no momentum", 0.05, 0.0, 0.0, false, 1.0},
 };
-k::SgdArgs sgd_args(const SgdCase& c, int64_t step) {
-  k::SgdArgs a;
-  a.lr = c.lr;
-  a.momentum = c.momentum;
-  a.weight_decay = c.weight_decay;
-  a.nesterov = c.nesterov;
-  a.first_step = step == 1;
-  a.grad_scale = c.grad_scale;
-  return a;
-}
 // A momentum buffer that SGD without momentum must leave alone: a recognisable pattern.
 std::vector<float> momentum_start(int64_t n, const SgdCase& c, uint64_t seed) {
   return c.momentum != 0.0 ? normal(n, seed, 0.01) : std::vector<float>(n, -7.25f);
@@ -398,8 +375,8 @@ TEST_F(CudaKernels, SgdF32MatchesCpuBitwise) {
       std::vector<float> p = normal(n, 23, 1.0), g = normal(n, 24, 1.0 / c.grad_scale), buf = momentum_start(n, c, 25);
       DeviceBuffer<float> dp(p), dg(g), dbuf(buf);
       for (int s = 1; s <= kSteps; ++s) {
-        k::sgd_f32(p.data(), g.data(), buf.data(), n, sgd_args(c, s));
-        kc::sgd_f32(dp.get(), dg.get(), dbuf.get(), n, sgd_args(c, s), nullptr);
+        k::sgd_f32(p.data(), g.data(), buf.data(), n, sgd_args(c, s == 1));
+        kc::sgd_f32(dp.get(), dg.get(), dbuf.get(), n, sgd_args(c, s == 1), nullptr);
       }
       EXPECT_TRUE(same_bits(p, dp.to_host(), "param"));
       EXPECT_TRUE(same_bits(buf, dbuf.to_host(), "momentum_buf"));
@@ -416,8 +393,8 @@ TEST_F(CudaKernels, SgdBf16PureMatchesCpuBitwiseWithAndWithoutStochasticRounding
         DeviceBuffer<uint16_t> dp(p), dg(g), dbuf(buf);
         for (int s = 1; s <= kSteps; ++s) {
           const uint64_t base = (static_cast<uint64_t>(s) << 40) + 5;
-          k::sgd_bf16_pure(p.data(), g.data(), buf.data(), n, sgd_args(c, s), stochastic, 3, base);
-          kc::sgd_bf16_pure(dp.get(), dg.get(), dbuf.get(), n, sgd_args(c, s), stochastic, 3, base, nullptr);
+          k::sgd_bf16_pure(p.data(), g.data(), buf.data(), n, sgd_args(c, s == 1), stochastic, 3, base);
+          kc::sgd_bf16_pure(dp.get(), dg.get(), dbuf.get(), n, sgd_args(c, s == 1), stochastic, 3, base, nullptr);
         }
         EXPECT_TRUE(same_bits(p, dp.to_host(), "param_bf16"));
         EXPECT_TRUE(same_bits(buf, dbuf.to_host(), "momentum_bf16"));
@@ -434,8 +411,8 @@ TEST_F(CudaKernels, SgdBf16MasterF32MatchesCpuBitwise) {
       DeviceBuffer<uint16_t> dp(p), dg(g);
       DeviceBuffer<float> dmaster(master), dbuf(buf);
       for (int s = 1; s <= kSteps; ++s) {
-        k::sgd_bf16_master_f32(p.data(), g.data(), master.data(), buf.data(), n, sgd_args(c, s));
-        kc::sgd_bf16_master_f32(dp.get(), dg.get(), dmaster.get(), dbuf.get(), n, sgd_args(c, s), nullptr);
+        k::sgd_bf16_master_f32(p.data(), g.data(), master.data(), buf.data(), n, sgd_args(c, s == 1));
+        kc::sgd_bf16_master_f32(dp.get(), dg.get(), dmaster.get(), dbuf.get(), n, sgd_args(c, s == 1), nullptr);
       }
       EXPECT_TRUE(same_bits(p, dp.to_host(), "param_bf16"));
       EXPECT_TRUE(same_bits(master, dmaster.to_host(), "master"));
@@ -457,8 +434,8 @@ TEST_F(CudaKernels, SgdBf16RemainderMatchesCpuBitwise) {
       DeviceBuffer<int16_t> drem(rem);
       DeviceBuffer<float> dbuf(buf);
       for (int s = 1; s <= kSteps; ++s) {
-        k::sgd_bf16_remainder(p.data(), rem.data(), g.data(), buf.data(), n, sgd_args(c, s));
-        kc::sgd_bf16_remainder(dp.get(), drem.get(), dg.get(), dbuf.get(), n, sgd_args(c, s), nullptr);
+        k::sgd_bf16_remainder(p.data(), rem.data(), g.data(), buf.data(), n, sgd_args(c, s == 1));
+        kc::sgd_bf16_remainder(dp.get(), drem.get(), dg.get(), dbuf.get(), n, sgd_args(c, s == 1), nullptr);
       }
       EXPECT_TRUE(same_bits(p, dp.to_host(), "param_bf16"));
       EXPECT_TRUE(same_bits(rem, drem.to_host(), "remainder"));
@@ -480,8 +457,8 @@ TEST_F(CudaKernels, SgdF16MasterF32MatchesCpuBitwise) {
       DeviceBuffer<uint16_t> dp(p), dg(g);
       DeviceBuffer<float> dmaster(master), dbuf(buf);
       for (int s = 1; s <= kSteps; ++s) {
-        k::sgd_f16_master_f32(p.data(), g.data(), master.data(), buf.data(), n, sgd_args(c, s));
-        kc::sgd_f16_master_f32(dp.get(), dg.get(), dmaster.get(), dbuf.get(), n, sgd_args(c, s), nullptr);
+        k::sgd_f16_master_f32(p.data(), g.data(), master.data(), buf.data(), n, sgd_args(c, s == 1));
+        kc::sgd_f16_master_f32(dp.get(), dg.get(), dmaster.get(), dbuf.get(), n, sgd_args(c, s == 1), nullptr);
       }
       EXPECT_TRUE(same_bits(p, dp.to_host(), "param_f16"));
       EXPECT_TRUE(same_bits(master, dmaster.to_host(), "master"));

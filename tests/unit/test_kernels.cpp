@@ -16,7 +16,13 @@
 
 #include "tessera/kernels/optim.h"
 
+#include "optimizer_cases.hpp"
+
 namespace k = tessera::kernels;
+using tessera::test::adamw_args;
+using tessera::test::AdamWCase;
+using tessera::test::sgd_args;
+using tessera::test::SgdCase;
 
 namespace {
 
@@ -69,11 +75,6 @@ Problem make_problem(uint64_t seed, double grad_magnitude = 1.0) {
   return p;
 }
 
-struct AdamWCase {
-  const char* name;
-  double lr, beta1, beta2, eps, weight_decay, grad_scale;
-};
-
 struct AdamWResult {
   std::vector<float> param, exp_avg, exp_avg_sq;
 };
@@ -81,26 +82,12 @@ struct AdamWResult {
 AdamWResult run_adamw_kernel(const Problem& pb, const AdamWCase& c) {
   AdamWResult r{to_vec(pb.param), std::vector<float>(kN, 0.0f), std::vector<float>(kN, 0.0f)};
   for (int s = 0; s < kSteps; ++s) {
-    k::AdamWArgs a;
-    a.lr = c.lr;
-    a.beta1 = c.beta1;
-    a.beta2 = c.beta2;
-    a.eps = c.eps;
-    a.weight_decay = c.weight_decay;
-    a.step = s + 1;
-    a.grad_scale = c.grad_scale;
+    const k::AdamWArgs a = adamw_args(c, s + 1);
     const std::vector<float> g = to_vec(pb.grads[s]);
     k::adamw_f32(r.param.data(), g.data(), r.exp_avg.data(), r.exp_avg_sq.data(), kN, a);
   }
   return r;
 }
-
-struct SgdCase {
-  const char* name;
-  double lr, momentum, weight_decay;
-  bool nesterov;
-  double grad_scale;
-};
 
 struct SgdResult {
   std::vector<float> param, momentum_buf;
@@ -109,13 +96,7 @@ struct SgdResult {
 SgdResult run_sgd_kernel(const Problem& pb, const SgdCase& c) {
   SgdResult r{to_vec(pb.param), std::vector<float>(kN, 0.0f)};
   for (int s = 0; s < kSteps; ++s) {
-    k::SgdArgs a;
-    a.lr = c.lr;
-    a.momentum = c.momentum;
-    a.weight_decay = c.weight_decay;
-    a.nesterov = c.nesterov;
-    a.first_step = s == 0;
-    a.grad_scale = c.grad_scale;
+    const k::SgdArgs a = sgd_args(c, s == 0);
     const std::vector<float> g = to_vec(pb.grads[s]);
     k::sgd_f32(r.param.data(), g.data(), r.momentum_buf.data(), kN, a);
   }

@@ -17,7 +17,13 @@
 #include "tessera/kernels/optim.h"
 #include "tessera/kernels/precision.h"
 
+#include "optimizer_cases.hpp"
+
 namespace k = tessera::kernels;
+using tessera::test::adamw_args;
+using tessera::test::AdamWCase;
+using tessera::test::sgd_args;
+using tessera::test::SgdCase;
 
 namespace {
 
@@ -429,11 +435,6 @@ TEST(PrecisionKernels, SplitMergeOfNaNIsNaN) {
 
 namespace {
 
-struct AdamWCase {
-  const char* name;
-  double lr, beta1, beta2, eps, weight_decay, grad_scale;
-};
-
 const AdamWCase kAdamWCases[] = {
     {"defaults", 1e-3, 0.9, 0.999, 1e-8, 0.0, 1.0},
     {"weight decay 0.1", 1e-3, 0.9, 0.999, 1e-8, 0.1, 1.0},
@@ -441,18 +442,6 @@ const AdamWCase kAdamWCases[] = {
     {"grad_scale 1/1024 (loss-scale unscaling)", 1e-3, 0.9, 0.999, 1e-8, 0.05, 1.0 / 1024.0},
     {"grad_scale 0.3 (clipping), lr 0.05", 5e-2, 0.9, 0.999, 1e-8, 0.0, 0.3},
 };
-
-k::AdamWArgs adamw_args(const AdamWCase& c, int64_t step) {
-  k::AdamWArgs a;
-  a.lr = c.lr;
-  a.beta1 = c.beta1;
-  a.beta2 = c.beta2;
-  a.eps = c.eps;
-  a.weight_decay = c.weight_decay;
-  a.step = step;
-  a.grad_scale = c.grad_scale;
-  return a;
-}
 
 // Random fp32 start values and per-step 16-bit gradients (pre-multiplied by 1/grad_scale, as a
 // loss-scaled backward would give them).
@@ -674,13 +663,6 @@ TEST(PrecisionKernels, AdamWBf16PureStochasticIsReproducible) {
 
 namespace {
 
-struct SgdCase {
-  const char* name;
-  double lr, momentum, weight_decay;
-  bool nesterov;
-  double grad_scale;
-};
-
 const SgdCase kSgdCases[] = {
     {"momentum 0.9", 1e-2, 0.9, 0.0, false, 1.0},
     {"momentum 0.9, weight decay 1e-2", 1e-2, 0.9, 1e-2, false, 1.0},
@@ -688,17 +670,6 @@ const SgdCase kSgdCases[] = {
     {"momentum 0, weight decay 0.1", 1e-1, 0.0, 0.1, false, 1.0},
     {"grad_scale 1/512, nesterov, weight decay", 1e-2, 0.9, 1e-3, true, 1.0 / 512.0},
 };
-
-k::SgdArgs sgd_args(const SgdCase& c, int step) {
-  k::SgdArgs a;
-  a.lr = c.lr;
-  a.momentum = c.momentum;
-  a.weight_decay = c.weight_decay;
-  a.nesterov = c.nesterov;
-  a.first_step = step == 0;
-  a.grad_scale = c.grad_scale;
-  return a;
-}
 
 }  // namespace
 
@@ -719,7 +690,7 @@ TEST(PrecisionKernels, SgdMixedPrecisionEqualsSgdF32OnTheMasterBitwise) {
       k::split_f32_to_bf16_remainder(pb.master.data(), rparam.data(), rem.data(), kN);
       std::vector<std::vector<float>> widened;
       for (int s = 0; s < kSteps; ++s) {
-        const k::SgdArgs a = sgd_args(c, s);
+        const k::SgdArgs a = sgd_args(c, s == 0);
         widened.push_back(half ? widen_f16(pb.grads[s]) : widen_bf16(pb.grads[s]));
         k::sgd_f32(ref.data(), widened.back().data(), ref_buf.data(), kN, a);
         if (half) {
@@ -868,7 +839,7 @@ TEST(PrecisionKernels, SgdBf16PureIsWidenedSgdF32ThenRounded) {
       std::vector<uint16_t> p = narrow_bf16(pb.master), buf(kN, 0);
       const std::vector<uint16_t> p0 = p;
       for (int s = 0; s < kSteps; ++s) {
-        const k::SgdArgs a = sgd_args(c, s);
+        const k::SgdArgs a = sgd_args(c, s == 0);
         std::vector<float> fp = widen_bf16(p), fbuf = widen_bf16(buf);
         const std::vector<float> g = widen_bf16(pb.grads[s]);
         k::sgd_f32(fp.data(), g.data(), fbuf.data(), kN, a);
