@@ -4,9 +4,18 @@
 // rank that was lost, found from the heartbeats every rank keeps in the store.
 #include "tessera/core/comm.hpp"
 
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/version.h>
+#if TORCH_VERSION_MAJOR >= 2
+#include <torch/csrc/distributed/c10d/Backend.hpp>
+#else
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#endif
+// ProcessGroupGloo's header needs gloo's, which not every LibTorch distribution ships.
+#if __has_include(<gloo/algorithm.h>)
+#define TESSERA_HAVE_GLOO 1
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
 #ifdef TESSERA_HAVE_NCCL  // LibTorch with CUDA and nccl.h found (core/CMakeLists.txt)
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
@@ -110,6 +119,11 @@ Comm::Comm(const DistEnv& env, std::chrono::milliseconds timeout, std::chrono::m
                 " need ProcessGroupNCCL, but this build of Tessera has none (LibTorch " TORCH_VERSION
                 " without CUDA, or nccl.h not found at configure time)");
 #endif
+#ifndef TESSERA_HAVE_GLOO
+  if (!device.is_cuda())
+    throw Error("rank " + std::to_string(env.rank) + ": collectives on " + device.str() +
+                " need ProcessGroupGloo, and this build has none (LibTorch " TORCH_VERSION " came without gloo's headers)");
+#endif
   try {
     impl_->store = connect_store(env, /*rendezvous=*/true, timeout);
 #ifdef TESSERA_HAVE_NCCL
@@ -121,9 +135,11 @@ Comm::Comm(const DistEnv& env, std::chrono::milliseconds timeout, std::chrono::m
     }
 #endif
     if (!impl_->nccl) {
+#ifdef TESSERA_HAVE_GLOO
       auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
       opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(env.master_addr));
       impl_->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, env.rank, env.world_size, opts);
+#endif
     }
   } catch (const std::exception& e) {
     throw Error("rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size) +
