@@ -4,7 +4,7 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
-#include <ATen/detail/CUDAHooksInterface.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/version.h>
 #include <malloc.h>
 
@@ -133,7 +133,7 @@ Experiment::Experiment(const Config& config, bool load_data) : config_(config) {
     if (!at::hasCUDA())
       throw ConfigError(experiment_.where("device").str() + ": device = \"cuda\" but this build of LibTorch sees no CUDA device");
     // One GPU per local rank (torchrun's LOCAL_RANK); ranks share GPUs when there are fewer.
-    const int gpus = std::max(1, static_cast<int>(at::detail::getCUDAHooks().getNumGPUs()));
+    const int gpus = std::max(1, static_cast<int>(c10::impl::getDeviceGuardImpl(at::kCUDA)->deviceCount()));
     device_ = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env_.local_rank % gpus));
   }
   output_dir_ = experiment_.get_string("output_dir");
