@@ -197,7 +197,7 @@ std::string Comm::diagnose_lost_ranks() {
     auto read = [&](const std::string& key) -> std::string {
       return impl_->store->check({key}) ? to_string(impl_->store->get(key)) : std::string();
     };
-    std::vector<std::string> before(env_.world_size), exits(env_.world_size);
+    std::vector<std::string> before(env_.world_size);
     for (int r = 0; r < env_.world_size; ++r) before[r] = read(hb_key(r));
     // A live rank beats every interval; give each at least three chances.
     const auto window = 3 * impl_->interval + std::chrono::milliseconds(200);

@@ -95,6 +95,7 @@ void GradReducer::launch_ready() {
 void GradReducer::launch(Bucket& b) {
   b.launched = true;
   FlatParamBuffer& buf = params_.buffers()[b.buffer];
+  in_flight_.push_back(static_cast<size_t>(&b - buckets_.data()));
   if (!params_.grads_partitioned()) {
     at::Tensor range = buf.grads.narrow(0, b.begin, b.end - b.begin);
     b.work.push_back(comm_.all_reduce_sum_async(range));
@@ -109,7 +110,6 @@ void GradReducer::launch(Bucket& b) {
     at::Tensor seg = b.staging.narrow(0, lo - b.begin, hi - lo);
     b.work.push_back(comm_.reduce_sum_async(seg, r));
   }
-  in_flight_.push_back(static_cast<size_t>(&b - buckets_.data()));
   while (in_flight_.size() > kMaxInFlight) {
     complete(buckets_[in_flight_.front()]);
     in_flight_.pop_front();
@@ -128,8 +128,7 @@ void GradReducer::complete(Bucket& b) {
 
 void GradReducer::finish() {
   for (; next_ < buckets_.size(); ++next_) launch(buckets_[next_]);
-  for (auto& b : buckets_) complete(b);
-  in_flight_.clear();
+  for (; !in_flight_.empty(); in_flight_.pop_front()) complete(buckets_[in_flight_.front()]);
   next_ = 0;
   for (auto& b : buckets_) {
     b.ready = 0;

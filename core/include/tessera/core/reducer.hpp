@@ -60,7 +60,7 @@ class GradReducer : public GradReadyListener {
   void launch_ready();
   void launch(Bucket& b);
   void stage(Bucket& b, size_t index);
-  void complete(Bucket& b);  // waits for its collectives; stage 2: keeps the owned part
+  void complete(Bucket& b);  // waits for its collectives; stage 2: keeps the owned part (once per launch)
 
   Comm& comm_;
   FlatParams& params_;
