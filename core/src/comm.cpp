@@ -78,11 +78,16 @@ struct Comm::Impl {
   std::condition_variable cv;
   bool stop = false;
   bool exit_recorded = false;
+  // What the first rank to diagnose a loss published ("tessera/lost"), copied by the heartbeat
+  // thread: a rank whose collective fails only after rank 0 (and the store) is gone still
+  // names the rank that was lost first.
+  std::string published_loss;  // guarded by mu
 };
 
 namespace {
 
 std::string hb_key(int r) { return "tessera/hb/" + std::to_string(r); }
+const std::string kLostKey = "tessera/lost";
 std::string exit_key(int r) { return "tessera/exit/" + std::to_string(r); }
 
 std::string to_string(const std::vector<uint8_t>& v) { return std::string(v.begin(), v.end()); }
@@ -155,6 +160,11 @@ Comm::Comm(const DistEnv& env, std::chrono::milliseconds timeout, std::chrono::m
         if (impl_->cv.wait_for(lock, impl_->interval, [this] { return impl_->stop; })) return;
         lock.unlock();
         store->set(hb_key(env_.rank), to_bytes(std::to_string(beat)));
+        if (store->check({kLostKey})) {
+          std::string loss = to_string(store->get(kLostKey));
+          std::lock_guard<std::mutex> guard(impl_->mu);
+          impl_->published_loss = std::move(loss);
+        }
       }
     } catch (const std::exception&) {
       // The store is gone (rank 0 ended); a failing collective will report it.
@@ -221,8 +231,13 @@ std::string Comm::diagnose_lost_ranks() {
     std::string out;
     for (const auto& list : {causes, followers})
       for (const auto& line : list) out += (out.empty() ? "" : "; ") + line;
+    if (!causes.empty() && !impl_->store->check({kLostKey}))
+      impl_->store->set(kLostKey, to_bytes("rank " + std::to_string(env_.rank) + " found: " + causes.front()));
     return out;
   } catch (const std::exception&) {
+    std::lock_guard<std::mutex> guard(impl_->mu);
+    if (!impl_->published_loss.empty())
+      return impl_->published_loss + " (the store at " + store_at + " is gone since: rank 0 has stopped too)";
     return "rank 0, which hosts the rendezvous store at " + store_at + ", is unreachable (killed, crashed or exited)";
   }
 }
