@@ -353,6 +353,22 @@ std::unique_ptr<Comm::Pending> Comm::reduce_sum_async(at::Tensor& t, int root) {
       t, wide);
 }
 
+at::Tensor Comm::all_gather_rows(const at::Tensor& t) {
+  if (staged(t)) return all_gather_rows(t.to(impl_->device)).to(t.device());
+  at::Tensor in = t.contiguous();
+  std::vector<std::vector<at::Tensor>> outputs(1);
+  for (int r = 0; r < env_.world_size; ++r) outputs[0].push_back(at::empty_like(in));
+  std::vector<at::Tensor> inputs{as_bits(in)};
+  std::vector<std::vector<at::Tensor>> bits(1);
+  for (auto& o : outputs[0]) bits[0].push_back(as_bits(o));
+  try {
+    impl_->pg->allgather(bits, inputs)->wait();
+  } catch (const std::exception& e) {
+    fail("all-gather", e);
+  }
+  return at::cat(outputs[0], 0);
+}
+
 bool Comm::any(bool flag) {
   at::Tensor t = at::full({1}, flag ? 1 : 0, at::kInt);
   all_reduce_sum(t);

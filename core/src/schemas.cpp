@@ -131,6 +131,9 @@ const Schema& loss_slot_schema() {
       key("plugin", S, std::nullopt, "name of the loss reducer plugin"),
       key("name", S, "\"\"", "instance name; empty = the plugin name"),
       key("weight", F, "1.0", "multiplies every term this reducer emits", -1e12, 1e12),
+      key("gather", SA, "[]",
+          "batch tensors to all-gather across ranks (rows, in rank order, with gradient) before this loss runs, so "
+          "it sees the global batch: e.g. a contrastive loss's embeddings and labels, for negatives from every rank"),
   }};
   return s;
 }

@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/version.h>
 #include <malloc.h>
 
@@ -159,6 +160,13 @@ Experiment::Experiment(const Config& config, bool load_data) : config_(config) {
       throw ConfigError("rank " + std::to_string(env_.rank) + ": the ranks were started with different configs "
                         "(resolved config hashes differ from rank 0's); start every rank with the same file and --set");
     for (auto& b : params_.buffers()) comm_->broadcast(b.params, 0);
+  }
+  for (const auto& l : losses_) {
+    if (l->config().get_strings("gather").empty()) continue;
+    if (dist_.get_int("deterministic_groups") > 0)
+      throw ConfigError(l->config().where("gather").str() + ": gather in " + l->label() +
+                        " cannot be combined with [dist] deterministic_groups (a group is not a global batch)");
+    gathers_ = comm_ != nullptr;
   }
   if (dist_.get_int("deterministic_groups") > 0) {
     tree_ = std::make_unique<TreeReducer>(comm_.get(), params_);
@@ -326,11 +334,47 @@ void Experiment::run_forward(TensorMap& batch) const {
   for (const auto& e : encoders_) e->forward(batch);  // each reads named inputs, writes outputs
 }
 
+namespace {
+// All-gather of a batch tensor's rows with a gradient, as torch.distributed.nn.all_gather: the
+// backward sums the gathered gradient over ranks and keeps this rank's rows. Every rank
+// computes the loss of the whole global batch from the gathered rows (each with seeds carrying
+// 1 / world size), so the sum over ranks is d(loss)/d(own rows), exactly once.
+class AllGatherRows : public torch::autograd::Function<AllGatherRows> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& rows, Comm* comm) {
+    ctx->saved_data["comm"] = static_cast<int64_t>(reinterpret_cast<intptr_t>(comm));  // outlives the graph
+    ctx->saved_data["rows"] = rows.size(0);
+    return comm->all_gather_rows(rows);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto* comm = reinterpret_cast<Comm*>(static_cast<intptr_t>(ctx->saved_data["comm"].toInt()));
+    const int64_t rows = ctx->saved_data["rows"].toInt();
+    at::Tensor g = grads[0].contiguous().clone();
+    comm->all_reduce_sum(g);
+    return {g.narrow(0, comm->rank() * rows, rows), at::Tensor()};
+  }
+};
+}  // namespace
+
 std::vector<Term> Experiment::compute_terms(const TensorMap& batch) const {
   std::vector<Term> terms;
   for (const auto& l : losses_) {
     size_t first = terms.size();
-    l->compute(batch, terms);
+    const auto& gather = l->config().get_strings("gather");
+    if (comm_ && !gather.empty()) {  // this loss sees the global batch (one rank: it already does)
+      TensorMap global = batch;
+      for (const auto& name : gather) {
+        auto it = batch.find(name);
+        if (it == batch.end())
+          throw ConfigError(l->config().where("gather").str() + ": no batch tensor named '" + name + "' to gather for " +
+                            l->label());
+        global[name] = AllGatherRows::apply(it->second, comm_.get());
+      }
+      l->compute(global, terms);
+    } else {
+      l->compute(batch, terms);
+    }
     for (size_t i = first; i < terms.size(); ++i) terms[i].weight *= l->config().get_float("weight");
   }
   return terms;
@@ -478,13 +522,25 @@ StepOutcome Experiment::train_step(int64_t step, int64_t total_steps, TensorMap&
         bo.loss_scale = out.loss_scale;
         bo.divisor = divisor;  // the mean over the global batch
         bo.step = step;
-        try {
-          for (const auto& tv : engine_->backward(terms, bo))
-            out.terms[tv.name] += tv.value / static_cast<double>(accum * per_rank);
-        } catch (const NonFiniteError& e) {
-          if (world == 1 && train_.get_string("nonfinite") != "skip") throw;
-          nonfinite_msg = e.what();
-          nonfinite = true;
+        // A gathered loss puts a collective into backward: the ranks must agree to skip it
+        // together, or those that run it would wait for those that do not.
+        bool finite = true;
+        if (gathers_) {
+          for (const auto& t : terms) finite = finite && at::isfinite(t.value).all().item<bool>();
+          if (comm_->any(!finite) && finite) {
+            nonfinite_msg = "another rank's loss is non-finite at step " + std::to_string(step);
+            nonfinite = true;
+          }
+        }
+        if (!nonfinite) {
+          try {
+            for (const auto& tv : engine_->backward(terms, bo))  // throws NonFiniteError where !finite
+              out.terms[tv.name] += tv.value / static_cast<double>(accum * per_rank);
+          } catch (const NonFiniteError& e) {
+            if (world == 1 && train_.get_string("nonfinite") != "skip") throw;
+            nonfinite_msg = e.what();
+            nonfinite = true;
+          }
         }
       }
       if (tree_) tree_->add_group();

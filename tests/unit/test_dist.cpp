@@ -151,6 +151,39 @@ TEST(DataParallel, DeterministicGroupsGiveTheSameBitsOnEveryWorldSize) {
       << text;
 }
 
+// [[loss]] gather: a contrastive loss all-gathers its embeddings and labels (rows in rank
+// order, with gradient), so on N ranks it still contrasts every pair of the global batch and
+// the run follows the one-rank run (up to summation order, which the softmax over the batch
+// magnifies a little); without it each rank only sees its own negatives: another objective.
+TEST(DataParallel, GatheredContrastiveLossSeesTheGlobalBatch) {
+  if (!have_data()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  if (!fs::exists("/usr/share/wordnet/data.noun")) GTEST_SKIP() << "wordnet-base is not installed";
+  fs::path dir = temp_dir("gather");
+  const std::string cfg = (dir / "clip.toml").string();
+  std::ofstream(cfg) << "[experiment]\nthreads = 1\nseed = 5\nplugin_path = [\"" TESSERA_PLUGIN_DIR "\"]\n"
+                        "[data]\ntrain_limit = 1024\ntest_limit = 200\nbatch_size = 64\ncaptions = true\ncaption_len = 48\n"
+                        "[[encoder]]\nplugin = \"mlp\"\nname = \"image\"\noutput = \"image_emb\"\nhidden_features = 32\n"
+                        "out_features = 16\n"
+                        "[[encoder]]\nplugin = \"text\"\nname = \"text\"\ninput = \"caption_ids\"\noutput = \"text_emb\"\n"
+                        "embed_dim = 8\nchannels = 16\nconv_layers = 1\nword_buckets = 256\nword_dim = 8\n"
+                        "hidden_features = 32\nout_features = 16\n"
+                        "[[loss]]\nplugin = \"clip\"\ngather = [\"image_emb\", \"text_emb\", \"label\"]\n"
+                        "[optimizer]\nname = \"sgd\"\nlr = 0.05\n[train]\nmax_steps = 12\nlog_every = 4\n"
+                        "[eval]\nenabled = false\n[dist]\ntimeout_s = 20\n";
+  const Weights one = launch_and_load(dir, cfg, 1, "n1", "");
+  ASSERT_FALSE(one.empty());
+  for (const auto& [n, stage] : std::vector<std::pair<int, int>>{{2, 0}, {4, 0}, {2, 2}}) {
+    const std::string tag = "n" + std::to_string(n) + "_s" + std::to_string(stage);
+    const double worst =
+        max_relative_difference(one, launch_and_load(dir, cfg, n, tag, "--set dist.zero_stage=" + std::to_string(stage)));
+    std::cout << "gathered CLIP, " << tag << ": max relative difference to 1 rank " << worst << "\n";
+    EXPECT_LE(worst, 1e-4) << tag;
+  }
+  const double local = max_relative_difference(one, launch_and_load(dir, cfg, 2, "local_n2", "--set loss.0.gather=[]"));
+  std::cout << "local-batch CLIP, 2 ranks: max relative difference to 1 rank " << local << "\n";
+  EXPECT_GT(local, 1e-2);
+}
+
 // Per-rank model-state bytes follow the ZeRO formula for every backend: parameters P stay
 // whole, master M and optimizer state S are split over N ranks from stage 1, gradients G
 // from stage 2 (e.g. bf16_pure, stage 2: 2 + (2 + 4) / N). Measured from the tensors each

@@ -58,6 +58,8 @@ class Comm {
   // Starts a sum reduce onto `root` (ZeRO-2: a gradient range to the rank that owns it);
   // after wait() only the root's `t` holds the sum, the others' contents are unspecified.
   std::unique_ptr<Pending> reduce_sum_async(at::Tensor& t, int root);
+  // Every rank's `t` (same shape everywhere) stacked along dim 0 in rank order.
+  at::Tensor all_gather_rows(const at::Tensor& t);
   // Logical OR / MAX of a flag over all ranks.
   bool any(bool flag);
   void broadcast(at::Tensor& t, int root);

@@ -128,6 +128,7 @@ class Experiment {
   std::unique_ptr<Comm> comm_;         // when WORLD_SIZE > 1
   std::unique_ptr<GradReducer> reducer_;  // bucketed, overlapped (WORLD_SIZE > 1)
   std::unique_ptr<TreeReducer> tree_;     // instead, with [dist] deterministic_groups
+  bool gathers_ = false;                  // some loss all-gathers batch tensors (WORLD_SIZE > 1)
   // The element range of each flat buffer this rank updates: all of it, or with ZeRO-1/2 one
   // contiguous 1/world_size slice (its optimizer state and master live only here; with
   // ZeRO-2 also its gradients).
