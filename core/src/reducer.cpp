@@ -81,7 +81,7 @@ void GradReducer::stage(Bucket& b, size_t index) {
   ParamSlot& slot = buf.slots[si];
   at::Tensor& g = slot.param.mutable_grad();
   if (!g.defined()) return;  // nothing accumulated (the hook fires on the accumulator anyway)
-  if (!b.staging.defined()) b.staging = at::zeros({b.end - b.begin}, buf.grads.options());
+  if (!b.staging.defined()) allocate_staging(b);
   at::NoGradGuard no_grad;
   b.staging.narrow(0, slot.offset - b.begin, slot.numel).add_(g.reshape({-1}));
   g.reset();  // the full-size gradient is freed now, not at the end of backward
@@ -101,7 +101,7 @@ void GradReducer::launch(Bucket& b) {
     b.work.push_back(comm_.all_reduce_sum_async(range));
     return;
   }
-  if (!b.staging.defined()) b.staging = at::zeros({b.end - b.begin}, buf.grads.options());
+  if (!b.staging.defined()) allocate_staging(b);
   // One reduce per owner whose range meets the bucket: every byte travels to its owner only.
   for (int r = 0; r < comm_.world_size(); ++r) {
     const auto [own_begin, own_end] = owned_(buf, r);
@@ -123,7 +123,14 @@ void GradReducer::complete(Bucket& b) {
   FlatParamBuffer& buf = params_.buffers()[b.buffer];
   const int64_t lo = std::max(buf.grad_begin, b.begin), hi = std::min(buf.grad_begin + buf.grads.numel(), b.end);
   if (lo < hi) buf.grads.narrow(0, lo - buf.grad_begin, hi - lo).add_(b.staging.narrow(0, lo - b.begin, hi - lo));
+  staging_bytes_ -= static_cast<int64_t>(b.staging.nbytes());
   b.staging = at::Tensor();
+}
+
+void GradReducer::allocate_staging(Bucket& b) {
+  b.staging = at::zeros({b.end - b.begin}, params_.buffers()[b.buffer].grads.options());
+  staging_bytes_ += static_cast<int64_t>(b.staging.nbytes());
+  peak_staging_bytes_ = std::max(peak_staging_bytes_, staging_bytes_);
 }
 
 void GradReducer::finish() {

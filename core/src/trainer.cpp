@@ -727,6 +727,13 @@ TrainSummary Experiment::train_loop() {
   summary.steps = step;
   summary.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (train_.get_bool("save_model") && main) save_model(output_dir_ + "/model.safetensors");
+  if (reducer_ && params_.grads_partitioned()) {
+    // Measured, not derived: what ZeRO-2 held beyond its gradient shard while reducing.
+    const double per_param = static_cast<double>(reducer_->peak_staging_bytes()) /
+                             static_cast<double>(std::max<int64_t>(params_.num_params(), 1));
+    spdlog::info("ZeRO-2 gradient staging: peak {:.2f} MiB ({:.2f} bytes/param) beyond the gradient shard, bucket_mb {}",
+                 static_cast<double>(reducer_->peak_staging_bytes()) / (1 << 20), per_param, dist_.get_float("bucket_mb"));
+  }
   spdlog::info("done: {} steps in {:.1f} s; outputs in {}", step, summary.train_seconds, output_dir_);
   return summary;
 }

@@ -42,6 +42,9 @@ class GradReducer : public GradReadyListener {
   // rank's gradient buffer holds the sum over ranks (stage 2: of its own range).
   void finish();
   size_t num_buckets() const { return buckets_.size(); }
+  // Stage 2: the most bytes of bucket staging alive at once so far (the transient gradient
+  // memory on top of the gradient shard); 0 in stages 0/1, which reduce in place.
+  int64_t peak_staging_bytes() const { return peak_staging_bytes_; }
 
  private:
   struct Bucket {
@@ -71,6 +74,8 @@ class GradReducer : public GradReadyListener {
   size_t next_ = 0;
   bool sync_ = true;
   std::deque<size_t> in_flight_;  // launched, not yet completed, oldest first
+  int64_t staging_bytes_ = 0, peak_staging_bytes_ = 0;
+  void allocate_staging(Bucket& b);
 };
 
 }  // namespace tessera
