@@ -507,43 +507,49 @@ StepOutcome Experiment::train_step(int64_t step, int64_t total_steps, TensorMap&
       // stage 2 reduces every micro-batch, so no rank ever holds a whole gradient.
       reducer_->set_sync(params_.grads_partitioned() || micro + 1 == accum);
     }
-    const int64_t rows = batch.begin()->second.size(0) / per_rank;
-    for (int64_t g = 0; g < per_rank; ++g) {
-      TensorMap part;
-      for (auto& [name, t] : batch) part[name] = per_rank == 1 ? t : t.narrow(0, g * rows, rows);
-      if (!nonfinite) {  // after a skip, still draw the step's batches: the data order stays fixed
-        std::vector<Term> terms;
-        {
-          AutocastScope autocast(device_, precision_info_.autocast_dtype);
-          run_forward(part);
-          terms = compute_terms(part);
-        }
-        BackwardOptions bo;
-        bo.loss_scale = out.loss_scale;
-        bo.divisor = divisor;  // the mean over the global batch
-        bo.step = step;
-        // A gathered loss puts a collective into backward: the ranks must agree to skip it
-        // together, or those that run it would wait for those that do not.
+    // One forward and backward over `part` (the micro-batch's rows, or one deterministic group).
+    auto forward_backward = [&](TensorMap& part) {
+      if (nonfinite) return;  // after a skip, still draw the step's batches: the data order stays fixed
+      std::vector<Term> terms;
+      {
+        AutocastScope autocast(device_, precision_info_.autocast_dtype);
+        run_forward(part);
+        terms = compute_terms(part);
+      }
+      BackwardOptions bo;
+      bo.loss_scale = out.loss_scale;
+      bo.divisor = divisor;  // the mean over the global batch
+      bo.step = step;
+      // A gathered loss puts a collective into backward: the ranks must agree to skip it
+      // together, or those that run it would wait for those that do not.
+      if (gathers_) {
         bool finite = true;
-        if (gathers_) {
-          for (const auto& t : terms) finite = finite && at::isfinite(t.value).all().item<bool>();
-          if (comm_->any(!finite) && finite) {
-            nonfinite_msg = "another rank's loss is non-finite at step " + std::to_string(step);
-            nonfinite = true;
-          }
-        }
-        if (!nonfinite) {
-          try {
-            for (const auto& tv : engine_->backward(terms, bo))  // throws NonFiniteError where !finite
-              out.terms[tv.name] += tv.value / static_cast<double>(accum * per_rank);
-          } catch (const NonFiniteError& e) {
-            if (world == 1 && train_.get_string("nonfinite") != "skip") throw;
-            nonfinite_msg = e.what();
-            nonfinite = true;
-          }
+        for (const auto& t : terms) finite = finite && at::isfinite(t.value).all().item<bool>();
+        if (comm_->any(!finite) && finite) {
+          nonfinite_msg = "another rank's loss is non-finite at step " + std::to_string(step);
+          nonfinite = true;
+          return;
         }
       }
-      if (tree_) tree_->add_group();
+      try {
+        for (const auto& tv : engine_->backward(terms, bo))  // throws NonFiniteError for a non-finite term
+          out.terms[tv.name] += tv.value / static_cast<double>(accum * per_rank);
+      } catch (const NonFiniteError& e) {
+        if (world == 1 && train_.get_string("nonfinite") != "skip") throw;
+        nonfinite_msg = e.what();
+        nonfinite = true;
+      }
+    };
+    if (!tree_) {
+      forward_backward(batch);
+    } else {
+      const int64_t rows = batch.begin()->second.size(0) / per_rank;
+      for (int64_t g = 0; g < per_rank; ++g) {
+        TensorMap part;
+        for (auto& [name, t] : batch) part[name] = t.narrow(0, g * rows, rows);
+        forward_backward(part);
+        tree_->add_group();
+      }
     }
     if (reducer_ && params_.grads_partitioned()) reducer_->finish();  // also after a skipped backward
     batch.clear();

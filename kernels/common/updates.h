@@ -78,13 +78,28 @@ TESSERA_HD inline void sgd_update(const SgdConsts& c, float grad, float& param, 
   param -= c.lr * g;
 }
 
-// Runs body(std::true_type{}) when momentum is used, body(std::false_type{}) otherwise.
+// Runs body(std::true_type{}) when flag is set, body(std::false_type{}) otherwise: a runtime
+// choice hoisted out of an element loop into a compile-time one.
 template <class Body>
-void with_momentum(const SgdConsts& c, Body body) {
-  if (c.mu != 0.0f)
+void with_flag(bool flag, Body body) {
+  if (flag)
     body(std::true_type{});
   else
     body(std::false_type{});
+}
+
+// Without momentum the buffer is neither read nor written.
+template <class Body>
+void with_momentum(const SgdConsts& c, Body body) {
+  with_flag(c.mu != 0.0f, body);
+}
+
+// ---- pure bf16: how an updated parameter is stored ------------------------------------------
+
+// Stochastically at counter_base + i (key = detail::stochastic_key(seed)), or to nearest even.
+template <bool kStochastic>
+TESSERA_HD inline uint16_t store_pure_bf16(float p, uint64_t key, uint64_t counter) {
+  return kStochastic ? detail::f32_to_bf16_stochastic_keyed(p, key, counter) : f32_to_bf16(p);
 }
 
 // ---- fp32 master as bf16 + 16-bit remainder (see precision.h) ------------------------------

@@ -18,6 +18,8 @@ using updates::sgd_consts;
 using updates::sgd_update;
 using updates::SgdConsts;
 using updates::split_one;
+using updates::store_pure_bf16;
+using updates::with_flag;
 using updates::with_momentum;
 
 // All-finite over 16-bit patterns whose exponent field is `exp_mask`: branch-free inside
@@ -118,24 +120,16 @@ void adamw_bf16_pure(uint16_t* param_bf16, const uint16_t* grad_bf16, uint16_t* 
                      uint16_t* exp_avg_sq_bf16, int64_t n, const AdamWArgs& a, bool stochastic_rounding,
                      uint64_t seed, uint64_t counter_base) {
   const AdamConsts c = adam_consts(a);
-  if (stochastic_rounding) {
-    const uint64_t key = detail::stochastic_key(seed);
+  const uint64_t key = detail::stochastic_key(seed);
+  with_flag(stochastic_rounding, [&](auto stochastic) {
     for (int64_t i = 0; i < n; ++i) {
       float p = bf16_to_f32(param_bf16[i]), m = bf16_to_f32(exp_avg_bf16[i]), v = bf16_to_f32(exp_avg_sq_bf16[i]);
       adam_update(c, bf16_to_f32(grad_bf16[i]), p, m, v);
       exp_avg_bf16[i] = f32_to_bf16(m);
       exp_avg_sq_bf16[i] = f32_to_bf16(v);
-      param_bf16[i] = detail::f32_to_bf16_stochastic_keyed(p, key, counter_base + static_cast<uint64_t>(i));
+      param_bf16[i] = store_pure_bf16<decltype(stochastic)::value>(p, key, counter_base + static_cast<uint64_t>(i));
     }
-  } else {
-    for (int64_t i = 0; i < n; ++i) {
-      float p = bf16_to_f32(param_bf16[i]), m = bf16_to_f32(exp_avg_bf16[i]), v = bf16_to_f32(exp_avg_sq_bf16[i]);
-      adam_update(c, bf16_to_f32(grad_bf16[i]), p, m, v);
-      exp_avg_bf16[i] = f32_to_bf16(m);
-      exp_avg_sq_bf16[i] = f32_to_bf16(v);
-      param_bf16[i] = f32_to_bf16(p);
-    }
-  }
+  });
 }
 
 void sgd_bf16_pure(uint16_t* param_bf16, const uint16_t* grad_bf16, uint16_t* momentum_bf16, int64_t n,
@@ -143,14 +137,15 @@ void sgd_bf16_pure(uint16_t* param_bf16, const uint16_t* grad_bf16, uint16_t* mo
   const SgdConsts c = sgd_consts(a);
   const uint64_t key = detail::stochastic_key(seed);
   with_momentum(c, [&](auto momentum) {
-    constexpr bool kMomentum = decltype(momentum)::value;
-    for (int64_t i = 0; i < n; ++i) {
-      float p = bf16_to_f32(param_bf16[i]), buf = kMomentum ? bf16_to_f32(momentum_bf16[i]) : 0.0f;
-      sgd_update<kMomentum>(c, bf16_to_f32(grad_bf16[i]), p, &buf);
-      if (kMomentum) momentum_bf16[i] = f32_to_bf16(buf);
-      param_bf16[i] = stochastic_rounding ? detail::f32_to_bf16_stochastic_keyed(p, key, counter_base + static_cast<uint64_t>(i))
-                                          : f32_to_bf16(p);
-    }
+    with_flag(stochastic_rounding, [&](auto stochastic) {
+      constexpr bool kMomentum = decltype(momentum)::value;
+      for (int64_t i = 0; i < n; ++i) {
+        float p = bf16_to_f32(param_bf16[i]), buf = kMomentum ? bf16_to_f32(momentum_bf16[i]) : 0.0f;
+        sgd_update<kMomentum>(c, bf16_to_f32(grad_bf16[i]), p, &buf);
+        if (kMomentum) momentum_bf16[i] = f32_to_bf16(buf);
+        param_bf16[i] = store_pure_bf16<decltype(stochastic)::value>(p, key, counter_base + static_cast<uint64_t>(i));
+      }
+    });
   });
 }
 

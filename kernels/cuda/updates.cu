@@ -75,8 +75,7 @@ struct AdamWBf16Pure {
     updates::adam_update(c, bf16_to_f32(grad[i]), p, m, v);
     exp_avg[i] = f32_to_bf16(m);
     exp_avg_sq[i] = f32_to_bf16(v);
-    param[i] = kStochastic ? detail::f32_to_bf16_stochastic_keyed(p, key, counter_base + static_cast<uint64_t>(i))
-                           : f32_to_bf16(p);
+    param[i] = updates::store_pure_bf16<kStochastic>(p, key, counter_base + static_cast<uint64_t>(i));
   }
 };
 
@@ -106,8 +105,7 @@ struct SgdBf16Pure {
     float p = bf16_to_f32(param[i]), buf = kMomentum ? bf16_to_f32(momentum_buf[i]) : 0.0f;
     updates::sgd_update<kMomentum>(c, bf16_to_f32(grad[i]), p, &buf);
     if (kMomentum) momentum_buf[i] = f32_to_bf16(buf);
-    param[i] = kStochastic ? detail::f32_to_bf16_stochastic_keyed(p, key, counter_base + static_cast<uint64_t>(i))
-                           : f32_to_bf16(p);
+    param[i] = updates::store_pure_bf16<kStochastic>(p, key, counter_base + static_cast<uint64_t>(i));
   }
 };
 
@@ -169,14 +167,11 @@ void adamw_bf16_pure(uint16_t* param_bf16, const uint16_t* grad_bf16, uint16_t* 
                      uint64_t seed, uint64_t counter_base, void* stream) {
   const AdamConsts c = updates::adam_consts(a);
   const uint64_t key = detail::stochastic_key(seed);
-  if (stochastic_rounding)
+  updates::with_flag(stochastic_rounding, [&](auto stochastic) {
+    using Op = AdamWBf16Pure<decltype(stochastic)::value>;
     impl::launch_elementwise("adamw_bf16_pure", n, stream,
-                             AdamWBf16Pure<true>{param_bf16, grad_bf16, exp_avg_bf16, exp_avg_sq_bf16, c, key,
-                                                 counter_base});
-  else
-    impl::launch_elementwise("adamw_bf16_pure", n, stream,
-                             AdamWBf16Pure<false>{param_bf16, grad_bf16, exp_avg_bf16, exp_avg_sq_bf16, c, key,
-                                                  counter_base});
+                             Op{param_bf16, grad_bf16, exp_avg_bf16, exp_avg_sq_bf16, c, key, counter_base});
+  });
 }
 
 void adamw_f16_master_f32(uint16_t* param_f16, const uint16_t* grad_f16, float* master, float* exp_avg,
@@ -201,13 +196,10 @@ void sgd_bf16_pure(uint16_t* param_bf16, const uint16_t* grad_bf16, uint16_t* mo
   const SgdConsts c = updates::sgd_consts(a);
   const uint64_t key = detail::stochastic_key(seed);
   updates::with_momentum(c, [&](auto momentum) {
-    constexpr bool kMomentum = decltype(momentum)::value;
-    if (stochastic_rounding)
-      impl::launch_elementwise("sgd_bf16_pure", n, stream,
-                               SgdBf16Pure<kMomentum, true>{param_bf16, grad_bf16, momentum_bf16, c, key, counter_base});
-    else
-      impl::launch_elementwise("sgd_bf16_pure", n, stream,
-                               SgdBf16Pure<kMomentum, false>{param_bf16, grad_bf16, momentum_bf16, c, key, counter_base});
+    updates::with_flag(stochastic_rounding, [&](auto stochastic) {
+      using Op = SgdBf16Pure<decltype(momentum)::value, decltype(stochastic)::value>;
+      impl::launch_elementwise("sgd_bf16_pure", n, stream, Op{param_bf16, grad_bf16, momentum_bf16, c, key, counter_base});
+    });
   });
 }
 
