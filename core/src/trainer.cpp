@@ -82,17 +82,6 @@ std::string plugin_name(const Config& cfg, const toml::table& t, const Schema& c
 
 }  // namespace
 
-ShardView::ShardView(FlatParamBuffer& buf, const tsr_precision_info& info, int64_t offset, int64_t numel) {
-  if (numel < 0) numel = buf.numel() - offset;
-  params = wrap_tensor(buf.params.narrow(0, offset, numel));
-  grads = wrap_tensor(buf.grads.narrow(0, offset - buf.grad_begin, numel));  // partitioned: starts at grad_begin
-  shard = {sizeof(tsr_flat_shard), buf.name.c_str(), info.param_dtype, info.grad_dtype, params, grads, offset, numel};
-}
-ShardView::~ShardView() {
-  release_tensor(params);
-  release_tensor(grads);
-}
-
 Experiment::Experiment(const Config& config, bool load_data) : config_(config) {
   config_.check_sections(
       {"experiment", "data", "encoder", "loss", "precision", "optimizer", "schedule", "train", "eval", "checkpoint", "dist"});
@@ -189,7 +178,7 @@ Experiment::Experiment(const Config& config, bool load_data) : config_(config) {
   }
   states_.device = device_;
   for (auto& buf : params_.buffers()) {
-    ShardView view(buf, precision_info_, shard_begin(buf, env_.rank), shard_end(buf, env_.rank) - shard_begin(buf, env_.rank));
+    ShardView view(buf, precision_info_, OwnedRange{shard_begin(buf, env_.rank), shard_end(buf, env_.rank)});
     precision_->init_shard(view.shard);
   }
   build_data();
@@ -418,7 +407,7 @@ void Experiment::optimizer_step(int64_t step, double lr, double grad_scale) {
   opt.grad_scale = grad_scale;
   for (auto& buf : params_.buffers()) {
     const int64_t begin = shard_begin(buf, env_.rank), end = shard_end(buf, env_.rank);
-    ShardView view(buf, precision_info_, begin, end - begin);
+    ShardView view(buf, precision_info_, OwnedRange{begin, end});
     precision_->step(view.shard, opt);
     if (!partitioned()) continue;
     // ZeRO-1: each rank updated its slice; every rank gets every slice back.
@@ -587,7 +576,7 @@ StepOutcome Experiment::train_step(int64_t step, int64_t total_steps, TensorMap&
   // 3. Loss scaling: the backend checks for overflow and may drop the step (and lower its scale).
   bool found_inf = false;
   for (auto& buf : params_.buffers()) {
-    ShardView view(buf, precision_info_, shard_begin(buf, env_.rank), shard_end(buf, env_.rank) - shard_begin(buf, env_.rank));
+    ShardView view(buf, precision_info_, OwnedRange{shard_begin(buf, env_.rank), shard_end(buf, env_.rank)});
     found_inf = precision_->find_overflow(view.shard) || found_inf;
   }
   if (comm_) found_inf = comm_->any(found_inf);  // decided globally

@@ -98,9 +98,9 @@ static tsr_status forward(tsr_instance* self, tsr_tensor_set* batch) {
 
 static const tsr_encoder_vtable vtable = {sizeof(tsr_encoder_vtable), parameters, NULL, forward, NULL};
 static const tsr_config_key keys[] = {
-    {sizeof(tsr_config_key), "factor", TSR_CONFIG_FLOAT, "2.0", "multiplier", 1.0, 0.0},
-    {sizeof(tsr_config_key), "input", TSR_CONFIG_STRING, "\"x\"", "tensor to read", 1.0, 0.0},
-    {sizeof(tsr_config_key), "output", TSR_CONFIG_STRING, "\"y\"", "tensor to write", 1.0, 0.0},
+    {sizeof(tsr_config_key), "factor", TSR_CONFIG_FLOAT, "2.0", "multiplier", 1.0, 0.0, NULL},
+    {sizeof(tsr_config_key), "input", TSR_CONFIG_STRING, "\"x\"", "tensor to read", 1.0, 0.0, NULL},
+    {sizeof(tsr_config_key), "output", TSR_CONFIG_STRING, "\"y\"", "tensor to write", 1.0, 0.0, NULL},
 };
 static const tsr_plugin_descriptor descriptor = {
     sizeof(tsr_plugin_descriptor), TSR_ABI_MAJOR, TSR_ABI_MINOR, "c_scale", "1.0.0", TSR_KIND_ENCODER,

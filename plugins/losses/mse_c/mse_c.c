@@ -315,12 +315,12 @@ static tsr_status compute(tsr_instance* self, const tsr_tensor_set* batch, tsr_t
 static const tsr_loss_vtable vtable = {sizeof(tsr_loss_vtable), compute, NULL};
 static const tsr_config_key keys[] = {
     {sizeof(tsr_config_key), "prediction", TSR_CONFIG_STRING, "\"prediction\"",
-     "batch tensor of predictions, float32, any shape (backwarded with the explicit gradient)", 1.0, 0.0},
+     "batch tensor of predictions, float32, any shape (backwarded with the explicit gradient)", 1.0, 0.0, NULL},
     {sizeof(tsr_config_key), "target", TSR_CONFIG_STRING, "\"target\"",
-     "batch tensor of targets, float32 or float64, same shape as prediction", 1.0, 0.0},
-    {sizeof(tsr_config_key), "term", TSR_CONFIG_STRING, "\"mse\"", "name of the emitted term", 1.0, 0.0},
+     "batch tensor of targets, float32 or float64, same shape as prediction", 1.0, 0.0, NULL},
+    {sizeof(tsr_config_key), "term", TSR_CONFIG_STRING, "\"mse\"", "name of the emitted term", 1.0, 0.0, NULL},
     {sizeof(tsr_config_key), "reduction", TSR_CONFIG_STRING, "\"mean\"",
-     "\"mean\" (over all elements) or \"sum\" of the squared errors", 1.0, 0.0},
+     "\"mean\" (over all elements) or \"sum\" of the squared errors", 1.0, 0.0, "mean|sum"},
 };
 static const tsr_plugin_descriptor descriptor = {
     sizeof(tsr_plugin_descriptor), TSR_ABI_MAJOR, TSR_ABI_MINOR, "mse_c", "1.0.0", TSR_KIND_LOSS,

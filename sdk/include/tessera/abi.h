@@ -45,7 +45,7 @@ extern "C" {
 #endif
 
 #define TSR_ABI_MAJOR 1
-#define TSR_ABI_MINOR 0
+#define TSR_ABI_MINOR 1
 #define TSR_ENTRY_SYMBOL "tessera_plugin_entry"
 
 #if defined(_WIN32)
@@ -118,6 +118,9 @@ typedef struct tsr_config_key {
   const char* doc;          /* one line for `tessera plugins inspect` */
   double min_value;         /* inclusive bounds for INT/FLOAT; use min > max for none */
   double max_value;
+  /* since 1.1 */
+  const char* allowed_values; /* STRING keys: NULL = any string, or the allowed values
+                                 separated by '|' ("sum|mean"); validated like core keys */
 } tsr_config_key;
 
 /* ---- loss terms ------------------------------------------------------------------ */
@@ -243,7 +246,7 @@ enum {
   TSR_MASTER_FP32 = 1,       /* a separate fp32 copy */
   TSR_MASTER_REMAINDER16 = 2 /* 16-bit remainder that with bf16 params is exact fp32 */
 };
-enum { TSR_OPTIM_ADAMW = 0, TSR_OPTIM_SGD = 1 };
+enum { TSR_OPTIM_ADAMW = 0, TSR_OPTIM_SGD = 1, TSR_OPTIM_LION = 2 /* since 1.1 */ };
 enum { TSR_STATE_OPTIMIZER = 0, TSR_STATE_MASTER = 1 }; /* alloc_state categories */
 
 typedef struct tsr_precision_info {
@@ -301,6 +304,18 @@ typedef struct tsr_precision_vtable {
    * backend adapts its loss scale and sets *skip_step = 1 to drop this step's update. An
    * error here (e.g. the scale fell to its minimum) stops training with its message. */
   tsr_status (*update_scale)(tsr_instance* self, int32_t found_inf, int32_t* skip_step);
+  /* since 1.1 */
+  /* Optional; when present the core calls it INSTEAD of init_shard. opt names the optimizer
+   * (algorithm and hyper-parameters; step = 0, lr = the peak rate), so the backend allocates
+   * only the states that optimizer needs. opt: borrowed. */
+  tsr_status (*init_shard_for)(tsr_instance* self, const tsr_flat_shard* shard, const tsr_optim_step* opt);
+  /* Optional: writes the shard's exact fp32 master values (the parameters widened when the
+   * backend keeps no master) into out (borrowed: 1-D fp32, shard->numel elements, the
+   * shard's device). Checkpoints store these, so any backend can load them. */
+  tsr_status (*export_master)(tsr_instance* self, const tsr_flat_shard* shard, tsr_tensor* out);
+  /* Optional: sets the shard's master from in (borrowed: 1-D fp32, shard->numel elements)
+   * and the parameters from the master, rounded as the backend's update rounds them. */
+  tsr_status (*import_master)(tsr_instance* self, const tsr_flat_shard* shard, const tsr_tensor* in);
 } tsr_precision_vtable;
 
 /* ---- the descriptor: what a plugin says about itself ------------------------------- */
@@ -332,7 +347,8 @@ typedef const tsr_plugin_descriptor* (*tsr_entry_fn)(void);
 #define TSR_STATIC_ASSERT(c, m) _Static_assert(c, m)
 #endif
 #if UINTPTR_MAX == 0xFFFFFFFFFFFFFFFFu
-TSR_STATIC_ASSERT(sizeof(tsr_config_key) == 56, "tsr_config_key layout changed");
+TSR_STATIC_ASSERT(sizeof(tsr_config_key) == 64, "tsr_config_key layout changed");
+TSR_STATIC_ASSERT(offsetof(tsr_config_key, allowed_values) == 56, "tsr_config_key layout (1.1)");
 TSR_STATIC_ASSERT(offsetof(tsr_config_key, default_toml) == 24, "tsr_config_key layout");
 TSR_STATIC_ASSERT(sizeof(tsr_term) == 56, "tsr_term layout changed");
 TSR_STATIC_ASSERT(offsetof(tsr_term, weight) == 32, "tsr_term layout");
@@ -341,7 +357,8 @@ TSR_STATIC_ASSERT(offsetof(tsr_host, alloc_state) == 184, "tsr_host layout");
 TSR_STATIC_ASSERT(sizeof(tsr_host) == 216, "tsr_host layout changed");
 TSR_STATIC_ASSERT(sizeof(tsr_encoder_vtable) == 40, "tsr_encoder_vtable layout changed");
 TSR_STATIC_ASSERT(sizeof(tsr_loss_vtable) == 24, "tsr_loss_vtable layout changed");
-TSR_STATIC_ASSERT(sizeof(tsr_precision_vtable) == 56, "tsr_precision_vtable layout changed");
+TSR_STATIC_ASSERT(offsetof(tsr_precision_vtable, init_shard_for) == 56, "tsr_precision_vtable layout (1.1)");
+TSR_STATIC_ASSERT(sizeof(tsr_precision_vtable) == 80, "tsr_precision_vtable layout changed");
 TSR_STATIC_ASSERT(sizeof(tsr_precision_info) == 24, "tsr_precision_info layout changed");
 TSR_STATIC_ASSERT(sizeof(tsr_flat_shard) == 56, "tsr_flat_shard layout changed");
 TSR_STATIC_ASSERT(offsetof(tsr_optim_step, grad_scale) == 72, "tsr_optim_step layout");

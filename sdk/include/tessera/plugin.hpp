@@ -47,20 +47,20 @@ class Error : public std::runtime_error {
 constexpr double kUnbounded = 0.0;  // use min=1, max=0 (min > max) for "no bounds"
 constexpr tsr_config_key key_int(const char* name, const char* default_toml, const char* doc,
                                  double min_value = 1.0, double max_value = 0.0) {
-  return {sizeof(tsr_config_key), name, TSR_CONFIG_INT, default_toml, doc, min_value, max_value};
+  return {sizeof(tsr_config_key), name, TSR_CONFIG_INT, default_toml, doc, min_value, max_value, nullptr};
 }
 constexpr tsr_config_key key_float(const char* name, const char* default_toml, const char* doc,
                                    double min_value = 1.0, double max_value = 0.0) {
-  return {sizeof(tsr_config_key), name, TSR_CONFIG_FLOAT, default_toml, doc, min_value, max_value};
+  return {sizeof(tsr_config_key), name, TSR_CONFIG_FLOAT, default_toml, doc, min_value, max_value, nullptr};
 }
 constexpr tsr_config_key key_bool(const char* name, const char* default_toml, const char* doc) {
-  return {sizeof(tsr_config_key), name, TSR_CONFIG_BOOL, default_toml, doc, 1.0, 0.0};
+  return {sizeof(tsr_config_key), name, TSR_CONFIG_BOOL, default_toml, doc, 1.0, 0.0, nullptr};
 }
 constexpr tsr_config_key key_string(const char* name, const char* default_toml, const char* doc) {
-  return {sizeof(tsr_config_key), name, TSR_CONFIG_STRING, default_toml, doc, 1.0, 0.0};
+  return {sizeof(tsr_config_key), name, TSR_CONFIG_STRING, default_toml, doc, 1.0, 0.0, nullptr};
 }
 constexpr tsr_config_key key_strings(const char* name, const char* default_toml, const char* doc) {
-  return {sizeof(tsr_config_key), name, TSR_CONFIG_STRING_ARRAY, default_toml, doc, 1.0, 0.0};
+  return {sizeof(tsr_config_key), name, TSR_CONFIG_STRING_ARRAY, default_toml, doc, 1.0, 0.0, nullptr};
 }
 
 // ---- the host, seen from C++ -----------------------------------------------------------

@@ -10,6 +10,7 @@
 
 #include "tessera/core/flat_params.hpp"
 #include "tessera/core/plugin_host.hpp"
+#include "tessera/core/shard.hpp"
 
 namespace tessera {
 
@@ -39,10 +40,6 @@ struct CheckpointTensors {
   std::vector<std::pair<std::string, at::Tensor>> tensors;
 };
 
-// The element range [begin, end) of each flat buffer whose state this rank holds.
-struct OwnedRange {
-  int64_t begin = 0, end = 0;
-};
 
 CheckpointTensors gather_checkpoint(const FlatParams& params, const StateStore& states, const tsr_precision_info& info,
                                     const std::vector<OwnedRange>& owned,

@@ -70,18 +70,6 @@ struct StepOutcome {
   double loss_scale = 1.0;
 };
 
-// A flat buffer handed to the precision backend as one shard (handles released on scope exit).
-struct ShardView {
-  // The whole buffer, or (ZeRO-1) the element range [offset, offset + numel) of it.
-  ShardView(FlatParamBuffer& buf, const tsr_precision_info& info, int64_t offset = 0, int64_t numel = -1);
-  ~ShardView();
-  ShardView(const ShardView&) = delete;
-  ShardView& operator=(const ShardView&) = delete;
-  tsr_tensor* params;
-  tsr_tensor* grads;
-  tsr_flat_shard shard;
-};
-
 // Everything one experiment needs, built and validated from its config.
 class Experiment {
  public:
