@@ -23,12 +23,19 @@ std::string shape_str(at::IntArrayRef s) {
 
 }  // namespace
 
-std::vector<TermValue> BackwardDispatcher::backward(const std::vector<Term>& terms,
-                                                    const BackwardOptions& opt) const {
+namespace {
+
+// A validated term set, ready for the one autograd call.
+struct Prepared {
+  std::vector<at::Tensor> outputs, seeds;
+  PendingTermValues values;
+};
+
+Prepared prepare(const std::vector<Term>& terms, const BackwardOptions& opt) {
   if (terms.empty()) throw Error("backward at step " + std::to_string(opt.step) + ": the loss reducers emitted no terms");
   std::set<std::string> names;
-  std::vector<at::Tensor> outputs, seeds;
-  std::vector<TermValue> values;
+  Prepared p;
+  std::vector<at::Tensor> means;
   const double factor = opt.loss_scale / opt.divisor;
   for (const auto& t : terms) {
     if (!names.insert(t.name).second)
@@ -56,19 +63,60 @@ std::vector<TermValue> BackwardDispatcher::backward(const std::vector<Term>& ter
                     shape_str(t.value.sizes()) + "); emit the term with an explicit gradient");
       seed = at::full_like(t.value, t.weight * factor, at::MemoryFormat::Contiguous);
     }
-    double v = t.value.detach().to(at::kDouble).mean().item<double>();
-    const double reported = t.logged ? *t.logged : v;
-    if (opt.check_finite && (!std::isfinite(v) || !std::isfinite(reported))) {
-      const double bad = std::isfinite(reported) ? v : reported;
-      throw NonFiniteError(term_label(t) + " is " + (std::isnan(bad) ? "NaN" : "infinite") + " at step " +
-                           std::to_string(opt.step));
-    }
-    values.push_back({t.name, reported * t.weight});
-    outputs.push_back(t.value);
-    seeds.push_back(std::move(seed));
+    means.push_back(t.value.detach().to(at::kDouble).mean());
+    p.values.names.push_back(t.name);
+    p.values.labels.push_back(term_label(t));
+    p.values.weights.push_back(t.weight);
+    p.values.logged.push_back(t.logged);
+    p.outputs.push_back(t.value);
+    p.seeds.push_back(std::move(seed));
   }
-  torch::autograd::backward(outputs, seeds, opt.retain_graph, opt.create_graph, opt.inputs);
-  return values;
+  p.values.means = at::stack(means);
+  return p;
+}
+
+void run(Prepared& p, const BackwardOptions& opt) {
+  torch::autograd::backward(p.outputs, p.seeds, opt.retain_graph, opt.create_graph, opt.inputs);
+}
+
+}  // namespace
+
+PendingTermValues BackwardDispatcher::backward_pending(const std::vector<Term>& terms,
+                                                      const BackwardOptions& opt) const {
+  Prepared p = prepare(terms, opt);
+  run(p, opt);
+  return std::move(p.values);
+}
+
+std::vector<TermValue> BackwardDispatcher::backward(const std::vector<Term>& terms,
+                                                    const BackwardOptions& opt) const {
+  Prepared p = prepare(terms, opt);
+  std::string bad;
+  auto values = read_term_values({p.values}, opt.step, opt.check_finite ? &bad : nullptr);
+  if (!bad.empty()) throw NonFiniteError(bad);  // before anything is backwarded
+  run(p, opt);
+  return std::move(values.front());
+}
+
+std::vector<std::vector<TermValue>> read_term_values(const std::vector<PendingTermValues>& passes, int64_t step,
+                                                     std::string* nonfinite) {
+  std::vector<at::Tensor> all;
+  for (const auto& p : passes) all.push_back(p.means);
+  const at::Tensor host = all.empty() ? at::Tensor() : at::cat(all).to(at::kCPU);  // the one sync
+  const double* v = host.defined() ? host.data_ptr<double>() : nullptr;
+  std::vector<std::vector<TermValue>> out;
+  for (const auto& p : passes) {
+    out.emplace_back();
+    for (size_t i = 0; i < p.names.size(); ++i, ++v) {
+      const double reported = p.logged[i] ? *p.logged[i] : *v;
+      if (nonfinite && nonfinite->empty() && (!std::isfinite(*v) || !std::isfinite(reported))) {
+        const double bad = std::isfinite(reported) ? *v : reported;
+        *nonfinite = p.labels[i] + " is " + (std::isnan(bad) ? "NaN" : "infinite") + " at step " + std::to_string(step);
+      }
+      out.back().push_back({p.names[i], reported * p.weights[i]});
+    }
+  }
+  return out;
 }
 
 }  // namespace tessera

@@ -15,10 +15,17 @@
 #include <string>
 #include <vector>
 
-#include "tessera/core/data.hpp"
 #include "tessera/core/error.hpp"
 
 namespace tessera {
+
+const std::vector<std::string>& fashion_mnist_class_names() {
+  static const std::vector<std::string> names = {
+      "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+      "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+  return names;
+}
+
 namespace {
 
 // ---- WordNet database files ---------------------------------------------------------------------

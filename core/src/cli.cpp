@@ -14,6 +14,7 @@
 #include "tessera/core/checkpoint.hpp"
 #include "tessera/core/error.hpp"
 #include "tessera/core/launch.hpp"
+#include "tessera/core/runtime.hpp"
 #include "tessera/core/trainer.hpp"
 
 namespace tessera {
@@ -124,6 +125,7 @@ int cmd_train(const Parsed& p) {
   if (p.help) return std::cout << kTrainHelp, 0;
   if (p.positional.size() != 1) throw std::invalid_argument("train needs exactly one CONFIG");
   Config cfg = Config::load(p.positional[0], p.sets);
+  setup_process(cfg);  // log level, threads: before anything logs or computes
   spdlog::info("config {} (resolved):\n{}", cfg.path(), cfg.dump());
   Experiment exp(cfg);
   spdlog::info("experiment:\n{}", exp.describe());
@@ -142,6 +144,7 @@ int cmd_check(const Parsed& p) {
   if (p.help) return std::cout << kCheckHelp, 0;
   if (p.positional.size() != 1) throw std::invalid_argument("check needs exactly one CONFIG");
   Config cfg = Config::load(p.positional[0], p.sets);
+  setup_process(cfg);
   Experiment exp(cfg, /*load_data=*/false);
   std::cout << cfg.path() << ": OK\n" << exp.describe();
   return 0;

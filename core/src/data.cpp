@@ -137,12 +137,6 @@ uint64_t bounded_draw(std::mt19937_64& rng, uint64_t range) {
 
 }  // namespace
 
-const std::vector<std::string>& fashion_mnist_class_names() {
-  static const std::vector<std::string> names = {
-      "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-      "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
-  return names;
-}
 
 ImageDataset load_fashion_mnist(const std::string& dir, const std::string& split, int64_t limit) {
   std::string prefix;

@@ -85,6 +85,10 @@ std::vector<TermValue> Engine::backward(const std::vector<Term>& terms, const Ba
   return dispatcher_.backward(terms, opt);
 }
 
+PendingTermValues Engine::backward_pending(const std::vector<Term>& terms, const BackwardOptions& opt) {
+  return dispatcher_.backward_pending(terms, opt);
+}
+
 StepStats Engine::finish_step() {
   StepStats s;
   s.backward_passes = passes_;

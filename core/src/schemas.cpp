@@ -1,6 +1,6 @@
 // core/src/schemas.cpp — the schemas of the core's own config sections ([experiment], [data],
 // [optimizer], [schedule], [train], [eval], [checkpoint], [dist] and the plugin slots).
-#include "tessera/core/trainer.hpp"
+#include "tessera/core/options.hpp"
 
 namespace tessera {
 
@@ -56,12 +56,12 @@ const Schema& data_schema() {
 }
 const Schema& optimizer_schema() {
   static const Schema s{{
-      key("name", S, "\"adamw\"", "update rule", 1, 0, {"adamw", "sgd"}),
+      key("name", S, "\"adamw\"", "update rule", 1, 0, {"adamw", "sgd", "lion"}),
       key("lr", F, "0.001", "peak learning rate", 0, 10),
-      key("beta1", F, "0.9", "AdamW first-moment decay", 0, 1),
-      key("beta2", F, "0.999", "AdamW second-moment decay", 0, 1),
+      key("beta1", F, "0.9", "AdamW first-moment decay; Lion: interpolation of the update direction", 0, 1),
+      key("beta2", F, "0.999", "AdamW second-moment decay; Lion: momentum decay", 0, 1),
       key("eps", F, "1e-8", "AdamW denominator epsilon", 0, 1),
-      key("weight_decay", F, "0.0", "decoupled (AdamW) or L2 (SGD) weight decay", 0, 10),
+      key("weight_decay", F, "0.0", "decoupled (AdamW, Lion) or L2 (SGD) weight decay", 0, 10),
       key("momentum", F, "0.9", "SGD momentum", 0, 1),
       key("nesterov", B, "false", "SGD Nesterov momentum"),
   }};

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "tessera/core/safetensors.hpp"
+#include "support.hpp"
 
 namespace fs = std::filesystem;
 
@@ -20,12 +21,7 @@ namespace {
 
 bool have_data() { return fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"); }
 
-fs::path temp_dir(const std::string& tag) {
-  fs::path d = fs::temp_directory_path() / ("tessera_dist_" + tag + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+fs::path temp_dir(const std::string& tag) { return tessera::test::temp_dir("dist", tag); }
 
 std::string write_config(const fs::path& dir, int max_steps, const std::string& optimizer = "adamw") {
   const fs::path p = dir / ("dp_" + optimizer + ".toml");

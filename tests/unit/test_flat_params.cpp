@@ -322,13 +322,14 @@ TEST(FlatParams, RegistrationErrors) {
 namespace {
 
 struct Sched {
-  tessera::Section optimizer, schedule;
+  tessera::OptimizerOptions optimizer;
+  tessera::ScheduleOptions schedule;
 };
 
 Sched sections(const std::string& toml) {
   const tessera::Config cfg = tessera::Config::parse(toml, "schedule_test.toml");
-  return {cfg.resolve(cfg.table("optimizer"), tessera::optimizer_schema(), "[optimizer]"),
-          cfg.resolve(cfg.table("schedule"), tessera::schedule_schema(), "[schedule]")};
+  return {tessera::OptimizerOptions::from(cfg.resolve(cfg.table("optimizer"), tessera::optimizer_schema(), "[optimizer]")),
+          tessera::ScheduleOptions::from(cfg.resolve(cfg.table("schedule"), tessera::schedule_schema(), "[schedule]"))};
 }
 
 }  // namespace
@@ -345,7 +346,7 @@ TEST(Schedule, WarmupIsLinearFromZero) {
 
 TEST(Schedule, CosineReachesMinLrRatioAtTotalSteps) {
   const Sched s = sections("[optimizer]\nlr = 0.01\n[schedule]\nwarmup_steps = 10\nmin_lr_ratio = 0.1\n");
-  ASSERT_EQ(s.schedule.get_string("decay"), "cosine");  // the default
+  ASSERT_EQ(s.schedule.decay, "cosine");  // the default
   const int64_t total = 110;
   EXPECT_NEAR(tessera::scheduled_lr(s.optimizer, s.schedule, total, total), 0.001, 1e-15);
   // Halfway through the decay: halfway between peak and floor.

@@ -12,6 +12,7 @@
 #include "tessera/core/error.hpp"
 #include "tessera/core/safetensors.hpp"
 #include "tessera/core/trainer.hpp"
+#include "support.hpp"
 
 namespace fs = std::filesystem;
 using namespace tessera;
@@ -20,12 +21,7 @@ namespace {
 
 bool have_data() { return fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"); }
 
-fs::path temp_dir(const std::string& tag) {
-  fs::path d = fs::temp_directory_path() / ("tessera_train_" + tag + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+fs::path temp_dir(const std::string& tag) { return tessera::test::temp_dir("train", tag); }
 
 // A small, fast experiment on a subset: mlp on 2000 images.
 std::string small_config(const fs::path& out, int seed = 7, const std::string& extra = "") {
@@ -38,17 +34,8 @@ std::string small_config(const fs::path& out, int seed = 7, const std::string& e
          "[train]\nepochs = 2\nlog_every = 5\nclip_grad_norm = 1.0\n" + extra;
 }
 
-std::vector<nlohmann::json> read_jsonl(const fs::path& p) {
-  std::vector<nlohmann::json> out;
-  std::ifstream f(p);
-  for (std::string line; std::getline(f, line);) out.push_back(nlohmann::json::parse(line));
-  return out;
-}
-
-std::string write_file(const fs::path& p, const std::string& text) {
-  std::ofstream(p) << text;
-  return p.string();
-}
+using tessera::test::read_jsonl;
+using tessera::test::write_file;
 
 }  // namespace
 

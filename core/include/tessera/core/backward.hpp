@@ -3,6 +3,7 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,22 @@ struct TermValue {
   double value = 0.0;  // weight * mean(value) (a scalar's own value times its weight)
 };
 
+// The values of a backwarded term set, still where they were computed: reading them is a
+// device sync, so a training step collects every pass's and reads them once (read_term_values).
+struct PendingTermValues {
+  std::vector<std::string> names;     // one per term, in emission order
+  std::vector<std::string> labels;    // "term 'x' from <plugin>", for messages
+  std::vector<double> weights;
+  std::vector<std::optional<double>> logged;  // the plugin's own scalar, when it gives one
+  at::Tensor means;                   // (terms,) float64: mean of each term's value
+};
+
+// Every pass's values with ONE device sync, in pass order. *nonfinite gets a message naming the
+// first NaN/Inf term (as the dispatcher's NonFiniteError would) and stays empty when all are
+// finite. Each value is weight * (the plugin's logged scalar, or the term's mean).
+std::vector<std::vector<TermValue>> read_term_values(const std::vector<PendingTermValues>& passes, int64_t step,
+                                                     std::string* nonfinite);
+
 class BackwardDispatcher {
  public:
   // Seeds: a scalar term gets weight * loss_scale / divisor; a non-scalar term its explicit
@@ -40,6 +57,9 @@ class BackwardDispatcher {
   // that does not require grad, a non-scalar term without gradient (PyTorch's wording plus
   // the term and plugin), a gradient whose shape/dtype/device differs, a non-finite value.
   std::vector<TermValue> backward(const std::vector<Term>& terms, const BackwardOptions& opt) const;
+  // The same validation and backward, without reading the values (opt.check_finite is not
+  // consulted: nothing is checked before the backward).
+  PendingTermValues backward_pending(const std::vector<Term>& terms, const BackwardOptions& opt) const;
 };
 
 }  // namespace tessera

@@ -12,6 +12,9 @@ namespace tessera {
 // Where Debian's wordnet-base package installs the WordNet 3.0 database.
 inline constexpr const char* kWordNetDefaultDir = "/usr/share/wordnet";
 
+// The 10 Fashion-MNIST class names, in label order ("T-shirt/top" ... "Ankle boot").
+const std::vector<std::string>& fashion_mnist_class_names();
+
 // The captions of one class. `train` and `heldout` are disjoint; every held-out caption contains
 // one of `names`.
 struct ClassCaptions {

@@ -9,11 +9,10 @@
 #include <vector>
 
 #include "tessera/core/captions.hpp"
+#include "tessera/core/tensor_map.hpp"
 
 namespace tessera {
 
-// A batch: named tensors ("image", "label", ...).
-using TensorMap = std::map<std::string, at::Tensor>;
 
 // An image-classification dataset held in memory.
 struct ImageDataset {
@@ -22,9 +21,6 @@ struct ImageDataset {
   int64_t num_classes = 10;
   std::vector<std::string> class_names;  // num_classes entries
 };
-
-// The 10 Fashion-MNIST class names, in label order ("T-shirt/top" ... "Ankle boot").
-const std::vector<std::string>& fashion_mnist_class_names();
 
 // Where Debian's dataset-fashion-mnist package installs the files.
 inline constexpr const char* kFashionMnistDefaultDir = "/usr/share/datasets/fashion-mnist";

@@ -46,6 +46,8 @@ class Engine {
                 const BackwardOptions& opt = {});
   // The loss reducers' terms, validated and backwarded in one call (see BackwardDispatcher).
   std::vector<TermValue> backward(const std::vector<Term>& terms, const BackwardOptions& opt);
+  // The same, without reading the term values (no device sync): see read_term_values.
+  PendingTermValues backward_pending(const std::vector<Term>& terms, const BackwardOptions& opt);
 
   void set_listener(GradReadyListener* listener) { listener_ = listener; }
 

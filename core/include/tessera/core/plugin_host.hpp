@@ -13,10 +13,10 @@
 
 #include "tessera/core/config.hpp"
 #include "tessera/core/plugin_loader.hpp"
+#include "tessera/core/tensor_map.hpp"
 
 namespace tessera {
 
-using TensorMap = std::map<std::string, at::Tensor>;
 
 // One loss term as the dispatcher sees it.
 struct Term {

@@ -1,0 +1,24 @@
+// tessera/core/runtime.hpp — process setup that belongs to the program, not to an experiment
+// object: log level, allocator tuning, intra-op threads, and the device this rank trains on.
+#pragma once
+#include <ATen/ATen.h>
+
+#include "tessera/core/comm.hpp"
+#include "tessera/core/config.hpp"
+#include "tessera/core/options.hpp"
+
+namespace tessera {
+
+// Log level ([experiment] log_level on rank 0, warnings only on other ranks), glibc malloc
+// tuning (large freed blocks stay in the heap instead of being page-faulted back every step),
+// and at::set_num_threads ([experiment] threads; 0 = all cores). Called once by the CLI before
+// the experiment is built.
+void setup_process(const ExperimentOptions& experiment, const DistEnv& env);
+// The same from a config file's [experiment] table (validated there).
+void setup_process(const Config& config);
+
+// The device of this rank: CPU, or with device = "cuda" one GPU per LOCAL_RANK (ranks share
+// GPUs when there are fewer). Throws ConfigError when this LibTorch sees no CUDA device.
+at::Device training_device(const ExperimentOptions& experiment, const DistEnv& env);
+
+}  // namespace tessera

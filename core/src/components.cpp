@@ -1,0 +1,205 @@
+// core/src/components.cpp — builds the experiment's plugin instances from their config slots
+// and runs them: encoders' forward, the losses' terms (optionally over all-gathered rows).
+#include "tessera/core/components.hpp"
+
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <sstream>
+
+#include "tessera/core/error.hpp"
+
+namespace tessera {
+
+// Each plugin instance initialises its parameters from its own stream, derived from the
+// experiment seed and the instance's name: adding or reordering components changes no one
+// else's initial weights, and a component built in another process starts identical.
+void seed_for_instance(uint64_t seed, const std::string& name) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
+  at::manual_seed(seed ^ h);
+}
+
+namespace {
+
+Schema merged(const Schema& core, const Schema& plugin, const std::string& slot) {
+  Schema s = core;
+  for (const auto& k : plugin.keys) {
+    if (core.find(k.name)) throw PluginError(slot + ": plugin declares key '" + k.name + "', which the core reserves");
+    s.keys.push_back(k);
+  }
+  return s;
+}
+
+// The `plugin` key of a slot table, read before the plugin (and so the full schema) is known.
+std::string plugin_name(const Config& cfg, const toml::table& t, const Schema& core, const std::string& slot) {
+  const toml::node* n = t.get("plugin");
+  if (!n) {
+    const KeySpec* k = core.find("plugin");
+    if (k && k->default_toml) return std::get<std::string>(parse_toml_value(*k->default_toml, ValueType::String));
+    SourcePos pos{cfg.path(), static_cast<int>(t.source().begin.line), static_cast<int>(t.source().begin.column)};
+    throw ConfigError(pos.str() + ": missing required key 'plugin' in " + slot);
+  }
+  if (!n->is_string()) {
+    SourcePos pos{cfg.path(), static_cast<int>(n->source().begin.line), static_cast<int>(n->source().begin.column)};
+    throw ConfigError(pos.str() + ": key 'plugin' in " + slot + " must be a string");
+  }
+  return **n->as_string();
+}
+
+std::string slot_label(const char* kind, size_t i, const std::string& name) {
+  return std::string("[[") + kind + "]] #" + std::to_string(i + 1) + (name.empty() ? "" : " '" + name + "'");
+}
+
+// All-gather of a batch tensor's rows with a gradient, as torch.distributed.nn.all_gather: the
+// backward sums the gathered gradient over ranks and keeps this rank's rows. Every rank
+// computes the loss of the whole global batch from the gathered rows (each with seeds carrying
+// 1 / world size), so the sum over ranks is d(loss)/d(own rows), exactly once.
+class AllGatherRows : public torch::autograd::Function<AllGatherRows> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& rows, Comm* comm) {
+    ctx->saved_data["comm"] = static_cast<int64_t>(reinterpret_cast<intptr_t>(comm));  // outlives the graph
+    ctx->saved_data["rows"] = rows.size(0);
+    return comm->all_gather_rows(rows);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto* comm = reinterpret_cast<Comm*>(static_cast<intptr_t>(ctx->saved_data["comm"].toInt()));
+    const int64_t rows = ctx->saved_data["rows"].toInt();
+    at::Tensor g = grads[0].contiguous().clone();
+    comm->all_reduce_sum(g);
+    return {g.narrow(0, comm->rank() * rows, rows), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+Components::Components(const Config& config, const PluginRegistry& registry, uint64_t seed, FlatParams& params,
+                       StateStore* states, at::Device device) {
+  auto enc_tables = config.tables("encoder");
+  if (enc_tables.empty()) throw ConfigError(config.path() + ": no [[encoder]] is configured; add at least one");
+  std::vector<std::string> names;
+  for (size_t i = 0; i < enc_tables.size(); ++i) {
+    std::string slot = slot_label("encoder", i, "");
+    auto lib = registry.get(plugin_name(config, *enc_tables[i], encoder_slot_schema(), slot), TSR_KIND_ENCODER,
+                            slot + " at " + config.path());
+    Section sec = config.resolve(*enc_tables[i], merged(encoder_slot_schema(), lib->schema(), slot), slot);
+    std::string name = sec.get_string("name").empty() ? lib->name() : sec.get_string("name");
+    for (const auto& e : names)
+      if (e == name)
+        throw ConfigError(sec.where("name").str() + ": two encoders are named '" + name + "'; give each a distinct name");
+    names.push_back(name);
+    seed_for_instance(seed, "encoder." + name);
+    auto inst = std::make_unique<EncoderInstance>(lib, sec, slot_label("encoder", i, name) + " (" + lib->name() + ")");
+    for (auto& [pname, tensor] : inst->parameters()) params.add(name + "." + pname, tensor);
+    encoders_.push_back(std::move(inst));
+  }
+  auto loss_tables = config.tables("loss");
+  if (loss_tables.empty()) throw ConfigError(config.path() + ": no [[loss]] is configured; add at least one");
+  for (size_t i = 0; i < loss_tables.size(); ++i) {
+    std::string slot = slot_label("loss", i, "");
+    auto lib = registry.get(plugin_name(config, *loss_tables[i], loss_slot_schema(), slot), TSR_KIND_LOSS,
+                            slot + " at " + config.path());
+    Section sec = config.resolve(*loss_tables[i], merged(loss_slot_schema(), lib->schema(), slot), slot);
+    std::string name = sec.get_string("name").empty() ? lib->name() : sec.get_string("name");
+    seed_for_instance(seed, "loss." + name);
+    auto inst = std::make_unique<LossInstance>(lib, sec, slot_label("loss", i, name) + " (" + lib->name() + ")");
+    for (auto& [pname, tensor] : inst->parameters()) params.add(name + "." + pname, tensor);
+    loss_weights_.push_back(sec.get_float("weight"));
+    loss_inputs_.emplace_back();
+    losses_.push_back(std::move(inst));
+  }
+  const toml::table& prec_table = config.table("precision");
+  const std::string slot = "[precision]";
+  auto lib = registry.get(plugin_name(config, prec_table, precision_slot_schema(), slot), TSR_KIND_PRECISION,
+                          slot + " at " + config.path());
+  Section sec = config.resolve(prec_table, merged(precision_slot_schema(), lib->schema(), slot), slot);
+  precision_ = std::make_unique<PrecisionInstance>(lib, sec, slot + " (" + lib->name() + ")", states);
+  precision_info_ = precision_->describe();
+  check_device_computes(precision_info_.param_dtype, "parameter", device);
+  if (precision_info_.autocast_dtype != TSR_DTYPE_NONE) check_device_computes(precision_info_.autocast_dtype, "autocast", device);
+}
+
+void Components::gather_across(Comm& comm) {
+  for (size_t i = 0; i < losses_.size(); ++i) {
+    const LossInstance& loss = *losses_[i];
+    const std::vector<std::string> gather = loss.config().get_strings("gather");
+    if (gather.empty()) continue;
+    loss_inputs_[i] = [&comm, &loss, gather](const TensorMap& batch) {
+      TensorMap global = batch;
+      for (const auto& name : gather) {
+        auto it = batch.find(name);
+        if (it == batch.end())
+          throw ConfigError(loss.config().where("gather").str() + ": no batch tensor named '" + name +
+                            "' to gather for " + loss.label());
+        global[name] = AllGatherRows::apply(it->second, &comm);
+      }
+      return global;
+    };
+  }
+}
+
+void Components::refuse_gather(const std::string& why) const {
+  for (const auto& l : losses_)
+    if (!l->config().get_strings("gather").empty())
+      throw ConfigError(l->config().where("gather").str() + ": gather in " + l->label() + " " + why);
+}
+
+void Components::forward(TensorMap& batch, GradSync* sync) const {
+  for (size_t i = 0; i < encoders_.size(); ++i) {  // each reads named inputs, writes outputs
+    if (sync) sync->before_forward(i);
+    encoders_[i]->forward(batch);
+    if (sync) sync->after_forward(i);
+  }
+}
+
+std::vector<Term> Components::terms(const TensorMap& batch) const {
+  std::vector<Term> terms;
+  for (size_t i = 0; i < losses_.size(); ++i) {
+    const size_t first = terms.size();
+    if (loss_inputs_[i]) losses_[i]->compute(loss_inputs_[i](batch), terms);
+    else losses_[i]->compute(batch, terms);
+    for (size_t t = first; t < terms.size(); ++t) terms[t].weight *= loss_weights_[i];
+  }
+  return terms;
+}
+
+void Components::set_training(bool training) const {
+  for (const auto& e : encoders_) e->set_training(training);
+}
+
+std::vector<std::pair<std::string, at::Tensor>> Components::encoder_buffers() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& e : encoders_) {
+    const std::string& n = e->config().get_string("name");
+    const std::string prefix = (n.empty() ? e->library().name() : n) + ".";
+    for (auto& [name, t] : e->buffers()) out.emplace_back(prefix + name, t);
+  }
+  return out;
+}
+
+std::string Components::describe() const {
+  std::ostringstream o;
+  for (const auto& e : encoders_) o << "encoder   " << e->label() << "  <- " << e->library().path() << "\n";
+  for (const auto& l : losses_) o << "loss      " << l->label() << "  <- " << l->library().path() << "\n";
+  o << "precision " << precision_->label() << "  <- " << precision_->library().path() << "\n";
+  return o.str();
+}
+
+void Components::check_device_computes(int32_t dtype, const char* role, at::Device device) const {
+  const at::ScalarType t = to_scalar_type(dtype);
+  if (t == at::kFloat || t == at::kDouble) return;
+  // Try the two ops every encoder leans on, on a tiny problem, in that dtype on this device.
+  try {
+    auto o = at::TensorOptions().dtype(t).device(device);
+    at::Tensor x = at::ones({2, 1, 4, 4}, o), w = at::ones({2, 1, 3, 3}, o);
+    at::conv2d(x, w);
+    at::linear(at::ones({2, 3}, o), at::ones({4, 3}, o));
+  } catch (const c10::Error& e) {
+    throw ConfigError(precision_->config().where("plugin").str() + ": precision backend " + precision_->label() +
+                      " needs " + role + " dtype " + c10::toString(t) + ", which LibTorch " + core_torch_version() +
+                      " cannot compute on " + device.str() + " (" + e.what_without_backtrace() +
+                      "); choose another [precision] plugin or device");
+  }
+}
+
+}  // namespace tessera

@@ -1,0 +1,64 @@
+// core/src/metrics_window.cpp — the logging window of the training loop: sums over the steps
+// since the last record, averaged into one metrics.jsonl record.
+#include "tessera/core/metrics_window.hpp"
+
+#include <spdlog/fmt/fmt.h>
+
+#include <algorithm>
+
+namespace tessera {
+
+MetricsWindow::MetricsWindow(int64_t log_every, Comm* comm) : log_every_(log_every), comm_(comm) {}
+
+void MetricsWindow::add(StepOutcome out) {
+  samples_ += out.samples;
+  lr_ = out.lr;
+  last_applied_ = !out.skipped;
+  if (out.skipped) return;
+  if (comm_) {
+    for (auto& [name, v] : out.terms) {  // the global mean of each term
+      at::Tensor t = at::full({1}, v / static_cast<double>(comm_->world_size()), at::kDouble);
+      comm_->all_reduce_sum(t);
+      v = t.item<double>();
+    }
+  }
+  for (const auto& [name, v] : out.terms) {
+    terms_[name] += v;
+    loss_ += v;
+  }
+  grad_norm_ = out.grad_norm;
+  loss_scale_ = out.loss_scale;
+  ++steps_;
+}
+
+bool MetricsWindow::due(int64_t step, int64_t total_steps) const {
+  return last_applied_ && (step % log_every_ == 0 || step == total_steps);
+}
+
+nlohmann::json MetricsWindow::flush(int64_t step, int64_t epoch, int64_t skipped, std::string* progress,
+                                    int64_t epochs, int64_t total_steps) {
+  const auto now = Clock::now();
+  const double secs = std::chrono::duration<double>(now - window_start_).count();
+  const double samples_per_s = samples_ / std::max(secs, 1e-9);
+  nlohmann::json rec = {{"step", step},
+                        {"epoch", epoch + 1},
+                        {"loss", loss_ / steps_},
+                        {"lr", lr_},
+                        {"grad_norm", grad_norm_},
+                        {"samples_per_s", samples_per_s},
+                        {"elapsed_s", std::chrono::duration<double>(now - start_).count()}};
+  for (const auto& [name, v] : terms_) rec["loss/" + name] = v / steps_;
+  rec["skipped_steps"] = skipped;
+  rec["loss_scale"] = loss_scale_;
+  last_loss_ = loss_ / steps_;
+  if (progress)
+    *progress = fmt::format("epoch {}/{}  step {}/{}  loss {:.4f}  lr {:.2e}  {:.0f} samples/s", epoch + 1, epochs, step,
+                            total_steps, last_loss_, lr_, samples_per_s);
+  window_start_ = now;
+  samples_ = steps_ = 0;
+  loss_ = 0;
+  terms_.clear();
+  return rec;
+}
+
+}  // namespace tessera

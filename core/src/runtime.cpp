@@ -1,0 +1,40 @@
+// core/src/runtime.cpp — process setup (log level, malloc tuning, threads) and the choice of
+// this rank's device.
+#include "tessera/core/runtime.hpp"
+
+#include <ATen/Parallel.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+#include <malloc.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <thread>
+
+namespace tessera {
+
+void setup_process(const ExperimentOptions& experiment, const DistEnv& env) {
+  spdlog::set_level(env.rank == 0 ? spdlog::level::from_str(experiment.log_level) : spdlog::level::warn);
+  // glibc returns large freed blocks to the OS at once; every step then page-faults its
+  // activations back in (~25% of a CPU step here). Keep them in the heap instead.
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  const int64_t threads = experiment.threads;
+  at::set_num_threads(threads > 0 ? static_cast<int>(threads)
+                                  : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+}
+
+void setup_process(const Config& config) {
+  setup_process(ExperimentOptions::from(config.resolve(config.table("experiment"), experiment_schema(), "[experiment]")),
+                DistEnv::from_env());
+}
+
+at::Device training_device(const ExperimentOptions& experiment, const DistEnv& env) {
+  if (experiment.device != "cuda") return at::kCPU;
+  if (!at::hasCUDA())
+    throw ConfigError(experiment.section.where("device").str() +
+                      ": device = \"cuda\" but this build of LibTorch sees no CUDA device");
+  const int gpus = std::max(1, static_cast<int>(c10::impl::getDeviceGuardImpl(at::kCUDA)->deviceCount()));
+  return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank % gpus));
+}
+
+}  // namespace tessera

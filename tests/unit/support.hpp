@@ -1,0 +1,47 @@
+// tests/unit/support.hpp — helpers the test suites share: fresh temporary directories, files
+// written and read whole, metrics.jsonl records.
+#pragma once
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace tessera::test {
+
+namespace fs = std::filesystem;
+
+// An empty directory <tmp>/tessera_<suite>_<tag>_<pid>, removed first if it exists.
+inline fs::path temp_dir(const std::string& suite, const std::string& tag) {
+  fs::path d = fs::temp_directory_path() / ("tessera_" + suite + "_" + tag + "_" + std::to_string(::getpid()));
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+// Writes `text` to p and returns p as a string (for command lines and Config::load).
+inline std::string write_file(const fs::path& p, const std::string& text) {
+  std::ofstream(p) << text;
+  return p.string();
+}
+
+inline std::string read_file(const fs::path& p) {
+  std::ifstream f(p);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+// Every record of a JSON Lines file (metrics.jsonl).
+inline std::vector<nlohmann::json> read_jsonl(const fs::path& p) {
+  std::vector<nlohmann::json> out;
+  std::ifstream f(p);
+  for (std::string line; std::getline(f, line);) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
+}  // namespace tessera::test
