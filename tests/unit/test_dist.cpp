@@ -175,7 +175,10 @@ TEST(DataParallel, GatheredContrastiveLossSeesTheGlobalBatch) {
     const double worst =
         max_relative_difference(one, launch_and_load(dir, cfg, n, tag, "--set dist.zero_stage=" + std::to_string(stage)));
     std::cout << "gathered CLIP, " << tag << ": max relative difference to 1 rank " << worst << "\n";
-    EXPECT_LE(worst, 1e-4) << tag;
+    // Summation order differs with the world size, and the batch softmax magnifies it: ~1e-4 on
+    // this machine's BLAS (both before and after the core redesign); the local-batch objective
+    // below is ~28 off.
+    EXPECT_LE(worst, 3e-4) << tag;
   }
   const double local = max_relative_difference(one, launch_and_load(dir, cfg, 2, "local_n2", "--set loss.0.gather=[]"));
   std::cout << "local-batch CLIP, 2 ranks: max relative difference to 1 rank " << local << "\n";
