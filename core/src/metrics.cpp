@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <system_error>
 
 #include "tessera/core/error.hpp"
@@ -46,6 +47,33 @@ MetricsWriter::MetricsWriter(const std::string& path, bool append) : path_(path)
   if (needs_newline && (std::fputc('\n', file_.get()) == EOF || std::fflush(file_.get()) != 0)) {
     throw Error("cannot write metrics file " + path + ": " + std::strerror(errno));
   }
+}
+
+int64_t truncate_metrics_after(const std::string& path, int64_t step) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return 0;
+  std::string kept, line;
+  int64_t dropped = 0;
+  while (std::getline(in, line)) {
+    const nlohmann::json r = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    const bool keep = r.is_object() && r.contains("step") && r["step"].is_number_integer() &&
+                      r["step"].get<int64_t>() <= step;
+    if (keep) kept += line + "\n";
+    else ++dropped;
+  }
+  in.close();
+  if (dropped == 0) return 0;
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << kept;
+    out.flush();
+    if (!out) throw Error("cannot rewrite metrics file " + path + " (writing " + tmp + ")");
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) throw Error("cannot rewrite metrics file " + path + ": " + ec.message());
+  return dropped;
 }
 
 void MetricsWriter::write(const nlohmann::json& record) {

@@ -118,6 +118,11 @@ TrainSummary Experiment::train_loop() {
   const bool resuming = !opt_.checkpoint.resume.empty();
   if (resuming) resumed = resume_from(opt_.checkpoint.resume);
   std::optional<MetricsWriter> metrics;
+  if (main && resuming) {
+    // Steps after the checkpoint were logged by the run that died; this run logs them again.
+    if (const int64_t dropped = truncate_metrics_after(output_dir + "/metrics.jsonl", resumed.step))
+      spdlog::info("metrics.jsonl: dropped {} record(s) after step {}, which this run repeats", dropped, resumed.step);
+  }
   if (main) metrics.emplace(output_dir + "/metrics.jsonl", /*append=*/resuming);
   ProgressLine progress;
   const int64_t accum = opt_.train.grad_accum, epochs = opt_.train.epochs;

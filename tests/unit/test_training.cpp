@@ -196,6 +196,31 @@ TEST(EndToEnd, NonFiniteLossIsAnErrorOrACountedSkip) {
   EXPECT_EQ(last_skipped, 3);
 }
 
+// A run that died after its last checkpoint had logged steps the resumed run repeats: resume
+// drops those records first, so every step appears once (the rerun's records equal the first's).
+TEST(EndToEnd, ResumeDropsTheMetricsLoggedAfterTheCheckpoint) {
+  if (!have_data()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  fs::path out = temp_dir("resume_metrics");
+  const std::string extra = "max_steps = 10\n[checkpoint]\nevery_steps = 4\nkeep = 0\n[eval]\nenabled = false\n";
+  std::string text = small_config(out, 7, extra);
+  text.replace(text.find("log_every = 5"), 13, "log_every = 1");
+  {
+    Config cfg = Config::parse(text, "resume.toml");
+    Experiment(cfg).train();
+  }
+  const auto first = read_jsonl(out / "metrics.jsonl");
+  ASSERT_EQ(first.size(), 10u);
+  std::ofstream(out / "metrics.jsonl", std::ios::app) << "{\"step\": 9, \"loss\": 1.0";  // cut short by a crash
+  Config cfg = Config::parse(text, "resume.toml", {"checkpoint.resume=\"" + (out / "checkpoints" / "step_4").string() + "\""});
+  Experiment(cfg).train();
+  const auto records = read_jsonl(out / "metrics.jsonl");
+  ASSERT_EQ(records.size(), 10u);
+  for (size_t i = 0; i < records.size(); ++i) {
+    EXPECT_EQ(records[i]["step"].get<int64_t>(), static_cast<int64_t>(i + 1));
+    EXPECT_EQ(records[i]["loss"], first[i]["loss"]) << "step " << i + 1;  // resume is bit for bit
+  }
+}
+
 // ---- the CLI ---------------------------------------------------------------------------------
 namespace {
 struct CliResult {

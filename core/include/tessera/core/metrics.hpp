@@ -34,6 +34,13 @@ class MetricsWriter {
   std::unique_ptr<std::FILE, Closer> file_;
 };
 
+// Resume: keeps the records of `path` up to and including optimizer step `step` (training and
+// evaluation records alike) and drops the rest, including a last line cut short by a crash, so
+// the resumed run appends where its checkpoint stood instead of repeating steps. The file is
+// rewritten atomically (temp file + rename); a missing file is left missing. Returns how many
+// records were dropped. Throws tessera::Error naming path on I/O failure.
+int64_t truncate_metrics_after(const std::string& path, int64_t step);
+
 // A live progress line. On a terminal (isatty(stdout), unless force_plain) each update rewrites
 // the line in place ("\r" + text + clear-to-end-of-line, cut to the terminal width), at most
 // ten redraws a second; call finish() before printing anything else, which draws the latest
