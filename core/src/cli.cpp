@@ -126,6 +126,7 @@ int cmd_train(const Parsed& p) {
   if (p.positional.size() != 1) throw std::invalid_argument("train needs exactly one CONFIG");
   Config cfg = Config::load(p.positional[0], p.sets);
   setup_process(cfg);  // log level, threads: before anything logs or computes
+  install_stop_signals();
   spdlog::info("config {} (resolved):\n{}", cfg.path(), cfg.dump());
   Experiment exp(cfg);
   spdlog::info("experiment:\n{}", exp.describe());
@@ -272,6 +273,9 @@ int run_cli(const std::vector<std::string>& args) {
   } catch (const std::invalid_argument& e) {
     std::cerr << "error: " << e.what() << "\n(see tessera --help)\n";
     return 2;
+  } catch (const Interrupted& e) {
+    std::cerr << e.what() << "\n";
+    return 128 + e.signal();
   } catch (const Error& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;

@@ -7,7 +7,10 @@
 #include <malloc.h>
 #include <spdlog/spdlog.h>
 
+#include <signal.h>
+
 #include <algorithm>
+#include <atomic>
 #include <thread>
 
 namespace tessera {
@@ -27,6 +30,25 @@ void setup_process(const Config& config) {
   setup_process(ExperimentOptions::from(config.resolve(config.table("experiment"), experiment_schema(), "[experiment]")),
                 DistEnv::from_env());
 }
+
+namespace {
+std::atomic<int> g_stop_signal{0};
+void on_stop_signal(int sig) {
+  g_stop_signal.store(sig);
+  ::signal(sig, SIG_DFL);  // a second one is not caught
+}
+}  // namespace
+
+void install_stop_signals() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sa.sa_flags = SA_RESTART;  // collectives' system calls carry on
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+int stop_requested() { return g_stop_signal.load(); }
 
 at::Device training_device(const ExperimentOptions& experiment, const DistEnv& env) {
   if (experiment.device != "cuda") return at::kCPU;

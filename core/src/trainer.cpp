@@ -2,6 +2,7 @@
 // backward per pass -> gradient sync -> updater, then metrics, checkpoints and evaluation.
 #include "tessera/core/trainer.hpp"
 
+#include <signal.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -13,6 +14,7 @@
 #include "tessera/core/checkpoint_schedule.hpp"
 #include "tessera/core/error.hpp"
 #include "tessera/core/metrics.hpp"
+#include "tessera/core/runtime.hpp"
 
 namespace fs = std::filesystem;
 
@@ -74,7 +76,8 @@ StepOutcome Experiment::train_step(int64_t step, int64_t total_steps, StepBatche
     for (const auto& tv : pass) out.terms[tv.name] += tv.value / static_cast<double>(passes);
   note_unused(engine_->finish_step(), step);
   // 3. The update, or a step all ranks drop together.
-  const UpdateOutcome u = updater_->step(step, out.lr, out.loss_scale, !nonfinite.empty(), *sync_);
+  const UpdateOutcome u = updater_->step(step, out.lr, out.loss_scale, !nonfinite.empty(), stop_requested() != 0, *sync_);
+  out.stop = u.stop;
   if (u.skip == UpdateOutcome::Skip::NonFiniteLoss) {
     if (!opt_.train.skip_nonfinite)
       throw NonFiniteError(!nonfinite.empty() ? nonfinite
@@ -84,6 +87,20 @@ StepOutcome Experiment::train_step(int64_t step, int64_t total_steps, StepBatche
   out.skipped = u.skip != UpdateOutcome::Skip::None;
   out.grad_norm = u.grad_norm;
   return out;
+}
+
+void Experiment::interrupt(int64_t step, int64_t epoch, int64_t batch, int64_t skipped, bool saved) {
+  const int sig = stop_requested();
+  std::string how;
+  if (opt_.checkpoint.every_steps > 0) {
+    if (!saved) save_checkpoint_at(step, epoch, batch, skipped);
+    how = "; checkpoint saved in " + checkpoint_dir() + ": resume with --set checkpoint.resume=latest";
+  } else {
+    how = " without a checkpoint ([checkpoint] every_steps = 0): the run cannot be resumed";
+  }
+  const int code = sig != 0 ? sig : SIGTERM;  // another rank got the signal
+  throw Interrupted(code, std::string(code == SIGINT ? "interrupted (SIGINT)" : "stopped (SIGTERM)") +
+                              " after step " + std::to_string(step) + how);
 }
 
 void Experiment::note_unused(const StepStats& stats, int64_t step) {
@@ -152,11 +169,12 @@ TrainSummary Experiment::train_loop() {
     for (int64_t s = first; s < steps_per_epoch && !done; ++s) {
       ++step;
       StepOutcome out = train_step(step, total_steps, data_->next_step(accum));
-      const bool skipped = out.skipped;
+      const bool skipped = out.skipped, stop = out.stop;
       window.add(std::move(out));
       done = step >= total_steps;
       if (skipped) {
         ++summary.skipped_steps;
+        if (stop) interrupt(step, epoch, (s + 1) * accum, summary.skipped_steps, false);
         continue;
       }
       if (window.due(step, total_steps)) {
@@ -168,10 +186,12 @@ TrainSummary Experiment::train_loop() {
           progress.update(line);
         }
       }
-      switch (checkpoints.after_step(step, done, s + 1 == steps_per_epoch)) {
-        case CheckpointSchedule::When::Now: save_checkpoint_at(step, epoch, (s + 1) * accum, summary.skipped_steps); break;
-        case CheckpointSchedule::When::AfterEval: save_after_eval = true; break;
-        case CheckpointSchedule::When::Never: break;
+      const CheckpointSchedule::When when = checkpoints.after_step(step, done, s + 1 == steps_per_epoch);
+      if (when == CheckpointSchedule::When::Now) save_checkpoint_at(step, epoch, (s + 1) * accum, summary.skipped_steps);
+      if (when == CheckpointSchedule::When::AfterEval) save_after_eval = true;
+      if (stop) {  // at the step boundary, after its record; the epoch's evaluation runs on resume
+        if (main) progress.finish();
+        interrupt(step, epoch, (s + 1) * accum, summary.skipped_steps, when == CheckpointSchedule::When::Now);
       }
     }
     summary.epochs = epoch + 1;

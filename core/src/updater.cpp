@@ -55,14 +55,16 @@ double Updater::local_sum_squares() const {
   return sq;
 }
 
-std::pair<bool, bool> Updater::vote(bool loss_nonfinite, bool overflow) const {
-  if (!comm_) return {loss_nonfinite, overflow};
-  at::Tensor flags = at::tensor({loss_nonfinite ? 1.0 : 0.0, overflow ? 1.0 : 0.0}, at::kDouble);
+Updater::Vote Updater::vote(Vote mine) const {
+  if (!comm_) return mine;
+  at::Tensor flags = at::tensor({mine.loss_nonfinite ? 1.0 : 0.0, mine.overflow ? 1.0 : 0.0, mine.stop ? 1.0 : 0.0},
+                                at::kDouble);
   comm_->all_reduce_sum(flags);
-  return {flags[0].item<double>() > 0, flags[1].item<double>() > 0};
+  return {flags[0].item<double>() > 0, flags[1].item<double>() > 0, flags[2].item<double>() > 0};
 }
 
-UpdateOutcome Updater::step(int64_t step, double lr, double loss_scale, bool loss_nonfinite, const GradSync& sync) {
+UpdateOutcome Updater::step(int64_t step, double lr, double loss_scale, bool loss_nonfinite, bool stop,
+                            const GradSync& sync) {
   UpdateOutcome out;
   // Loss scaling: the backend checks its shards for overflow (before unscaling).
   bool overflow = false;
@@ -70,9 +72,10 @@ UpdateOutcome Updater::step(int64_t step, double lr, double loss_scale, bool los
     ShardView view(buf, info_, plan_.range(buf, rank_));
     overflow = precision_.find_overflow(view.shard) || overflow;
   }
-  const auto [any_nonfinite, any_overflow] = vote(loss_nonfinite, overflow);
-  if (any_nonfinite) out.skip = UpdateOutcome::Skip::NonFiniteLoss;
-  else if (precision_.update_scale(any_overflow)) out.skip = UpdateOutcome::Skip::Overflow;
+  const Vote all = vote({loss_nonfinite, overflow, stop});
+  out.stop = all.stop;
+  if (all.loss_nonfinite) out.skip = UpdateOutcome::Skip::NonFiniteLoss;
+  else if (precision_.update_scale(all.overflow)) out.skip = UpdateOutcome::Skip::Overflow;
   if (out.skip != UpdateOutcome::Skip::None) {
     params_.zero_grad();
     return out;

@@ -1,5 +1,10 @@
 // tests/unit/test_training.cpp — end to end: the plugin path against plain LibTorch autograd,
 // training on a Fashion-MNIST subset (loss falls, accuracy rises), determinism, and the CLI.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -219,6 +224,46 @@ TEST(EndToEnd, ResumeDropsTheMetricsLoggedAfterTheCheckpoint) {
     EXPECT_EQ(records[i]["step"].get<int64_t>(), static_cast<int64_t>(i + 1));
     EXPECT_EQ(records[i]["loss"], first[i]["loss"]) << "step " << i + 1;  // resume is bit for bit
   }
+}
+
+// SIGTERM (or Ctrl-C) stops training at the next step boundary with a final checkpoint and a
+// message saying how to resume; the exit code is 128 + signal; the resumed run completes.
+TEST(EndToEnd, SigtermStopsAtAStepBoundaryWithACheckpoint) {
+  if (!have_data()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  fs::path out = temp_dir("sigterm");
+  std::string text = small_config(out, 7, "[checkpoint]\nevery_steps = 1000\n[eval]\nenabled = false\n");
+  text.replace(text.find("epochs = 2"), 10, "epochs = 50");
+  text.replace(text.find("log_every = 5"), 13, "log_every = 1");
+  const std::string cfg = write_file(out / "sigterm.toml", text);
+  const std::string log = (out / "train.log").string();
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    ::execl(TESSERA_CLI, "tessera", "train", cfg.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  // Wait for a few logged steps, then ask it to stop.
+  for (int i = 0; i < 600 && (!fs::exists(out / "metrics.jsonl") || read_jsonl(out / "metrics.jsonl").size() < 3); ++i)
+    ::usleep(100000);
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << tessera::test::read_file(log);
+  EXPECT_EQ(WEXITSTATUS(status), 143) << tessera::test::read_file(log);
+  const std::string said = tessera::test::read_file(log);
+  EXPECT_NE(said.find("stopped (SIGTERM) after step "), std::string::npos) << said;
+  EXPECT_NE(said.find("resume with --set checkpoint.resume=latest"), std::string::npos) << said;
+  const auto records = read_jsonl(out / "metrics.jsonl");
+  const int64_t last = records.back()["step"].get<int64_t>();
+  EXPECT_TRUE(fs::exists(out / "checkpoints" / ("step_" + std::to_string(last)))) << said;
+  EXPECT_FALSE(fs::exists(out / "model.safetensors"));  // not a finished run
+  // The resumed run starts after that step.
+  Config resumed = Config::parse(text, "sigterm.toml", {"checkpoint.resume=latest", "train.max_steps=" + std::to_string(last + 2)});
+  TrainSummary s = Experiment(resumed).train();
+  EXPECT_EQ(s.steps, last + 2);
 }
 
 // ---- the CLI ---------------------------------------------------------------------------------

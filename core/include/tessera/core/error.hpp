@@ -30,4 +30,15 @@ class DataError : public Error {
   using Error::Error;
 };
 
+// Training stopped at a step boundary because the process got SIGINT or SIGTERM; what() says
+// where it stopped and how to resume. The CLI exits with 128 + signal (130, 143).
+class Interrupted : public Error {
+ public:
+  Interrupted(int signal, const std::string& msg) : Error(msg), signal_(signal) {}
+  int signal() const { return signal_; }
+
+ private:
+  int signal_;
+};
+
 }  // namespace tessera

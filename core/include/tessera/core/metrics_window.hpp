@@ -20,6 +20,7 @@ struct StepOutcome {
   double grad_norm = 0.0;               // global, unscaled, before clipping
   double lr = 0.0;
   double loss_scale = 1.0;
+  bool stop = false;                    // the run was asked to stop after this step (a signal)
 };
 
 class MetricsWindow {

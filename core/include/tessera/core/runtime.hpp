@@ -17,6 +17,11 @@ void setup_process(const ExperimentOptions& experiment, const DistEnv& env);
 // The same from a config file's [experiment] table (validated there).
 void setup_process(const Config& config);
 
+// SIGINT and SIGTERM ask training to stop at the next step boundary (a second one ends the
+// process at once, as usual). stop_requested() is the signal received, 0 for none.
+void install_stop_signals();
+int stop_requested();
+
 // The device of this rank: CPU, or with device = "cuda" one GPU per LOCAL_RANK (ranks share
 // GPUs when there are fewer). Throws ConfigError when this LibTorch sees no CUDA device.
 at::Device training_device(const ExperimentOptions& experiment, const DistEnv& env);

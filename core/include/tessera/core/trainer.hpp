@@ -62,6 +62,9 @@ class Experiment {
   TrainSummary train_loop();
   StepOutcome train_step(int64_t step, int64_t total_steps, StepBatches batches);
   void note_unused(const StepStats& stats, int64_t step);
+  // A signal asked every rank to stop after `step`: checkpoint (when on and not `saved` at this
+  // step already) and throw Interrupted.
+  [[noreturn]] void interrupt(int64_t step, int64_t epoch, int64_t batch, int64_t skipped, bool saved);
   // Checkpoints (run_checkpoint.cpp).
   std::string checkpoint_dir() const;
   void save_checkpoint_at(int64_t step, int64_t epoch, int64_t batch, int64_t skipped);

@@ -18,6 +18,7 @@ struct UpdateOutcome {
   enum class Skip { None, NonFiniteLoss, Overflow };
   Skip skip = Skip::None;
   double grad_norm = 0.0;  // global, unscaled, before clipping (0 when skipped)
+  bool stop = false;       // some rank was asked to stop (SIGINT/SIGTERM): all stop after this step
 };
 
 class Updater {
@@ -36,15 +37,20 @@ class Updater {
   // left alone); otherwise any overflow goes to the backend, which may drop the step and adapt
   // its scale; otherwise the update runs with the unscale and the clip folded into its gradient
   // scale. The gradients are zeroed in every case.
-  UpdateOutcome step(int64_t step, double lr, double loss_scale, bool loss_nonfinite, const GradSync& sync);
+  // `stop`: this rank was asked to stop; the vote carries it, so every rank stops after the
+  // same step.
+  UpdateOutcome step(int64_t step, double lr, double loss_scale, bool loss_nonfinite, bool stop, const GradSync& sync);
 
   // This rank's element range of every flat buffer.
   std::vector<OwnedRange> owned() const { return plan_.ranges(params_, rank_); }
 
  private:
   double local_sum_squares() const;
-  // (any non-finite loss, any overflow) over all ranks, in one collective.
-  std::pair<bool, bool> vote(bool loss_nonfinite, bool overflow) const;
+  // Each flag ORed over all ranks, in one collective.
+  struct Vote {
+    bool loss_nonfinite, overflow, stop;
+  };
+  Vote vote(Vote mine) const;
   tsr_optim_step optim_step(int64_t step, double lr, double grad_scale) const;
 
   FlatParams& params_;
