@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "tessera/kernels/optim.h"
+#include "tessera/kernels/update.h"
 
 // Contract, for every function below:
 //  * Each is the device twin of the function of the same name in tessera::kernels: same
@@ -21,6 +22,14 @@ namespace tessera::kernels::cuda {
 
 // True when a CUDA device is usable from this process.
 bool available();
+
+// ---- update.h: the composed optimizer update and the storages' masters -----------------------
+// Device twins of apply_update / init_master / export_master / import_master; the same
+// composed element code, so results equal the CPU's bit for bit (stochastic rounding included).
+void apply_update(Storage s, const RuleArgs& a, const UpdateBuffers& b, void* stream);
+void init_master(Storage s, const UpdateBuffers& b, void* stream);
+void export_master(Storage s, const UpdateBuffers& b, float* out, void* stream);
+void import_master(Storage s, const UpdateBuffers& b, const float* in, void* stream);
 
 // ---- optim.h ---------------------------------------------------------------------------------
 void adamw_f32(float* param, const float* grad, float* exp_avg, float* exp_avg_sq, int64_t n, const AdamWArgs& a,
