@@ -44,37 +44,14 @@ inline void* current_cuda_stream(const at::Device& device) {
 
 // The optimizer of a step as a kernels rule: the one place TSR_OPTIM_* maps to kernels::Rule.
 inline kernels::RuleArgs rule_args(const tsr_optim_step& o) {
+  // The argument structs in their member order (kernels/optim.h, kernels/update.h).
   switch (o.algorithm) {
-    case TSR_OPTIM_ADAMW: {
-      kernels::AdamWArgs a;
-      a.lr = o.lr;
-      a.beta1 = o.beta1;
-      a.beta2 = o.beta2;
-      a.eps = o.eps;
-      a.weight_decay = o.weight_decay;
-      a.step = o.step;
-      a.grad_scale = o.grad_scale;
-      return a;
-    }
-    case TSR_OPTIM_SGD: {
-      kernels::SgdArgs a;
-      a.lr = o.lr;
-      a.momentum = o.momentum;
-      a.weight_decay = o.weight_decay;
-      a.nesterov = o.nesterov != 0;
-      a.first_step = o.step == 1;
-      a.grad_scale = o.grad_scale;
-      return a;
-    }
-    case TSR_OPTIM_LION: {
-      kernels::LionArgs a;
-      a.lr = o.lr;
-      a.beta1 = o.beta1;
-      a.beta2 = o.beta2;
-      a.weight_decay = o.weight_decay;
-      a.grad_scale = o.grad_scale;
-      return a;
-    }
+    case TSR_OPTIM_ADAMW:
+      return kernels::AdamWArgs{o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, o.step, o.grad_scale};
+    case TSR_OPTIM_SGD:  // the momentum buffer starts as the first gradient
+      return kernels::SgdArgs{o.lr, o.momentum, o.weight_decay, o.nesterov != 0, o.step == 1, o.grad_scale};
+    case TSR_OPTIM_LION:
+      return kernels::LionArgs{o.lr, o.beta1, o.beta2, o.weight_decay, o.grad_scale};
   }
   throw sdk::Error(TSR_ERR_UNSUPPORTED, "no optimizer rule for algorithm " + std::to_string(o.algorithm));
 }
