@@ -1,4 +1,4 @@
-// kernels/common/updates.h — the per-element AdamW and SGD updates and the bf16 + remainder
+// kernels/common/updates.h — the per-element AdamW, SGD and Lion math and the bf16 + remainder
 // split/merge, written once for the CPU loops (cpu/) and the CUDA kernels (cuda/). Private to kernels/.
 //
 // Bitwise agreement between the two rests on this file: the same fp32 expressions in the same
@@ -12,6 +12,7 @@
 
 #include "tessera/kernels/optim.h"
 #include "tessera/kernels/precision.h"
+#include "tessera/kernels/update.h"
 
 namespace tessera::kernels::updates {
 
@@ -76,6 +77,30 @@ TESSERA_HD inline void sgd_update(const SgdConsts& c, float grad, float& param, 
     g = c.nesterov ? g + c.mu * buf : buf;
   }
   param -= c.lr * g;
+}
+
+// ---- Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms") --------------
+
+struct LionConsts {
+  float decay, lr, b1, b2, one_minus_b1, one_minus_b2, scale;
+};
+
+inline LionConsts lion_consts(const LionArgs& a) {
+  return {static_cast<float>(1.0 - a.lr * a.weight_decay), static_cast<float>(a.lr), static_cast<float>(a.beta1),
+          static_cast<float>(a.beta2), static_cast<float>(1.0 - a.beta1), static_cast<float>(1.0 - a.beta2),
+          static_cast<float>(a.grad_scale)};
+}
+
+// sign(x): 1, -1, 0 for ±0, NaN for NaN.
+TESSERA_HD inline float sign_of(float x) { return x > 0.0f ? 1.0f : x < 0.0f ? -1.0f : x == 0.0f ? 0.0f : x; }
+
+// One element: the update direction is the sign of an interpolation (beta1) between momentum
+// and gradient; the momentum then tracks the gradient with beta2.
+TESSERA_HD inline void lion_update(const LionConsts& c, float grad, float& param, float& momentum) {
+  const float g = grad * c.scale;
+  const float direction = sign_of(c.b1 * momentum + c.one_minus_b1 * g);
+  param = param * c.decay - c.lr * direction;
+  momentum = c.b2 * momentum + c.one_minus_b2 * g;
 }
 
 // Runs body(std::true_type{}) when flag is set, body(std::false_type{}) otherwise: a runtime

@@ -1,5 +1,5 @@
 // kernels/cpu/precision.cpp — CPU implementations of the 16-bit conversions, bf16+remainder
-// split/merge and mixed-precision AdamW/SGD; element math shared with optim.cpp (common/updates.h).
+// split/merge, and the overflow checks and sums of squares over 16-bit values.
 #include "tessera/kernels/precision.h"
 
 #include <algorithm>
@@ -10,17 +10,8 @@ namespace tessera::kernels {
 
 namespace {
 
-using updates::adam_consts;
-using updates::adam_update;
-using updates::AdamConsts;
 using updates::merge_one;
-using updates::sgd_consts;
-using updates::sgd_update;
-using updates::SgdConsts;
 using updates::split_one;
-using updates::store_pure_bf16;
-using updates::with_flag;
-using updates::with_momentum;
 
 // All-finite over 16-bit patterns whose exponent field is `exp_mask`: branch-free inside
 // fixed-size chunks (vectorisable), early exit between chunks.
@@ -87,119 +78,6 @@ void split_f32_to_bf16_remainder(const float* master, uint16_t* bf16, int16_t* r
 
 void merge_bf16_remainder_to_f32(const uint16_t* bf16, const int16_t* remainder, float* master, int64_t n) {
   for (int64_t i = 0; i < n; ++i) master[i] = merge_one(bf16[i], remainder[i]);
-}
-
-// ---- AdamW ---------------------------------------------------------------------------------
-
-void adamw_bf16_master_f32(uint16_t* param_bf16, const uint16_t* grad_bf16, float* master, float* exp_avg,
-                           float* exp_avg_sq, int64_t n, const AdamWArgs& a) {
-  const AdamConsts c = adam_consts(a);
-  for (int64_t i = 0; i < n; ++i) {
-    float p = master[i], m = exp_avg[i], v = exp_avg_sq[i];
-    adam_update(c, bf16_to_f32(grad_bf16[i]), p, m, v);
-    master[i] = p;
-    exp_avg[i] = m;
-    exp_avg_sq[i] = v;
-    param_bf16[i] = f32_to_bf16_ties_away(p);
-  }
-}
-
-void adamw_bf16_remainder(uint16_t* param_bf16, int16_t* remainder, const uint16_t* grad_bf16, float* exp_avg,
-                          float* exp_avg_sq, int64_t n, const AdamWArgs& a) {
-  const AdamConsts c = adam_consts(a);
-  for (int64_t i = 0; i < n; ++i) {
-    float p = merge_one(param_bf16[i], remainder[i]), m = exp_avg[i], v = exp_avg_sq[i];
-    adam_update(c, bf16_to_f32(grad_bf16[i]), p, m, v);
-    exp_avg[i] = m;
-    exp_avg_sq[i] = v;
-    param_bf16[i] = split_one(p, &remainder[i]);
-  }
-}
-
-void adamw_bf16_pure(uint16_t* param_bf16, const uint16_t* grad_bf16, uint16_t* exp_avg_bf16,
-                     uint16_t* exp_avg_sq_bf16, int64_t n, const AdamWArgs& a, bool stochastic_rounding,
-                     uint64_t seed, uint64_t counter_base) {
-  const AdamConsts c = adam_consts(a);
-  const uint64_t key = detail::stochastic_key(seed);
-  with_flag(stochastic_rounding, [&](auto stochastic) {
-    for (int64_t i = 0; i < n; ++i) {
-      float p = bf16_to_f32(param_bf16[i]), m = bf16_to_f32(exp_avg_bf16[i]), v = bf16_to_f32(exp_avg_sq_bf16[i]);
-      adam_update(c, bf16_to_f32(grad_bf16[i]), p, m, v);
-      exp_avg_bf16[i] = f32_to_bf16(m);
-      exp_avg_sq_bf16[i] = f32_to_bf16(v);
-      param_bf16[i] = store_pure_bf16<decltype(stochastic)::value>(p, key, counter_base + static_cast<uint64_t>(i));
-    }
-  });
-}
-
-void sgd_bf16_pure(uint16_t* param_bf16, const uint16_t* grad_bf16, uint16_t* momentum_bf16, int64_t n,
-                   const SgdArgs& a, bool stochastic_rounding, uint64_t seed, uint64_t counter_base) {
-  const SgdConsts c = sgd_consts(a);
-  const uint64_t key = detail::stochastic_key(seed);
-  with_momentum(c, [&](auto momentum) {
-    with_flag(stochastic_rounding, [&](auto stochastic) {
-      constexpr bool kMomentum = decltype(momentum)::value;
-      for (int64_t i = 0; i < n; ++i) {
-        float p = bf16_to_f32(param_bf16[i]), buf = kMomentum ? bf16_to_f32(momentum_bf16[i]) : 0.0f;
-        sgd_update<kMomentum>(c, bf16_to_f32(grad_bf16[i]), p, &buf);
-        if (kMomentum) momentum_bf16[i] = f32_to_bf16(buf);
-        param_bf16[i] = store_pure_bf16<decltype(stochastic)::value>(p, key, counter_base + static_cast<uint64_t>(i));
-      }
-    });
-  });
-}
-
-void adamw_f16_master_f32(uint16_t* param_f16, const uint16_t* grad_f16, float* master, float* exp_avg,
-                          float* exp_avg_sq, int64_t n, const AdamWArgs& a) {
-  const AdamConsts c = adam_consts(a);
-  for (int64_t i = 0; i < n; ++i) {
-    float p = master[i], m = exp_avg[i], v = exp_avg_sq[i];
-    adam_update(c, f16_to_f32(grad_f16[i]), p, m, v);
-    master[i] = p;
-    exp_avg[i] = m;
-    exp_avg_sq[i] = v;
-    param_f16[i] = f32_to_f16(p);
-  }
-}
-
-// ---- SGD -----------------------------------------------------------------------------------
-
-void sgd_bf16_master_f32(uint16_t* param_bf16, const uint16_t* grad_bf16, float* master, float* momentum_buf,
-                         int64_t n, const SgdArgs& a) {
-  const SgdConsts c = sgd_consts(a);
-  with_momentum(c, [&](auto momentum) {
-    for (int64_t i = 0; i < n; ++i) {
-      float p = master[i];
-      sgd_update<decltype(momentum)::value>(c, bf16_to_f32(grad_bf16[i]), p, momentum_buf + i);
-      master[i] = p;
-      param_bf16[i] = f32_to_bf16_ties_away(p);
-    }
-  });
-}
-
-void sgd_bf16_remainder(uint16_t* param_bf16, int16_t* remainder, const uint16_t* grad_bf16, float* momentum_buf,
-                        int64_t n, const SgdArgs& a) {
-  const SgdConsts c = sgd_consts(a);
-  with_momentum(c, [&](auto momentum) {
-    for (int64_t i = 0; i < n; ++i) {
-      float p = merge_one(param_bf16[i], remainder[i]);
-      sgd_update<decltype(momentum)::value>(c, bf16_to_f32(grad_bf16[i]), p, momentum_buf + i);
-      param_bf16[i] = split_one(p, &remainder[i]);
-    }
-  });
-}
-
-void sgd_f16_master_f32(uint16_t* param_f16, const uint16_t* grad_f16, float* master, float* momentum_buf,
-                        int64_t n, const SgdArgs& a) {
-  const SgdConsts c = sgd_consts(a);
-  with_momentum(c, [&](auto momentum) {
-    for (int64_t i = 0; i < n; ++i) {
-      float p = master[i];
-      sgd_update<decltype(momentum)::value>(c, f16_to_f32(grad_f16[i]), p, momentum_buf + i);
-      master[i] = p;
-      param_f16[i] = f32_to_f16(p);
-    }
-  });
 }
 
 // ---- overflow checks and reductions --------------------------------------------------------

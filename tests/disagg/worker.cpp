@@ -17,7 +17,7 @@
 #include "tessera/core/plugin_host.hpp"
 #include "tessera/core/safetensors.hpp"
 #include "tessera/core/trainer.hpp"
-#include "tessera/kernels/optim.h"
+#include "tessera/kernels/update.h"
 
 using namespace tessera;
 
@@ -121,8 +121,13 @@ void adamw(Side& side, int64_t step) {
   a.step = step;
   for (size_t i = 0; i < side.params.buffers().size(); ++i) {
     auto& b = side.params.buffers()[i];
-    kernels::adamw_f32(b.params.data_ptr<float>(), b.grads.data_ptr<float>(), side.m[i].data_ptr<float>(),
-                       side.v[i].data_ptr<float>(), b.numel(), a);
+    kernels::UpdateBuffers u;  // fp32 storage: param, grad, exp_avg, exp_avg_sq, all (numel,) fp32
+    u.param = b.params.data_ptr<float>();
+    u.grad = b.grads.data_ptr<float>();
+    u.state[0] = side.m[i].data_ptr<float>();
+    u.state[1] = side.v[i].data_ptr<float>();
+    u.n = b.numel();
+    kernels::apply_update(kernels::Storage::F32, a, u);
   }
   side.params.zero_grad();
 }

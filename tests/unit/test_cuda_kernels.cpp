@@ -236,8 +236,8 @@ TEST_F(CudaKernels, AdamWF32MatchesCpuBitwise) {
                          v = positive(n, 4, 1e-4);
       DeviceBuffer<float> dp(p), dg(g), dm(m), dv(v);
       for (int s = 1; s <= kSteps; ++s) {
-        k::adamw_f32(p.data(), g.data(), m.data(), v.data(), n, adamw_args(c, s));
-        kc::adamw_f32(dp.get(), dg.get(), dm.get(), dv.get(), n, adamw_args(c, s), nullptr);
+        k::apply_update(k::Storage::F32, adamw_args(c, s), tessera::test::f32_buffers(p.data(), g.data(), m.data(), v.data(), n));
+        kc::apply_update(k::Storage::F32, adamw_args(c, s), tessera::test::f32_buffers(dp.get(), dg.get(), dm.get(), dv.get(), n), nullptr);
       }
       EXPECT_TRUE(same_bits(p, dp.to_host(), "param"));
       EXPECT_TRUE(same_bits(m, dm.to_host(), "exp_avg"));
@@ -255,8 +255,8 @@ TEST_F(CudaKernels, AdamWBf16MasterF32MatchesCpuBitwise) {
       DeviceBuffer<uint16_t> dp(p), dg(g);
       DeviceBuffer<float> dmaster(master), dm(m), dv(v);
       for (int s = 1; s <= kSteps; ++s) {
-        k::adamw_bf16_master_f32(p.data(), g.data(), master.data(), m.data(), v.data(), n, adamw_args(c, s));
-        kc::adamw_bf16_master_f32(dp.get(), dg.get(), dmaster.get(), dm.get(), dv.get(), n, adamw_args(c, s), nullptr);
+        k::apply_update(k::Storage::Bf16MasterF32, adamw_args(c, s), tessera::test::master_buffers(p.data(), g.data(), master.data(), m.data(), v.data(), n));
+        kc::apply_update(k::Storage::Bf16MasterF32, adamw_args(c, s), tessera::test::master_buffers(dp.get(), dg.get(), dmaster.get(), dm.get(), dv.get(), n), nullptr);
       }
       EXPECT_TRUE(same_bits(p, dp.to_host(), "param_bf16"));
       EXPECT_TRUE(same_bits(master, dmaster.to_host(), "master"));
@@ -279,8 +279,8 @@ TEST_F(CudaKernels, AdamWBf16RemainderMatchesCpuBitwise) {
       DeviceBuffer<int16_t> drem(rem);
       DeviceBuffer<float> dm(m), dv(v);
       for (int s = 1; s <= kSteps; ++s) {
-        k::adamw_bf16_remainder(p.data(), rem.data(), g.data(), m.data(), v.data(), n, adamw_args(c, s));
-        kc::adamw_bf16_remainder(dp.get(), drem.get(), dg.get(), dm.get(), dv.get(), n, adamw_args(c, s), nullptr);
+        k::apply_update(k::Storage::Bf16Remainder, adamw_args(c, s), tessera::test::remainder_buffers(p.data(), rem.data(), g.data(), m.data(), v.data(), n));
+        kc::apply_update(k::Storage::Bf16Remainder, adamw_args(c, s), tessera::test::remainder_buffers(dp.get(), drem.get(), dg.get(), dm.get(), dv.get(), n), nullptr);
       }
       EXPECT_TRUE(same_bits(p, dp.to_host(), "param_bf16"));
       EXPECT_TRUE(same_bits(rem, drem.to_host(), "remainder"));
@@ -305,9 +305,8 @@ TEST_F(CudaKernels, AdamWBf16PureMatchesCpuBitwiseWithAndWithoutStochasticRoundi
           DeviceBuffer<uint16_t> dp(p), dg(g), dm(m), dv(v);
           for (int s = 1; s <= kSteps; ++s) {
             const uint64_t base = counter_base + static_cast<uint64_t>(s) * static_cast<uint64_t>(n);
-            k::adamw_bf16_pure(p.data(), g.data(), m.data(), v.data(), n, adamw_args(c, s), stochastic, 99, base);
-            kc::adamw_bf16_pure(dp.get(), dg.get(), dm.get(), dv.get(), n, adamw_args(c, s), stochastic, 99, base,
-                                nullptr);
+            k::apply_update(k::Storage::Bf16Pure, adamw_args(c, s), tessera::test::pure_buffers(p.data(), g.data(), m.data(), v.data(), n, stochastic, 99, base));
+            kc::apply_update(k::Storage::Bf16Pure, adamw_args(c, s), tessera::test::pure_buffers(dp.get(), dg.get(), dm.get(), dv.get(), n, stochastic, 99, base), nullptr);
           }
           EXPECT_TRUE(same_bits(p, dp.to_host(), "param_bf16"));
           EXPECT_TRUE(same_bits(m, dm.to_host(), "exp_avg_bf16"));
@@ -332,8 +331,8 @@ TEST_F(CudaKernels, AdamWF16MasterF32MatchesCpuBitwise) {
       DeviceBuffer<uint16_t> dp(p), dg(g);
       DeviceBuffer<float> dmaster(master), dm(m), dv(v);
       for (int s = 1; s <= kSteps; ++s) {
-        k::adamw_f16_master_f32(p.data(), g.data(), master.data(), m.data(), v.data(), n, adamw_args(c, s));
-        kc::adamw_f16_master_f32(dp.get(), dg.get(), dmaster.get(), dm.get(), dv.get(), n, adamw_args(c, s), nullptr);
+        k::apply_update(k::Storage::F16MasterF32, adamw_args(c, s), tessera::test::master_buffers(p.data(), g.data(), master.data(), m.data(), v.data(), n));
+        kc::apply_update(k::Storage::F16MasterF32, adamw_args(c, s), tessera::test::master_buffers(dp.get(), dg.get(), dmaster.get(), dm.get(), dv.get(), n), nullptr);
       }
       EXPECT_TRUE(same_bits(p, dp.to_host(), "param_f16"));
       EXPECT_TRUE(same_bits(master, dmaster.to_host(), "master"));
@@ -352,8 +351,8 @@ TEST_F(CudaKernels, AdamWF32OnANonDefaultStream) {
   cudaStream_t stream = nullptr;
   cuda_ok(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
   for (int s = 1; s <= kSteps; ++s) {
-    k::adamw_f32(p.data(), g.data(), m.data(), v.data(), n, adamw_args(c, s));
-    kc::adamw_f32(dp.get(), dg.get(), dm.get(), dv.get(), n, adamw_args(c, s), stream);
+    k::apply_update(k::Storage::F32, adamw_args(c, s), tessera::test::f32_buffers(p.data(), g.data(), m.data(), v.data(), n));
+    kc::apply_update(k::Storage::F32, adamw_args(c, s), tessera::test::f32_buffers(dp.get(), dg.get(), dm.get(), dv.get(), n), stream);
   }
   const bool finite = kc::all_finite_f32(dg.get(), n, stream);
   const double sq = kc::sum_squares_f32(dp.get(), n, stream);
@@ -368,6 +367,73 @@ TEST_F(CudaKernels, AdamWF32OnANonDefaultStream) {
 
 // ---- SGD -------------------------------------------------------------------------------------
 
+// ---- Lion: every storage, and the storages' master conversions ------------------------------
+
+TEST_F(CudaKernels, LionOnEveryStorageMatchesCpuBitwise) {
+  const tessera::test::LionCase cases[] = {{"decay", 3e-4, 0.9, 0.99, 0.1, 1.0}, {"unscale", 0.05, 0.8, 0.999, 0.0, 0.5}};
+  const k::Storage storages[] = {k::Storage::F32, k::Storage::Bf16MasterF32, k::Storage::F16MasterF32,
+                                 k::Storage::Bf16Remainder, k::Storage::Bf16Pure};
+  for (int64_t n : kSizes)
+    for (const auto& c : cases)
+      for (k::Storage st : storages)
+        for (bool stochastic : {false, true}) {
+          if (stochastic && st != k::Storage::Bf16Pure) continue;
+          SCOPED_TRACE(trace(n, c.name) + ", storage " + std::to_string(static_cast<int>(st)) +
+                       (stochastic ? ", stochastic" : ""));
+          const bool half = st == k::Storage::F16MasterF32, pure = st == k::Storage::Bf16Pure;
+          // (n,) each: fp32 param/master/momentum, 16-bit param/grad/momentum, remainder.
+          std::vector<float> pf = normal(n, 51, 1.0), m32 = normal(n, 52, 0.01), gf = normal(n, 53, 1.0 / c.grad_scale);
+          std::vector<uint16_t> p16 = half ? to_f16(pf) : to_bf16(pf), m16 = to_bf16(m32);
+          const std::vector<uint16_t> g16 = half ? to_f16(gf) : to_bf16(gf);
+          std::vector<float> master = pf;
+          std::vector<int16_t> rem(n);
+          if (st == k::Storage::Bf16Remainder) k::split_f32_to_bf16_remainder(master.data(), p16.data(), rem.data(), n);
+          DeviceBuffer<float> dpf(pf), dm32(m32), dgf(gf), dmaster(master);
+          DeviceBuffer<uint16_t> dp16(p16), dm16(m16), dg16(g16);
+          DeviceBuffer<int16_t> drem(rem);
+          auto buffers = [&](float* pf_, float* m32_, const float* gf_, float* master_, uint16_t* p16_, uint16_t* m16_,
+                             const uint16_t* g16_, int16_t* rem_) {
+            k::UpdateBuffers b;
+            b.param = st == k::Storage::F32 ? static_cast<void*>(pf_) : p16_;
+            b.grad = st == k::Storage::F32 ? static_cast<const void*>(gf_) : g16_;
+            b.master = master_;
+            b.remainder = rem_;
+            b.state[0] = pure ? static_cast<void*>(m16_) : m32_;
+            b.n = n;
+            b.stochastic = stochastic;
+            b.seed = 5;
+            return b;
+          };
+          k::UpdateBuffers cpu = buffers(pf.data(), m32.data(), gf.data(), master.data(), p16.data(), m16.data(),
+                                         g16.data(), rem.data());
+          k::UpdateBuffers gpu = buffers(dpf.get(), dm32.get(), dgf.get(), dmaster.get(), dp16.get(), dm16.get(),
+                                         dg16.get(), drem.get());
+          for (int s = 1; s <= kSteps; ++s) {
+            cpu.counter_base = gpu.counter_base = static_cast<uint64_t>(s) << 40;
+            k::apply_update(st, tessera::test::lion_args(c), cpu);
+            kc::apply_update(st, tessera::test::lion_args(c), gpu, nullptr);
+          }
+          EXPECT_TRUE(same_bits(pf, dpf.to_host(), "param f32"));
+          EXPECT_TRUE(same_bits(p16, dp16.to_host(), "param 16-bit"));
+          EXPECT_TRUE(same_bits(master, dmaster.to_host(), "master"));
+          EXPECT_TRUE(same_bits(rem, drem.to_host(), "remainder"));
+          EXPECT_TRUE(same_bits(m32, dm32.to_host(), "momentum f32"));
+          EXPECT_TRUE(same_bits(m16, dm16.to_host(), "momentum bf16"));
+          // export_master / import_master of the same storage agree too.
+          std::vector<float> out(n), in = any_floats(n, 54);
+          DeviceBuffer<float> dout(out), din(in);
+          k::export_master(st, cpu, out.data());
+          kc::export_master(st, gpu, dout.get(), nullptr);
+          EXPECT_TRUE(same_bits(out, dout.to_host(), "export_master"));
+          k::import_master(st, cpu, in.data());
+          kc::import_master(st, gpu, din.get(), nullptr);
+          EXPECT_TRUE(same_bits(p16, dp16.to_host(), "import_master param 16-bit"));
+          EXPECT_TRUE(same_bits(pf, dpf.to_host(), "import_master param f32"));
+          EXPECT_TRUE(same_bits(master, dmaster.to_host(), "import_master master"));
+          EXPECT_TRUE(same_bits(rem, drem.to_host(), "import_master remainder"));
+        }
+}
+
 TEST_F(CudaKernels, SgdF32MatchesCpuBitwise) {
   for (int64_t n : kSizes)
     for (const SgdCase& c : kSgdCases) {
@@ -375,8 +441,8 @@ TEST_F(CudaKernels, SgdF32MatchesCpuBitwise) {
       std::vector<float> p = normal(n, 23, 1.0), g = normal(n, 24, 1.0 / c.grad_scale), buf = momentum_start(n, c, 25);
       DeviceBuffer<float> dp(p), dg(g), dbuf(buf);
       for (int s = 1; s <= kSteps; ++s) {
-        k::sgd_f32(p.data(), g.data(), buf.data(), n, sgd_args(c, s == 1));
-        kc::sgd_f32(dp.get(), dg.get(), dbuf.get(), n, sgd_args(c, s == 1), nullptr);
+        k::apply_update(k::Storage::F32, sgd_args(c, s == 1), tessera::test::f32_buffers(p.data(), g.data(), buf.data(), nullptr, n));
+        kc::apply_update(k::Storage::F32, sgd_args(c, s == 1), tessera::test::f32_buffers(dp.get(), dg.get(), dbuf.get(), nullptr, n), nullptr);
       }
       EXPECT_TRUE(same_bits(p, dp.to_host(), "param"));
       EXPECT_TRUE(same_bits(buf, dbuf.to_host(), "momentum_buf"));
@@ -393,8 +459,8 @@ TEST_F(CudaKernels, SgdBf16PureMatchesCpuBitwiseWithAndWithoutStochasticRounding
         DeviceBuffer<uint16_t> dp(p), dg(g), dbuf(buf);
         for (int s = 1; s <= kSteps; ++s) {
           const uint64_t base = (static_cast<uint64_t>(s) << 40) + 5;
-          k::sgd_bf16_pure(p.data(), g.data(), buf.data(), n, sgd_args(c, s == 1), stochastic, 3, base);
-          kc::sgd_bf16_pure(dp.get(), dg.get(), dbuf.get(), n, sgd_args(c, s == 1), stochastic, 3, base, nullptr);
+          k::apply_update(k::Storage::Bf16Pure, sgd_args(c, s == 1), tessera::test::pure_buffers(p.data(), g.data(), buf.data(), nullptr, n, stochastic, 3, base));
+          kc::apply_update(k::Storage::Bf16Pure, sgd_args(c, s == 1), tessera::test::pure_buffers(dp.get(), dg.get(), dbuf.get(), nullptr, n, stochastic, 3, base), nullptr);
         }
         EXPECT_TRUE(same_bits(p, dp.to_host(), "param_bf16"));
         EXPECT_TRUE(same_bits(buf, dbuf.to_host(), "momentum_bf16"));
@@ -411,8 +477,8 @@ TEST_F(CudaKernels, SgdBf16MasterF32MatchesCpuBitwise) {
       DeviceBuffer<uint16_t> dp(p), dg(g);
       DeviceBuffer<float> dmaster(master), dbuf(buf);
       for (int s = 1; s <= kSteps; ++s) {
-        k::sgd_bf16_master_f32(p.data(), g.data(), master.data(), buf.data(), n, sgd_args(c, s == 1));
-        kc::sgd_bf16_master_f32(dp.get(), dg.get(), dmaster.get(), dbuf.get(), n, sgd_args(c, s == 1), nullptr);
+        k::apply_update(k::Storage::Bf16MasterF32, sgd_args(c, s == 1), tessera::test::master_buffers(p.data(), g.data(), master.data(), buf.data(), nullptr, n));
+        kc::apply_update(k::Storage::Bf16MasterF32, sgd_args(c, s == 1), tessera::test::master_buffers(dp.get(), dg.get(), dmaster.get(), dbuf.get(), nullptr, n), nullptr);
       }
       EXPECT_TRUE(same_bits(p, dp.to_host(), "param_bf16"));
       EXPECT_TRUE(same_bits(master, dmaster.to_host(), "master"));
@@ -434,8 +500,8 @@ TEST_F(CudaKernels, SgdBf16RemainderMatchesCpuBitwise) {
       DeviceBuffer<int16_t> drem(rem);
       DeviceBuffer<float> dbuf(buf);
       for (int s = 1; s <= kSteps; ++s) {
-        k::sgd_bf16_remainder(p.data(), rem.data(), g.data(), buf.data(), n, sgd_args(c, s == 1));
-        kc::sgd_bf16_remainder(dp.get(), drem.get(), dg.get(), dbuf.get(), n, sgd_args(c, s == 1), nullptr);
+        k::apply_update(k::Storage::Bf16Remainder, sgd_args(c, s == 1), tessera::test::remainder_buffers(p.data(), rem.data(), g.data(), buf.data(), nullptr, n));
+        kc::apply_update(k::Storage::Bf16Remainder, sgd_args(c, s == 1), tessera::test::remainder_buffers(dp.get(), drem.get(), dg.get(), dbuf.get(), nullptr, n), nullptr);
       }
       EXPECT_TRUE(same_bits(p, dp.to_host(), "param_bf16"));
       EXPECT_TRUE(same_bits(rem, drem.to_host(), "remainder"));
@@ -457,8 +523,8 @@ TEST_F(CudaKernels, SgdF16MasterF32MatchesCpuBitwise) {
       DeviceBuffer<uint16_t> dp(p), dg(g);
       DeviceBuffer<float> dmaster(master), dbuf(buf);
       for (int s = 1; s <= kSteps; ++s) {
-        k::sgd_f16_master_f32(p.data(), g.data(), master.data(), buf.data(), n, sgd_args(c, s == 1));
-        kc::sgd_f16_master_f32(dp.get(), dg.get(), dmaster.get(), dbuf.get(), n, sgd_args(c, s == 1), nullptr);
+        k::apply_update(k::Storage::F16MasterF32, sgd_args(c, s == 1), tessera::test::master_buffers(p.data(), g.data(), master.data(), buf.data(), nullptr, n));
+        kc::apply_update(k::Storage::F16MasterF32, sgd_args(c, s == 1), tessera::test::master_buffers(dp.get(), dg.get(), dmaster.get(), dbuf.get(), nullptr, n), nullptr);
       }
       EXPECT_TRUE(same_bits(p, dp.to_host(), "param_f16"));
       EXPECT_TRUE(same_bits(master, dmaster.to_host(), "master"));

@@ -1,4 +1,4 @@
-// tests/unit/test_kernels.cpp — the CPU optimizer kernels (adamw_f32, sgd_f32) against
+// tests/unit/test_kernels.cpp — the CPU optimizer kernels (apply_update, Storage::F32) against
 // LibTorch's own optimizers, sum_squares_f32 / all_finite_f32, and bitwise determinism.
 #include <gtest/gtest.h>
 
@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "tessera/kernels/optim.h"
+#include "tessera/kernels/update.h"
 
 #include "optimizer_cases.hpp"
 
@@ -84,7 +84,7 @@ AdamWResult run_adamw_kernel(const Problem& pb, const AdamWCase& c) {
   for (int s = 0; s < kSteps; ++s) {
     const k::AdamWArgs a = adamw_args(c, s + 1);
     const std::vector<float> g = to_vec(pb.grads[s]);
-    k::adamw_f32(r.param.data(), g.data(), r.exp_avg.data(), r.exp_avg_sq.data(), kN, a);
+    k::apply_update(k::Storage::F32, a, tessera::test::f32_buffers(r.param.data(), g.data(), r.exp_avg.data(), r.exp_avg_sq.data(), kN));
   }
   return r;
 }
@@ -98,7 +98,7 @@ SgdResult run_sgd_kernel(const Problem& pb, const SgdCase& c) {
   for (int s = 0; s < kSteps; ++s) {
     const k::SgdArgs a = sgd_args(c, s == 0);
     const std::vector<float> g = to_vec(pb.grads[s]);
-    k::sgd_f32(r.param.data(), g.data(), r.momentum_buf.data(), kN, a);
+    k::apply_update(k::Storage::F32, a, tessera::test::f32_buffers(r.param.data(), g.data(), r.momentum_buf.data(), nullptr, kN));
   }
   return r;
 }
@@ -239,7 +239,7 @@ TEST(Kernels, SgdWithoutMomentumLeavesMomentumBufferAlone) {
   k::SgdArgs a;
   a.lr = 0.1;
   a.momentum = 0.0;
-  k::sgd_f32(param.data(), g.data(), buf.data(), kN, a);
+  k::apply_update(k::Storage::F32, a, tessera::test::f32_buffers(param.data(), g.data(), buf.data(), nullptr, kN));
   for (int64_t i = 0; i < kN; ++i) ASSERT_EQ(buf[i], 42.0f) << "element " << i;
   // And the update is exactly p - lr*g in fp32.
   const std::vector<float> p0 = to_vec(pb.param);

@@ -1,5 +1,5 @@
 // tests/unit/test_precision_kernels.cpp — bf16/fp16 conversions against ATen, stochastic rounding,
-// bf16+remainder split/merge, mixed-precision AdamW/SGD against adamw_f32/sgd_f32 and torch::optim.
+// bf16+remainder split/merge, mixed-precision AdamW/SGD/Lion against Storage::F32, torch::optim and an ATen Lion.
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
@@ -15,8 +15,10 @@
 #include <vector>
 
 #include "tessera/kernels/optim.h"
+#include "tessera/kernels/update.h"
 #include "tessera/kernels/precision.h"
 
+#include "lion_reference.hpp"
 #include "optimizer_cases.hpp"
 
 namespace k = tessera::kernels;
@@ -490,9 +492,9 @@ TEST(PrecisionKernels, AdamWBf16MasterEqualsAdamWF32OnTheMasterBitwise) {
     std::vector<std::vector<float>> widened;
     for (int s = 0; s < kSteps; ++s) {
       const k::AdamWArgs a = adamw_args(c, s + 1);
-      k::adamw_bf16_master_f32(param.data(), pb.grads[s].data(), master.data(), m.data(), v.data(), kN, a);
+      k::apply_update(k::Storage::Bf16MasterF32, a, tessera::test::master_buffers(param.data(), pb.grads[s].data(), master.data(), m.data(), v.data(), kN));
       widened.push_back(widen_bf16(pb.grads[s]));
-      k::adamw_f32(ref.data(), widened.back().data(), ref_m.data(), ref_v.data(), kN, a);
+      k::apply_update(k::Storage::F32, a, tessera::test::f32_buffers(ref.data(), widened.back().data(), ref_m.data(), ref_v.data(), kN));
       ASSERT_TRUE(same_bits(master, ref)) << "master after step " << s + 1;
       ASSERT_TRUE(same_bits(m, ref_m)) << "exp_avg after step " << s + 1;
       ASSERT_TRUE(same_bits(v, ref_v)) << "exp_avg_sq after step " << s + 1;
@@ -523,8 +525,8 @@ TEST(PrecisionKernels, AdamWBf16RemainderEqualsBf16MasterOverTwentySteps) {
     k::split_f32_to_bf16_remainder(pb.master.data(), rparam.data(), rem.data(), kN);
     for (int s = 0; s < kSteps; ++s) {
       const k::AdamWArgs a = adamw_args(c, s + 1);
-      k::adamw_bf16_master_f32(param.data(), pb.grads[s].data(), master.data(), m.data(), v.data(), kN, a);
-      k::adamw_bf16_remainder(rparam.data(), rem.data(), pb.grads[s].data(), rm.data(), rv.data(), kN, a);
+      k::apply_update(k::Storage::Bf16MasterF32, a, tessera::test::master_buffers(param.data(), pb.grads[s].data(), master.data(), m.data(), v.data(), kN));
+      k::apply_update(k::Storage::Bf16Remainder, a, tessera::test::remainder_buffers(rparam.data(), rem.data(), pb.grads[s].data(), rm.data(), rv.data(), kN));
       k::merge_bf16_remainder_to_f32(rparam.data(), rem.data(), merged.data(), kN);
       ASSERT_TRUE(same_bits(merged, master)) << "merged master after step " << s + 1;
       ASSERT_TRUE(same_bits(rm, m)) << "exp_avg after step " << s + 1;
@@ -552,9 +554,9 @@ TEST(PrecisionKernels, AdamWF16MasterEqualsAdamWF32OnTheMasterBitwise) {
     std::vector<std::vector<float>> widened;
     for (int s = 0; s < kSteps; ++s) {
       const k::AdamWArgs a = adamw_args(c, s + 1);
-      k::adamw_f16_master_f32(param.data(), pb.grads[s].data(), master.data(), m.data(), v.data(), kN, a);
+      k::apply_update(k::Storage::F16MasterF32, a, tessera::test::master_buffers(param.data(), pb.grads[s].data(), master.data(), m.data(), v.data(), kN));
       widened.push_back(widen_f16(pb.grads[s]));
-      k::adamw_f32(ref.data(), widened.back().data(), ref_m.data(), ref_v.data(), kN, a);
+      k::apply_update(k::Storage::F32, a, tessera::test::f32_buffers(ref.data(), widened.back().data(), ref_m.data(), ref_v.data(), kN));
       ASSERT_TRUE(same_bits(master, ref)) << "master after step " << s + 1;
       ASSERT_TRUE(same_bits(m, ref_m)) << "exp_avg after step " << s + 1;
       ASSERT_TRUE(same_bits(v, ref_v)) << "exp_avg_sq after step " << s + 1;
@@ -567,7 +569,7 @@ TEST(PrecisionKernels, AdamWF16MasterEqualsAdamWF32OnTheMasterBitwise) {
   }
 }
 
-// Pure bf16 without stochastic rounding is adamw_f32 on the widened values, rounded RNE; with
+// Pure bf16 without stochastic rounding is AdamW on Storage::F32 on the widened values, rounded RNE; with
 // it, the parameter is f32_to_bf16_stochastic of that same fp32 value at counter_base + i.
 TEST(PrecisionKernels, AdamWBf16PureIsWidenedAdamWF32ThenRounded) {
   constexpr int kSteps = 5;
@@ -582,9 +584,9 @@ TEST(PrecisionKernels, AdamWBf16PureIsWidenedAdamWF32ThenRounded) {
         const k::AdamWArgs a = adamw_args(c, s + 1);
         std::vector<float> fp = widen_bf16(p), fm = widen_bf16(m), fv = widen_bf16(v);
         const std::vector<float> g = widen_bf16(pb.grads[s]);
-        k::adamw_f32(fp.data(), g.data(), fm.data(), fv.data(), kN, a);
+        k::apply_update(k::Storage::F32, a, tessera::test::f32_buffers(fp.data(), g.data(), fm.data(), fv.data(), kN));
         const uint64_t base = 1000 + static_cast<uint64_t>(s) * kN;
-        k::adamw_bf16_pure(p.data(), pb.grads[s].data(), m.data(), v.data(), kN, a, sr, 99, base);
+        k::apply_update(k::Storage::Bf16Pure, a, tessera::test::pure_buffers(p.data(), pb.grads[s].data(), m.data(), v.data(), kN, sr, 99, base));
         ASSERT_EQ(m, aten_to_bf16(fm)) << "exp_avg, step " << s + 1;
         ASSERT_EQ(v, aten_to_bf16(fv)) << "exp_avg_sq, step " << s + 1;
         if (!sr) {
@@ -620,10 +622,9 @@ TEST(PrecisionKernels, AdamWBf16PureStochasticRoundingTracksFp32AtTinyLearningRa
     const std::vector<uint16_t> g = narrow_bf16(to_vec(1.0 + 0.5 * at::randn({n}, at::kFloat)));
     const std::vector<float> g32 = widen_bf16(g);
     const k::AdamWArgs a = adamw_args(c, s + 1);
-    k::adamw_bf16_pure(p_rne.data(), g.data(), m_rne.data(), v_rne.data(), n, a, false, 0, 0);
-    k::adamw_bf16_pure(p_sr.data(), g.data(), m_sr.data(), v_sr.data(), n, a, true, 1234,
-                       static_cast<uint64_t>(s) * n);
-    k::adamw_f32(p32.data(), g32.data(), m32.data(), v32.data(), n, a);
+    k::apply_update(k::Storage::Bf16Pure, a, tessera::test::pure_buffers(p_rne.data(), g.data(), m_rne.data(), v_rne.data(), n, false, 0, 0));
+    k::apply_update(k::Storage::Bf16Pure, a, tessera::test::pure_buffers(p_sr.data(), g.data(), m_sr.data(), v_sr.data(), n, true, 1234, static_cast<uint64_t>(s) * n));
+    k::apply_update(k::Storage::F32, a, tessera::test::f32_buffers(p32.data(), g32.data(), m32.data(), v32.data(), n));
   }
   EXPECT_EQ(p_rne, start) << "round-to-nearest must lose every update at this learning rate";
 
@@ -650,8 +651,7 @@ TEST(PrecisionKernels, AdamWBf16PureStochasticIsReproducible) {
   auto run = [&](uint64_t seed) {
     std::vector<uint16_t> p = narrow_bf16(pb.master), m(kN, 0), v(kN, 0);
     for (int s = 0; s < 3; ++s)
-      k::adamw_bf16_pure(p.data(), pb.grads[s].data(), m.data(), v.data(), kN, adamw_args(c, s + 1), true, seed,
-                         static_cast<uint64_t>(s) * kN);
+      k::apply_update(k::Storage::Bf16Pure, adamw_args(c, s + 1), tessera::test::pure_buffers(p.data(), pb.grads[s].data(), m.data(), v.data(), kN, true, seed, static_cast<uint64_t>(s) * kN));
     return p;
   };
   const std::vector<uint16_t> a = run(7), b = run(7), other = run(8);
@@ -692,14 +692,14 @@ TEST(PrecisionKernels, SgdMixedPrecisionEqualsSgdF32OnTheMasterBitwise) {
       for (int s = 0; s < kSteps; ++s) {
         const k::SgdArgs a = sgd_args(c, s == 0);
         widened.push_back(half ? widen_f16(pb.grads[s]) : widen_bf16(pb.grads[s]));
-        k::sgd_f32(ref.data(), widened.back().data(), ref_buf.data(), kN, a);
+        k::apply_update(k::Storage::F32, a, tessera::test::f32_buffers(ref.data(), widened.back().data(), ref_buf.data(), nullptr, kN));
         if (half) {
-          k::sgd_f16_master_f32(param.data(), pb.grads[s].data(), master.data(), buf.data(), kN, a);
+          k::apply_update(k::Storage::F16MasterF32, a, tessera::test::master_buffers(param.data(), pb.grads[s].data(), master.data(), buf.data(), nullptr, kN));
           ASSERT_EQ(param, aten_to_f16(master)) << "step " << s + 1;
         } else {
-          k::sgd_bf16_master_f32(param.data(), pb.grads[s].data(), master.data(), buf.data(), kN, a);
+          k::apply_update(k::Storage::Bf16MasterF32, a, tessera::test::master_buffers(param.data(), pb.grads[s].data(), master.data(), buf.data(), nullptr, kN));
           ASSERT_EQ(param, aten_to_bf16_ties_away(master)) << "step " << s + 1;
-          k::sgd_bf16_remainder(rparam.data(), rem.data(), pb.grads[s].data(), rbuf.data(), kN, a);
+          k::apply_update(k::Storage::Bf16Remainder, a, tessera::test::remainder_buffers(rparam.data(), rem.data(), pb.grads[s].data(), rbuf.data(), nullptr, kN));
           k::merge_bf16_remainder_to_f32(rparam.data(), rem.data(), merged.data(), kN);
           ASSERT_TRUE(same_bits(merged, master)) << "remainder master, step " << s + 1;
           ASSERT_TRUE(same_bits(rbuf, buf)) << "remainder momentum, step " << s + 1;
@@ -827,7 +827,7 @@ TEST(PrecisionKernels, TiesAwayDiffersFromRneOnlyOnEvenTies) {
   }
 }
 
-// Pure bf16 SGD is sgd_f32 on the widened parameter and momentum, both stored back in bf16
+// Pure bf16 SGD is Storage::F32 SGD on the widened parameter and momentum, both stored back in bf16
 // (the momentum RNE; the parameter RNE or stochastically at counter_base + i).
 TEST(PrecisionKernels, SgdBf16PureIsWidenedSgdF32ThenRounded) {
   constexpr int kSteps = 5;
@@ -842,9 +842,9 @@ TEST(PrecisionKernels, SgdBf16PureIsWidenedSgdF32ThenRounded) {
         const k::SgdArgs a = sgd_args(c, s == 0);
         std::vector<float> fp = widen_bf16(p), fbuf = widen_bf16(buf);
         const std::vector<float> g = widen_bf16(pb.grads[s]);
-        k::sgd_f32(fp.data(), g.data(), fbuf.data(), kN, a);
+        k::apply_update(k::Storage::F32, a, tessera::test::f32_buffers(fp.data(), g.data(), fbuf.data(), nullptr, kN));
         const uint64_t base = 5000 + static_cast<uint64_t>(s) * kN;
-        k::sgd_bf16_pure(p.data(), pb.grads[s].data(), buf.data(), kN, a, sr, 7, base);
+        k::apply_update(k::Storage::Bf16Pure, a, tessera::test::pure_buffers(p.data(), pb.grads[s].data(), buf.data(), nullptr, kN, sr, 7, base));
         if (c.momentum != 0.0) ASSERT_EQ(buf, aten_to_bf16(fbuf)) << "momentum, step " << s + 1;
         if (!sr) {
           ASSERT_EQ(p, aten_to_bf16(fp)) << "param, step " << s + 1;
@@ -858,4 +858,81 @@ TEST(PrecisionKernels, SgdBf16PureIsWidenedSgdF32ThenRounded) {
       EXPECT_NE(p, p0) << "the parameters did not move";
     }
   }
+}
+
+// ---- Lion on every storage against the plain-ATen reference (lion_reference.hpp) ------------
+
+namespace {
+const tessera::test::LionCase kLionCases[] = {
+    {"defaults", 1e-4, 0.9, 0.99, 0.0, 1.0},
+    {"decay, unscale", 3e-4, 0.95, 0.98, 0.1, 1.0 / 1024},
+    {"large lr", 0.05, 0.8, 0.999, 1.0, 0.5},
+};
+}  // namespace
+
+// Five steps on each storage; the reference runs on the fp32 master (for Bf16Pure on the bf16
+// values, rounded to nearest after every step, or stochastically for the parameter as the
+// kernel's documented counters say). Some gradients are zero at step 1, where sign(c) = 0.
+TEST(PrecisionKernels, LionOnEveryStorageMatchesTheAtenReference) {
+  const k::Storage storages[] = {k::Storage::F32, k::Storage::Bf16MasterF32, k::Storage::F16MasterF32,
+                                 k::Storage::Bf16Remainder, k::Storage::Bf16Pure};
+  for (const auto& c : kLionCases)
+    for (k::Storage st : storages)
+      for (bool sr : {false, true}) {
+        if (sr && st != k::Storage::Bf16Pure) continue;
+        SCOPED_TRACE(std::string(c.name) + ", storage " + std::to_string(static_cast<int>(st)) +
+                     (sr ? ", stochastic" : ""));
+        const bool half = st == k::Storage::F16MasterF32, pure = st == k::Storage::Bf16Pure;
+        const k::LionArgs a = tessera::test::lion_args(c);
+        ASSERT_EQ(k::num_states(a), 1);
+        Problem16 pb = make_problem16(41, 5, 1.0 / c.grad_scale, half);
+        for (int64_t i = 0; i < 16; ++i) pb.grads[0][i] = 0;
+        if (pure) pb.master = widen_bf16(narrow_bf16(pb.master));
+        // The kernel's buffers: (kN,) each; param16 is the 16-bit parameter of the 16-bit storages.
+        std::vector<float> pf = pb.master, master = pb.master, m32(kN, 0.0f);
+        std::vector<uint16_t> param16 = half ? narrow_f16(pb.master) : narrow_bf16(pb.master), m16(kN, 0);
+        std::vector<int16_t> rem(kN);
+        if (st == k::Storage::Bf16Remainder) k::split_f32_to_bf16_remainder(master.data(), param16.data(), rem.data(), kN);
+        k::UpdateBuffers b;
+        b.param = st == k::Storage::F32 ? static_cast<void*>(pf.data()) : param16.data();
+        b.master = master.data();
+        b.remainder = rem.data();
+        b.state[0] = pure ? static_cast<void*>(m16.data()) : m32.data();
+        b.n = kN;
+        b.stochastic = sr;
+        b.seed = 17;
+        at::Tensor p_ref = to_tensor(pb.master), m_ref = at::zeros({kN});
+        std::vector<uint16_t> sr_param;  // the stochastic reference parameter of the last step
+        for (int s = 0; s < 5; ++s) {
+          const std::vector<float> g = half ? widen_f16(pb.grads[s]) : widen_bf16(pb.grads[s]);
+          b.grad = st == k::Storage::F32 ? static_cast<const void*>(g.data()) : pb.grads[s].data();
+          b.counter_base = static_cast<uint64_t>(s + 1) << 40;
+          k::apply_update(st, a, b);
+          tessera::test::lion_reference(p_ref, m_ref, to_tensor(g), a);
+          if (pure) {
+            m_ref = m_ref.to(at::kBFloat16).to(at::kFloat);
+            if (sr) {
+              const std::vector<float> p = to_vec(p_ref);
+              sr_param.resize(kN);
+              for (int64_t i = 0; i < kN; ++i)
+                sr_param[i] = k::f32_to_bf16_stochastic(p[i], b.seed, b.counter_base + static_cast<uint64_t>(i));
+              p_ref = to_tensor(widen_bf16(sr_param));
+            } else {
+              p_ref = p_ref.to(at::kBFloat16).to(at::kFloat);
+            }
+          }
+        }
+        const std::vector<float> want = to_vec(p_ref);
+        std::vector<float> got(kN);
+        k::export_master(st, b, got.data());
+        EXPECT_TRUE(same_bits(got, want)) << "master, worst rel " << worst_rel(got, want);
+        const std::vector<float> m_got = pure ? widen_bf16(m16) : m32;
+        EXPECT_TRUE(same_bits(m_got, to_vec(m_ref))) << "momentum, worst rel " << worst_rel(m_got, to_vec(m_ref));
+        if (st == k::Storage::F32) continue;
+        const std::vector<uint16_t> want16 = half   ? aten_to_f16(want)
+                                             : pure ? aten_to_bf16(want)
+                                                    : aten_to_bf16_ties_away(want);
+        EXPECT_EQ(param16, want16) << "stored parameter";
+        EXPECT_GT(worst_rel(want, pb.master), 1e-5) << "the parameters moved";
+      }
 }

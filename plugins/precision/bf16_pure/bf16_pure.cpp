@@ -1,6 +1,5 @@
 // plugins/precision/bf16_pure/bf16_pure.cpp — precision backend "bf16_pure": parameters,
-// gradients and AdamW moments (or the SGD momentum) all bf16, no master copy (8 B/param);
-// stochastic rounding option.
+// gradients and optimizer states all bf16, no master copy (AdamW 8 B/param, SGD 6); stochastic rounding.
 #include "../common/flat_backend.hpp"
 
 namespace {
@@ -16,49 +15,27 @@ const tsr_config_key kKeys[] = {
 class Bf16Pure : public tessera::precision::FlatBackend {
  public:
   explicit Bf16Pure(const tessera::sdk::Host& host)
-      : FlatBackend(host), stochastic_(host.get_bool("stochastic_rounding")),
-        seed_(static_cast<uint64_t>(host.get_int("rounding_seed"))), autocast_(host.get_bool("autocast")) {}
+      : FlatBackend(host, tessera::precision::kBf16PureLayout, host.get_bool("autocast") ? TSR_DTYPE_BF16 : TSR_DTYPE_NONE),
+        stochastic_(host.get_bool("stochastic_rounding")), seed_(static_cast<uint64_t>(host.get_int("rounding_seed"))) {}
 
-  tsr_precision_info describe() override {
-    return {sizeof(tsr_precision_info), TSR_DTYPE_BF16, TSR_DTYPE_BF16, TSR_MASTER_NONE, TSR_DTYPE_BF16,
-            autocast_ ? TSR_DTYPE_BF16 : TSR_DTYPE_NONE};
-  }
-  void init_shard(const tsr_flat_shard& shard) override {
-    expect(shard, TSR_DTYPE_BF16, TSR_DTYPE_BF16, "bf16_pure");
-    alloc<uint16_t>(shard, "exp_avg", TSR_STATE_OPTIMIZER, TSR_DTYPE_BF16);
-    alloc<uint16_t>(shard, "exp_avg_sq", TSR_STATE_OPTIMIZER, TSR_DTYPE_BF16);
-  }
-  void step(const tsr_flat_shard& shard, const tsr_optim_step& opt) override {
-    // A distinct rounding counter for every (step, element of the whole model).
-    // Same seed and counters on either device, so CPU and CUDA runs round identically.
-    const uint64_t counter_base = (static_cast<uint64_t>(opt.step) << 40) + static_cast<uint64_t>(shard.offset);
-    namespace k = tessera::kernels;
-    auto* p = params<uint16_t>(shard);
-    const auto* g = grads<uint16_t>(shard);
-    auto* m = state<uint16_t>(shard, "exp_avg");
-    const int64_t n = shard.numel;
-    if (opt.algorithm == TSR_OPTIM_SGD) {  // exp_avg doubles as the momentum buffer
-      const k::SgdArgs a = sgd_args(opt);
-      on_device(shard, "bf16_pure", [&] { k::sgd_bf16_pure(p, g, m, n, a, stochastic_, seed_, counter_base); },
-                [&](auto stream) { k::cuda::sgd_bf16_pure(p, g, m, n, a, stochastic_, seed_, counter_base, stream); });
-      return;
-    }
-    if (opt.algorithm != TSR_OPTIM_ADAMW) unsupported(opt, "bf16_pure");
-    auto* v = state<uint16_t>(shard, "exp_avg_sq");
-    const k::AdamWArgs a = adamw_args(opt);
-    on_device(shard, "bf16_pure", [&] { k::adamw_bf16_pure(p, g, m, v, n, a, stochastic_, seed_, counter_base); },
-              [&](auto stream) { k::cuda::adamw_bf16_pure(p, g, m, v, n, a, stochastic_, seed_, counter_base, stream); });
+ protected:
+  // A distinct rounding counter for every (step, element of the whole model); the same seed and
+  // counters on either device, so CPU and CUDA runs round identically.
+  void rounding(const tsr_flat_shard& shard, const tsr_optim_step& opt, tessera::kernels::UpdateBuffers& b) override {
+    b.stochastic = stochastic_;
+    b.seed = seed_;
+    b.counter_base = (static_cast<uint64_t>(opt.step) << 40) + static_cast<uint64_t>(shard.offset);
   }
 
  private:
   bool stochastic_;
   uint64_t seed_;
-  bool autocast_;
 };
 
 }  // namespace
 
-TESSERA_PLUGIN(Bf16Pure, tessera::sdk::Precision, "bf16_pure", "1.0.0",
-               "Pure bf16: parameters, gradients and AdamW moments (or SGD momentum) in bf16, no master copy "
-               "(2 + 2 + 4 = 8 bytes/parameter with AdamW); the updated parameters are rounded stochastically by default.",
+TESSERA_PLUGIN(Bf16Pure, tessera::sdk::Precision, "bf16_pure", "1.1.0",
+               "Pure bf16: parameters, gradients and optimizer states in bf16, no master copy "
+               "(AdamW: 2 + 2 + 4 = 8 bytes/parameter; SGD with momentum or Lion 6); the updated parameters are "
+               "rounded stochastically by default.",
                kKeys)

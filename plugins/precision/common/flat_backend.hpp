@@ -1,10 +1,14 @@
 // plugins/precision/common/flat_backend.hpp — shared by the in-tree precision backends (a
-// header of the plugins, not of the SDK): per-shard state buffers, optimizer arguments, and the
-// choice of CPU or CUDA kernel by the device the shard lives on.
+// header of the plugins, not of the SDK): a backend is a kernels::Storage plus its options.
+//
+// FlatBackend does everything a storage needs: allocates the master and exactly the states the
+// optimizer's rule uses, runs kernels::apply_update on the CPU or CUDA, and converts the master
+// to and from fp32. TSR_OPTIM_* becomes a kernels::Rule in one place (rule_args below), so a new
+// optimizer needs a rule in kernels/ and that line, and no edit to any backend.
 #pragma once
 #include <tessera/kernels/cuda.h>
-#include <tessera/kernels/optim.h>
 #include <tessera/kernels/precision.h>
+#include <tessera/kernels/update.h>
 #include <tessera/plugin.hpp>
 
 #include <c10/core/DeviceGuard.h>
@@ -12,7 +16,6 @@
 
 #include <map>
 #include <string>
-#include <vector>
 
 namespace tessera::precision {
 
@@ -39,165 +42,195 @@ inline void* current_cuda_stream(const at::Device& device) {
 }
 }  // namespace detail
 
-// Base of a backend: allocates named state buffers per shard through the host (so the core
-// accounts for and checkpoints them) and releases them at the end.
+// The optimizer of a step as a kernels rule: the one place TSR_OPTIM_* maps to kernels::Rule.
+inline kernels::RuleArgs rule_args(const tsr_optim_step& o) {
+  // The argument structs in their member order (kernels/optim.h, kernels/update.h).
+  switch (o.algorithm) {
+    case TSR_OPTIM_ADAMW:
+      return kernels::AdamWArgs{o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, o.step, o.grad_scale};
+    case TSR_OPTIM_SGD:  // the momentum buffer starts as the first gradient
+      return kernels::SgdArgs{o.lr, o.momentum, o.weight_decay, o.nesterov != 0, o.step == 1, o.grad_scale};
+    case TSR_OPTIM_LION:
+      return kernels::LionArgs{o.lr, o.beta1, o.beta2, o.weight_decay, o.grad_scale};
+  }
+  throw sdk::Error(TSR_ERR_UNSUPPORTED, "no optimizer rule for algorithm " + std::to_string(o.algorithm));
+}
+
+// The state buffers' names, by slot (kernels/update.h says what each slot holds per rule). Slot
+// 0 keeps the name "exp_avg" for every rule (AdamW's first moment, SGD's and Lion's momentum
+// buffer) so that checkpoints of SGD runs written before ABI 1.1 still load.
+inline const char* state_name(int slot) { return slot == 0 ? "exp_avg" : "exp_avg_sq"; }
+
+// What a storage keeps per shard beside the parameters and gradients.
+struct StorageLayout {
+  kernels::Storage storage;
+  const char* backend;   // name in messages
+  int32_t param_dtype;   // TSR_DTYPE_*, also the gradients'
+  int32_t master_dtype;  // TSR_DTYPE_F32 ("master"), TSR_DTYPE_I16 ("remainder") or TSR_DTYPE_NONE
+  int32_t state_dtype;   // of every optimizer state
+};
+
+inline constexpr StorageLayout kFp32Layout{kernels::Storage::F32, "fp32", TSR_DTYPE_F32, TSR_DTYPE_NONE, TSR_DTYPE_F32};
+inline constexpr StorageLayout kBf16Layout{kernels::Storage::Bf16MasterF32, "bf16", TSR_DTYPE_BF16, TSR_DTYPE_F32,
+                                           TSR_DTYPE_F32};
+inline constexpr StorageLayout kBf16RemainderLayout{kernels::Storage::Bf16Remainder, "bf16_remainder", TSR_DTYPE_BF16,
+                                                    TSR_DTYPE_I16, TSR_DTYPE_F32};
+inline constexpr StorageLayout kBf16PureLayout{kernels::Storage::Bf16Pure, "bf16_pure", TSR_DTYPE_BF16, TSR_DTYPE_NONE,
+                                               TSR_DTYPE_BF16};
+inline constexpr StorageLayout kFp16Layout{kernels::Storage::F16MasterF32, "fp16", TSR_DTYPE_F16, TSR_DTYPE_F32,
+                                           TSR_DTYPE_F32};
+
+// Base of every in-tree backend: one storage layout, all of the ABI's shard calls.
 class FlatBackend : public sdk::Precision {
  public:
-  explicit FlatBackend(const sdk::Host& host) : host_(host) {}
+  FlatBackend(const sdk::Host& host, const StorageLayout& layout, int32_t autocast_dtype)
+      : host_(host), layout_(layout), autocast_dtype_(autocast_dtype) {}
   ~FlatBackend() override {
     for (auto& [shard, bufs] : states_)
       for (auto& [name, t] : bufs) host_.release(t);
   }
 
  protected:
-  // A zero-filled state buffer "<shard>.<name>" of the shard's length.
-  template <class T>
-  T* alloc(const tsr_flat_shard& shard, const std::string& name, int32_t category, int32_t dtype) {
-    tsr_tensor* t = nullptr;
-    const tsr_host* h = host_.raw();
-    tsr_status s = h->alloc_state(h->ctx, (std::string(shard.name) + "." + name).c_str(), category, dtype, shard.numel, &t);
-    if (s != TSR_OK) throw sdk::Error(s, "could not allocate state '" + name + "' for shard '" + shard.name + "'");
-    states_[shard.name][name] = t;
-    return static_cast<T*>(h->tensor_data(t));
-  }
-  template <class T>
-  T* state(const tsr_flat_shard& shard, const std::string& name) const {
-    auto it = states_.find(shard.name);
-    if (it == states_.end() || !it->second.count(name))
-      throw sdk::Error(TSR_ERR_INVALID_ARGUMENT, "shard '" + std::string(shard.name) + "' was not initialised");
-    return static_cast<T*>(host_.raw()->tensor_data(it->second.at(name)));
-  }
-  template <class T>
-  T* params(const tsr_flat_shard& shard) const { return static_cast<T*>(host_.raw()->tensor_data(shard.params)); }
-  template <class T>
-  const T* grads(const tsr_flat_shard& shard) const { return static_cast<const T*>(host_.raw()->tensor_data(shard.grads)); }
-
   // Runs one kernel where the shard lives (its parameters, gradients and states share a device):
   // cpu() for a CPU shard; cuda(stream) for a CUDA shard, with its device current and `stream`
   // LibTorch's current stream there. `cuda` must be a generic lambda, [&](auto stream) {...}: a
   // build without CUDA kernels never instantiates it, so the kernels::cuda functions it calls
   // need no definition there, and a CUDA shard is a clear error instead.
   template <class Cpu, class Cuda>
-  auto on_device(const tsr_flat_shard& shard, const char* backend, Cpu&& cpu, Cuda&& cuda) const {
+  auto on_device(const tsr_flat_shard& shard, Cpu&& cpu, Cuda&& cuda) const {
     const at::Device device = host_.unwrap(shard.params).device();
     if (device.is_cpu()) return cpu();
     const std::string where = "shard '" + std::string(shard.name) + "' is on " + device.str();
     if (!device.is_cuda())
-      throw sdk::Error(TSR_ERR_UNSUPPORTED, std::string(backend) + " backend: " + where + "; it runs on CPU and CUDA");
+      throw sdk::Error(TSR_ERR_UNSUPPORTED,
+                       std::string(layout_.backend) + " backend: " + where + "; it runs on CPU and CUDA");
 #ifdef TESSERA_HAVE_CUDA_KERNELS
     const c10::DeviceGuard guard(device);
     return cuda(detail::current_cuda_stream(device));
 #else
     (void)cuda;
-    throw sdk::Error(TSR_ERR_UNSUPPORTED, std::string(backend) +
+    throw sdk::Error(TSR_ERR_UNSUPPORTED, std::string(layout_.backend) +
                                               " backend was built without CUDA kernels (no CUDA compiler found, or "
                                               "TESSERA_CUDA=OFF), but " + where);
 #endif
   }
 
-  void expect(const tsr_flat_shard& shard, int32_t param_dtype, int32_t grad_dtype, const char* backend) const {
-    if (shard.param_dtype != param_dtype || shard.grad_dtype != grad_dtype)
-      throw sdk::Error(TSR_ERR_TYPE, std::string(backend) + " backend got shard '" + shard.name + "' of unexpected dtypes");
+ public:
+  tsr_precision_info describe() override {
+    const int32_t master = layout_.master_dtype == TSR_DTYPE_F32   ? TSR_MASTER_FP32
+                           : layout_.master_dtype == TSR_DTYPE_I16 ? TSR_MASTER_REMAINDER16
+                                                                   : TSR_MASTER_NONE;
+    return {sizeof(tsr_precision_info), layout_.param_dtype, layout_.param_dtype, master, layout_.state_dtype,
+            autocast_dtype_};
   }
-  static kernels::AdamWArgs adamw_args(const tsr_optim_step& o) {
-    kernels::AdamWArgs a;
-    a.lr = o.lr;
-    a.beta1 = o.beta1;
-    a.beta2 = o.beta2;
-    a.eps = o.eps;
-    a.weight_decay = o.weight_decay;
-    a.step = o.step;
-    a.grad_scale = o.grad_scale;
-    return a;
+
+  // ABI 1.0: the optimizer is not known yet, so allocate as for AdamW (whose two states cover
+  // every rule's).
+  void init_shard(const tsr_flat_shard& shard) override {
+    tsr_optim_step adamw{};
+    adamw.struct_size = sizeof adamw;
+    adamw.algorithm = TSR_OPTIM_ADAMW;
+    init_shard_for(shard, adamw);
   }
-  static kernels::SgdArgs sgd_args(const tsr_optim_step& o) {
-    kernels::SgdArgs a;
-    a.lr = o.lr;
-    a.momentum = o.momentum;
-    a.weight_decay = o.weight_decay;
-    a.nesterov = o.nesterov != 0;
-    a.first_step = o.step == 1;
-    a.grad_scale = o.grad_scale;
-    return a;
+
+  void init_shard_for(const tsr_flat_shard& shard, const tsr_optim_step& opt) override {
+    if (shard.param_dtype != layout_.param_dtype || shard.grad_dtype != layout_.param_dtype)
+      throw sdk::Error(TSR_ERR_TYPE, std::string(layout_.backend) + " backend got shard '" + shard.name +
+                                         "' of unexpected dtypes");
+    states_[shard.name];  // the shard is known even when it needs no buffer
+    if (layout_.master_dtype != TSR_DTYPE_NONE)
+      alloc(shard, master_name(), TSR_STATE_MASTER, layout_.master_dtype);
+    const int k = kernels::num_states(rule_args(opt));
+    for (int slot = 0; slot < k; ++slot) alloc(shard, state_name(slot), TSR_STATE_OPTIMIZER, layout_.state_dtype);
+    const kernels::UpdateBuffers b = buffers(shard, 0);
+    on_device(shard, [&] { kernels::init_master(layout_.storage, b); },
+              [&](auto stream) { kernels::cuda::init_master(layout_.storage, b, stream); });
   }
-  [[noreturn]] static void unsupported(const tsr_optim_step& o, const char* backend) {
-    const char* name = o.algorithm == TSR_OPTIM_ADAMW ? "adamw" : o.algorithm == TSR_OPTIM_SGD ? "sgd" : "unknown";
-    throw sdk::Error(TSR_ERR_UNSUPPORTED, std::string(backend) + " backend has no update for optimizer '" + name +
-                                              "' (algorithm " + std::to_string(o.algorithm) + ")");
+
+  void step(const tsr_flat_shard& shard, const tsr_optim_step& opt) override {
+    const kernels::RuleArgs rule = rule_args(opt);
+    kernels::UpdateBuffers b = buffers(shard, kernels::num_states(rule));
+    rounding(shard, opt, b);
+    on_device(shard, [&] { kernels::apply_update(layout_.storage, rule, b); },
+              [&](auto stream) { kernels::cuda::apply_update(layout_.storage, rule, b, stream); });
   }
+
+  void export_master(const tsr_flat_shard& shard, tsr_tensor* out) override {
+    const kernels::UpdateBuffers b = buffers(shard, 0);
+    float* dst = master_arg(shard, out, "export_master");
+    on_device(shard, [&] { kernels::export_master(layout_.storage, b, dst); },
+              [&](auto stream) { kernels::cuda::export_master(layout_.storage, b, dst, stream); });
+  }
+
+  void import_master(const tsr_flat_shard& shard, const tsr_tensor* in) override {
+    const kernels::UpdateBuffers b = buffers(shard, 0);
+    const float* src = master_arg(shard, in, "import_master");
+    on_device(shard, [&] { kernels::import_master(layout_.storage, b, src); },
+              [&](auto stream) { kernels::cuda::import_master(layout_.storage, b, src, stream); });
+  }
+
+ protected:
+  // Sets the stochastic-rounding fields of b for this step (Bf16Pure); none by default.
+  virtual void rounding(const tsr_flat_shard& /*shard*/, const tsr_optim_step& /*opt*/, kernels::UpdateBuffers& /*b*/) {}
+
+  template <class T>
+  const T* grads(const tsr_flat_shard& shard) const { return static_cast<const T*>(data(shard.grads)); }
 
   const sdk::Host& host_;
 
  private:
+  const char* master_name() const { return layout_.master_dtype == TSR_DTYPE_I16 ? "remainder" : "master"; }
+  void* data(const tsr_tensor* t) const { return host_.raw()->tensor_data(const_cast<tsr_tensor*>(t)); }
+
+  // A zero-filled state buffer "<shard>.<name>" of the shard's length.
+  void alloc(const tsr_flat_shard& shard, const std::string& name, int32_t category, int32_t dtype) {
+    tsr_tensor* t = nullptr;
+    const tsr_host* h = host_.raw();
+    tsr_status s = h->alloc_state(h->ctx, (std::string(shard.name) + "." + name).c_str(), category, dtype, shard.numel, &t);
+    if (s != TSR_OK) throw sdk::Error(s, "could not allocate state '" + name + "' for shard '" + shard.name + "'");
+    states_[shard.name][name] = t;
+  }
+  void* state(const tsr_flat_shard& shard, const std::string& name) const {
+    auto it = states_.find(shard.name);
+    if (it == states_.end())
+      throw sdk::Error(TSR_ERR_INVALID_ARGUMENT, "shard '" + std::string(shard.name) + "' was not initialised");
+    auto buf = it->second.find(name);
+    if (buf == it->second.end())
+      throw sdk::Error(TSR_ERR_INVALID_ARGUMENT, "shard '" + std::string(shard.name) + "' has no state '" + name +
+                                                     "': it was initialised for another optimizer");
+    return data(buf->second);
+  }
+
+  // The shard's buffers as the kernels take them, with its first `states` state slots.
+  kernels::UpdateBuffers buffers(const tsr_flat_shard& shard, int states) const {
+    kernels::UpdateBuffers b;
+    b.param = data(shard.params);
+    b.grad = data(shard.grads);
+    b.n = shard.numel;
+    if (layout_.master_dtype == TSR_DTYPE_F32) b.master = static_cast<float*>(state(shard, master_name()));
+    if (layout_.master_dtype == TSR_DTYPE_I16) b.remainder = static_cast<int16_t*>(state(shard, master_name()));
+    if (!states_.count(shard.name))
+      throw sdk::Error(TSR_ERR_INVALID_ARGUMENT, "shard '" + std::string(shard.name) + "' was not initialised");
+    for (int slot = 0; slot < states; ++slot) b.state[slot] = state(shard, state_name(slot));
+    return b;
+  }
+
+  // The fp32 (shard.numel,) tensor of export/import, checked against the shard.
+  float* master_arg(const tsr_flat_shard& shard, const tsr_tensor* t, const char* what) const {
+    const at::Tensor x = host_.unwrap(t);
+    const at::Tensor p = host_.unwrap(shard.params);
+    if (x.scalar_type() != at::kFloat || x.dim() != 1 || x.numel() != shard.numel || !x.is_contiguous() ||
+        x.device() != p.device())
+      throw sdk::Error(TSR_ERR_INVALID_ARGUMENT, std::string(layout_.backend) + " backend: " + what + " of shard '" +
+                                                     shard.name + "' needs a contiguous (" +
+                                                     std::to_string(shard.numel) + ",) fp32 tensor on " +
+                                                     p.device().str());
+    return static_cast<float*>(data(t));
+  }
+
+  StorageLayout layout_;
+  int32_t autocast_dtype_;
   std::map<std::string, std::map<std::string, tsr_tensor*>> states_;
-};
-
-// A backend with 16-bit parameters and gradients, an fp32 master copy and fp32 moments (bf16,
-// fp16): the master is initialised from the parameters and every update runs on it. The traits
-// name each kernel for the CPU and its CUDA twin (stream last); the twins are templates so that
-// they are compiled only where on_device's CUDA path uses them.
-struct Bf16Traits {
-  static constexpr int32_t kDtype = TSR_DTYPE_BF16;
-  static constexpr const char* kName = "bf16";
-  static constexpr auto widen = &kernels::convert_bf16_to_f32;
-  static constexpr auto adamw = &kernels::adamw_bf16_master_f32;
-  static constexpr auto sgd = &kernels::sgd_bf16_master_f32;
-  template <class... A> static void cuda_widen(A... a) { kernels::cuda::convert_bf16_to_f32(a...); }
-  template <class... A> static void cuda_adamw(A... a) { kernels::cuda::adamw_bf16_master_f32(a...); }
-  template <class... A> static void cuda_sgd(A... a) { kernels::cuda::sgd_bf16_master_f32(a...); }
-};
-struct F16Traits {
-  static constexpr int32_t kDtype = TSR_DTYPE_F16;
-  static constexpr const char* kName = "fp16";
-  static constexpr auto widen = &kernels::convert_f16_to_f32;
-  static constexpr auto adamw = &kernels::adamw_f16_master_f32;
-  static constexpr auto sgd = &kernels::sgd_f16_master_f32;
-  template <class... A> static void cuda_widen(A... a) { kernels::cuda::convert_f16_to_f32(a...); }
-  template <class... A> static void cuda_adamw(A... a) { kernels::cuda::adamw_f16_master_f32(a...); }
-  template <class... A> static void cuda_sgd(A... a) { kernels::cuda::sgd_f16_master_f32(a...); }
-};
-
-template <class Traits>
-class MasterF32Backend : public FlatBackend {
- public:
-  MasterF32Backend(const sdk::Host& host, bool autocast) : FlatBackend(host), autocast_(autocast) {}
-
-  tsr_precision_info describe() override {
-    return {sizeof(tsr_precision_info), Traits::kDtype, Traits::kDtype, TSR_MASTER_FP32, TSR_DTYPE_F32,
-            autocast_ ? Traits::kDtype : TSR_DTYPE_NONE};
-  }
-  void init_shard(const tsr_flat_shard& shard) override {
-    expect(shard, Traits::kDtype, Traits::kDtype, Traits::kName);
-    const uint16_t* p = params<uint16_t>(shard);
-    float* master = alloc<float>(shard, "master", TSR_STATE_MASTER, TSR_DTYPE_F32);
-    const int64_t n = shard.numel;
-    on_device(shard, Traits::kName, [&] { Traits::widen(p, master, n); },
-              [&](auto stream) { Traits::cuda_widen(p, master, n, stream); });
-    alloc<float>(shard, "exp_avg", TSR_STATE_OPTIMIZER, TSR_DTYPE_F32);
-    alloc<float>(shard, "exp_avg_sq", TSR_STATE_OPTIMIZER, TSR_DTYPE_F32);
-  }
-  void step(const tsr_flat_shard& shard, const tsr_optim_step& opt) override {
-    auto* p = params<uint16_t>(shard);
-    const auto* g = grads<uint16_t>(shard);
-    auto* master = state<float>(shard, "master");
-    auto* m = state<float>(shard, "exp_avg");
-    const int64_t n = shard.numel;
-    if (opt.algorithm == TSR_OPTIM_ADAMW) {
-      auto* v = state<float>(shard, "exp_avg_sq");
-      const kernels::AdamWArgs a = adamw_args(opt);
-      on_device(shard, Traits::kName, [&] { Traits::adamw(p, g, master, m, v, n, a); },
-                [&](auto stream) { Traits::cuda_adamw(p, g, master, m, v, n, a, stream); });
-    } else if (opt.algorithm == TSR_OPTIM_SGD) {
-      const kernels::SgdArgs a = sgd_args(opt);  // exp_avg doubles as the momentum buffer
-      on_device(shard, Traits::kName, [&] { Traits::sgd(p, g, master, m, n, a); },
-                [&](auto stream) { Traits::cuda_sgd(p, g, master, m, n, a, stream); });
-    } else {
-      unsupported(opt, Traits::kName);
-    }
-  }
-
- private:
-  bool autocast_;
 };
 
 }  // namespace tessera::precision

@@ -1,5 +1,5 @@
 // plugins/precision/fp16/fp16.cpp — precision backend "fp16": fp16 compute (autocast fp16),
-// fp32 master and moments, dynamic loss scaling with skipped, counted overflow steps.
+// fp32 master and states (storage F16MasterF32), dynamic loss scaling with skipped, counted overflow steps.
 #include "../common/flat_backend.hpp"
 
 #include <cmath>
@@ -17,10 +17,11 @@ const tsr_config_key kKeys[] = {
     tessera::sdk::key_bool("autocast", "true", "run the forward pass under fp16 autocast"),
 };
 
-class Fp16 : public tessera::precision::MasterF32Backend<tessera::precision::F16Traits> {
+class Fp16 : public tessera::precision::FlatBackend {
  public:
   explicit Fp16(const tessera::sdk::Host& host)
-      : MasterF32Backend(host, host.get_bool("autocast")), scale_(host.get_float("initial_scale")),
+      : FlatBackend(host, tessera::precision::kFp16Layout, host.get_bool("autocast") ? TSR_DTYPE_F16 : TSR_DTYPE_NONE),
+        scale_(host.get_float("initial_scale")),
         growth_interval_(host.get_int("growth_interval")), growth_(host.get_float("growth_factor")),
         backoff_(host.get_float("backoff_factor")), hysteresis_(host.get_int("hysteresis")),
         min_scale_(host.get_float("min_scale")), hysteresis_left_(hysteresis_) {}
@@ -29,7 +30,7 @@ class Fp16 : public tessera::precision::MasterF32Backend<tessera::precision::F16
   bool find_overflow(const tsr_flat_shard& shard) override {
     const uint16_t* g = grads<uint16_t>(shard);
     const int64_t n = shard.numel;
-    return !on_device(shard, "fp16", [&] { return tessera::kernels::all_finite_f16(g, n); },
+    return !on_device(shard, [&] { return tessera::kernels::all_finite_f16(g, n); },
                       [&](auto stream) { return tessera::kernels::cuda::all_finite_f16(g, n, stream); });
   }
   // Dynamic loss scaling as in Megatron/DeepSpeed: back off after `hysteresis` overflows, grow
@@ -70,7 +71,7 @@ class Fp16 : public tessera::precision::MasterF32Backend<tessera::precision::F16
 
 }  // namespace
 
-TESSERA_PLUGIN(Fp16, tessera::sdk::Precision, "fp16", "1.0.0",
+TESSERA_PLUGIN(Fp16, tessera::sdk::Precision, "fp16", "1.1.0",
                "fp16 compute with fp32 master weights and moments and dynamic loss scaling; overflowed steps are "
-               "skipped and counted (AdamW: 2 + 2 + 4 + 8 = 16 bytes/parameter). Needs a device that computes fp16.",
+               "skipped and counted (AdamW: 2 + 2 + 4 + 8 = 16 bytes/parameter; SGD with momentum or Lion 12). Needs a device that computes fp16.",
                kKeys)

@@ -209,8 +209,21 @@ class Precision {
   static constexpr const char* kKind = TSR_KIND_PRECISION;
   virtual ~Precision() = default;
   virtual tsr_precision_info describe() = 0;
+  // ABI 1.0's shard initialisation: allocate the states of any supported optimizer.
   virtual void init_shard(const tsr_flat_shard& shard) = 0;
   virtual void step(const tsr_flat_shard& shard, const tsr_optim_step& opt) = 0;
+  // ABI 1.1, each optional: a class that does not override one leaves its table entry NULL, so
+  // the core falls back (init_shard) or reports the backend cannot convert its master.
+  // Allocate only the states `opt` needs (opt.step = 0, opt.lr = the peak rate).
+  virtual void init_shard_for(const tsr_flat_shard& shard, const tsr_optim_step& /*opt*/) { init_shard(shard); }
+  // Write the exact fp32 master into out ((shard.numel,) fp32 on the shard's device).
+  virtual void export_master(const tsr_flat_shard& /*shard*/, tsr_tensor* /*out*/) {
+    throw Error(TSR_ERR_UNSUPPORTED, "this precision backend cannot export its master");
+  }
+  // Set the master from in ((shard.numel,) fp32) and the parameters as an update rounds them.
+  virtual void import_master(const tsr_flat_shard& /*shard*/, const tsr_tensor* /*in*/) {
+    throw Error(TSR_ERR_UNSUPPORTED, "this precision backend cannot import a master");
+  }
   // Dynamic loss scaling; the defaults mean "none".
   virtual double loss_scale() { return 1.0; }
   virtual bool find_overflow(const tsr_flat_shard& /*shard*/) { return false; }
@@ -340,8 +353,29 @@ struct PrecisionTable {
     auto* s = self<T>(p);
     return guard(s->host.raw(), [&] { *skip = s->impl->update_scale(found_inf != 0) ? 1 : 0; });
   }
-  static constexpr tsr_precision_vtable vtable{sizeof(tsr_precision_vtable), &describe, &init_shard, &step,
-                                               &loss_scale, &find_overflow, &update_scale};
+  static tsr_status init_shard_for(tsr_instance* p, const tsr_flat_shard* shard, const tsr_optim_step* opt) noexcept {
+    auto* s = self<T>(p);
+    return guard(s->host.raw(), [&] { s->impl->init_shard_for(*shard, *opt); });
+  }
+  static tsr_status export_master(tsr_instance* p, const tsr_flat_shard* shard, tsr_tensor* out) noexcept {
+    auto* s = self<T>(p);
+    return guard(s->host.raw(), [&] { s->impl->export_master(*shard, out); });
+  }
+  static tsr_status import_master(tsr_instance* p, const tsr_flat_shard* shard, const tsr_tensor* in) noexcept {
+    auto* s = self<T>(p);
+    return guard(s->host.raw(), [&] { s->impl->import_master(*shard, in); });
+  }
+  // An optional entry is set only when T (or a base between T and Precision) overrides it:
+  // &T::f names Precision::f, with that class type, exactly when nobody overrode f.
+  template <class M>
+  static constexpr bool overridden(M Precision::*) { return false; }
+  template <class M, class C>
+  static constexpr bool overridden(M C::*) { return true; }
+  static constexpr tsr_precision_vtable vtable{
+      sizeof(tsr_precision_vtable), &describe, &init_shard, &step, &loss_scale, &find_overflow, &update_scale,
+      overridden(&T::init_shard_for) ? &init_shard_for : nullptr,
+      overridden(&T::export_master) ? &export_master : nullptr,
+      overridden(&T::import_master) ? &import_master : nullptr};
 };
 
 template <class Base, class T>

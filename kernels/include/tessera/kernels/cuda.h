@@ -1,9 +1,10 @@
-// tessera/kernels/cuda.h — CUDA versions of the kernels of optim.h and precision.h, over device
-// pointers. Plain C++ (no CUDA or framework types); defined only when TESSERA_HAVE_CUDA_KERNELS.
+// tessera/kernels/cuda.h — CUDA versions of the kernels of update.h, optim.h and precision.h,
+// over device pointers. Plain C++ (no CUDA or framework types); defined only when TESSERA_HAVE_CUDA_KERNELS.
 #pragma once
 #include <cstdint>
 
 #include "tessera/kernels/optim.h"
+#include "tessera/kernels/update.h"
 
 // Contract, for every function below:
 //  * Each is the device twin of the function of the same name in tessera::kernels: same
@@ -22,10 +23,15 @@ namespace tessera::kernels::cuda {
 // True when a CUDA device is usable from this process.
 bool available();
 
+// ---- update.h: the composed optimizer update and the storages' masters -----------------------
+// Device twins of apply_update / init_master / export_master / import_master; the same
+// composed element code, so results equal the CPU's bit for bit (stochastic rounding included).
+void apply_update(Storage s, const RuleArgs& a, const UpdateBuffers& b, void* stream);
+void init_master(Storage s, const UpdateBuffers& b, void* stream);
+void export_master(Storage s, const UpdateBuffers& b, float* out, void* stream);
+void import_master(Storage s, const UpdateBuffers& b, const float* in, void* stream);
+
 // ---- optim.h ---------------------------------------------------------------------------------
-void adamw_f32(float* param, const float* grad, float* exp_avg, float* exp_avg_sq, int64_t n, const AdamWArgs& a,
-               void* stream);
-void sgd_f32(float* param, const float* grad, float* momentum_buf, int64_t n, const SgdArgs& a, void* stream);
 // Accumulated in double in a fixed order that depends on n only (not on the device or the run),
 // so the result is the same on every call. The order differs from the CPU's, so the two agree
 // only to within double rounding (bound derived in tests/unit/test_cuda_kernels.cpp).
@@ -42,26 +48,6 @@ void convert_f32_to_bf16_stochastic(const float* src, uint16_t* dst, int64_t n, 
 void split_f32_to_bf16_remainder(const float* master, uint16_t* bf16, int16_t* remainder, int64_t n, void* stream);
 void merge_bf16_remainder_to_f32(const uint16_t* bf16, const int16_t* remainder, float* master, int64_t n,
                                  void* stream);
-
-// ---- precision.h: mixed-precision AdamW and SGD ----------------------------------------------
-void adamw_bf16_master_f32(uint16_t* param_bf16, const uint16_t* grad_bf16, float* master, float* exp_avg,
-                           float* exp_avg_sq, int64_t n, const AdamWArgs& a, void* stream);
-void adamw_bf16_remainder(uint16_t* param_bf16, int16_t* remainder, const uint16_t* grad_bf16, float* exp_avg,
-                          float* exp_avg_sq, int64_t n, const AdamWArgs& a, void* stream);
-// Stochastic rounding draws the same bits as the CPU version for the same (seed, counter).
-void adamw_bf16_pure(uint16_t* param_bf16, const uint16_t* grad_bf16, uint16_t* exp_avg_bf16,
-                     uint16_t* exp_avg_sq_bf16, int64_t n, const AdamWArgs& a, bool stochastic_rounding,
-                     uint64_t seed, uint64_t counter_base, void* stream);
-void sgd_bf16_pure(uint16_t* param_bf16, const uint16_t* grad_bf16, uint16_t* momentum_bf16, int64_t n,
-                   const SgdArgs& a, bool stochastic_rounding, uint64_t seed, uint64_t counter_base, void* stream);
-void adamw_f16_master_f32(uint16_t* param_f16, const uint16_t* grad_f16, float* master, float* exp_avg,
-                          float* exp_avg_sq, int64_t n, const AdamWArgs& a, void* stream);
-void sgd_bf16_master_f32(uint16_t* param_bf16, const uint16_t* grad_bf16, float* master, float* momentum_buf,
-                         int64_t n, const SgdArgs& a, void* stream);
-void sgd_bf16_remainder(uint16_t* param_bf16, int16_t* remainder, const uint16_t* grad_bf16, float* momentum_buf,
-                        int64_t n, const SgdArgs& a, void* stream);
-void sgd_f16_master_f32(uint16_t* param_f16, const uint16_t* grad_f16, float* master, float* momentum_buf,
-                        int64_t n, const SgdArgs& a, void* stream);
 
 // ---- precision.h: overflow checks and reductions over 16-bit values --------------------------
 bool all_finite_bf16(const uint16_t* x, int64_t n, void* stream);

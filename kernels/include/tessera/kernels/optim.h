@@ -1,5 +1,5 @@
-// tessera/kernels/optim.h — optimizer updates and reductions over flat fp32 buffers.
-// Plain C++ with no framework types; the CPU versions are the reference for device ones.
+// tessera/kernels/optim.h — the optimizers' hyper-parameter structs (the updates themselves:
+// update.h) and reductions over flat fp32 buffers. Plain C++, no framework types.
 #pragma once
 #include <cstdint>
 
@@ -14,10 +14,6 @@ struct AdamWArgs {
   double grad_scale = 1.0;   // gradients are multiplied by this first (unscale x clip)
 };
 
-// param, grad, exp_avg, exp_avg_sq: n elements each. Updates param, exp_avg, exp_avg_sq.
-void adamw_f32(float* param, const float* grad, float* exp_avg, float* exp_avg_sq, int64_t n,
-               const AdamWArgs& a);
-
 // Hyper-parameters of one SGD update with momentum (as torch.optim.SGD, dampening 0).
 struct SgdArgs {
   double lr = 1e-2;
@@ -27,9 +23,6 @@ struct SgdArgs {
   bool first_step = true;      // the momentum buffer starts as the first gradient
   double grad_scale = 1.0;
 };
-
-// param, grad, momentum_buf: n elements each. Updates param and momentum_buf.
-void sgd_f32(float* param, const float* grad, float* momentum_buf, int64_t n, const SgdArgs& a);
 
 // Sum of squares in double precision, in a fixed order (deterministic).
 double sum_squares_f32(const float* x, int64_t n);

@@ -1,5 +1,5 @@
 // tessera/kernels/precision.h — 16-bit floating point (bf16, IEEE half) conversions, stochastic
-// rounding, bf16+remainder master storage and mixed-precision AdamW/SGD over flat buffers.
+// rounding and bf16+remainder master storage over flat buffers (updates in them: update.h).
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -19,10 +19,6 @@
 //  * "RNE" is IEEE round-to-nearest, ties-to-even; fp32 arithmetic follows IEEE (no fast-math).
 //  * n is an element count; n <= 0 means "do nothing" (reductions return their identity).
 //  * Buffers of one call must not overlap, except where a function says otherwise.
-//  * The optimizer functions do exactly the element math of adamw_f32 / sgd_f32 (optim.h), in
-//    the same fp32 expression order, and differ only in how values are loaded and stored. They
-//    never look at more than element i to update element i, so any split of a buffer into
-//    shards gives the same bits as one call over the whole buffer (counters aside, see below).
 
 namespace tessera::kernels {
 
@@ -169,56 +165,6 @@ void convert_f32_to_bf16_stochastic(const float* src, uint16_t* dst, int64_t n, 
 // with payload bits not necessarily the original ones.
 void split_f32_to_bf16_remainder(const float* master, uint16_t* bf16, int16_t* remainder, int64_t n);
 void merge_bf16_remainder_to_f32(const uint16_t* bf16, const int16_t* remainder, float* master, int64_t n);
-
-// ---- AdamW over flat shards (AdamWArgs from optim.h, including grad_scale) -----------------
-//
-// All of them: g = float(grad) * float(grad_scale), then adamw_f32's element update on fp32
-// values, which is bitwise the same as adamw_f32 on those fp32 values. exp_avg / exp_avg_sq are
-// n elements each and start at zero before step 1. Non-finite gradients propagate into the
-// results: check them first (all_finite_*) when using a loss scale.
-
-// Master weights in fp32: master/exp_avg/exp_avg_sq are updated exactly as adamw_f32(master,
-// float(grad_bf16), ...) would, then param_bf16 = f32_to_bf16_ties_away(master) (so that it
-// equals adamw_bf16_remainder's param_bf16). param_bf16 is write-only (the update never reads it).
-void adamw_bf16_master_f32(uint16_t* param_bf16, const uint16_t* grad_bf16, float* master, float* exp_avg,
-                           float* exp_avg_sq, int64_t n, const AdamWArgs& a);
-
-// Master weights kept as param_bf16 + remainder (see split/merge above; initialise them with
-// split_f32_to_bf16_remainder): per element, merge -> the same fp32 update -> split. The
-// merged master after every step equals adamw_bf16_master_f32's master bit for bit, and so do
-// the moments, and so does param_bf16 (both round the master ties-away).
-void adamw_bf16_remainder(uint16_t* param_bf16, int16_t* remainder, const uint16_t* grad_bf16, float* exp_avg,
-                          float* exp_avg_sq, int64_t n, const AdamWArgs& a);
-
-// Pure bf16: parameters and both moments are stored in bf16 and widened to fp32 for the math.
-// Moments are stored RNE. The new parameter is stored RNE, or, when stochastic_rounding is set,
-// as f32_to_bf16_stochastic(p, seed, counter_base + i) for element i — so updates far below
-// bf16's resolution still move the parameters on average. Advance counter_base between steps
-// (e.g. by the shard size) and give shards disjoint counter ranges.
-void adamw_bf16_pure(uint16_t* param_bf16, const uint16_t* grad_bf16, uint16_t* exp_avg_bf16,
-                     uint16_t* exp_avg_sq_bf16, int64_t n, const AdamWArgs& a, bool stochastic_rounding,
-                     uint64_t seed, uint64_t counter_base);
-// SGD in pure bf16: the element math of sgd_f32 on widened values, the momentum buffer stored
-// RNE in bf16, the parameter rounded as adamw_bf16_pure rounds it.
-void sgd_bf16_pure(uint16_t* param_bf16, const uint16_t* grad_bf16, uint16_t* momentum_bf16, int64_t n,
-                   const SgdArgs& a, bool stochastic_rounding, uint64_t seed, uint64_t counter_base);
-
-// IEEE half parameters and gradients with fp32 master and moments: as adamw_bf16_master_f32,
-// with param_f16 = f32_to_f16(master) (RNE; masters beyond ±65504 give ±Inf parameters).
-void adamw_f16_master_f32(uint16_t* param_f16, const uint16_t* grad_f16, float* master, float* exp_avg,
-                          float* exp_avg_sq, int64_t n, const AdamWArgs& a);
-
-// ---- SGD with momentum (SgdArgs from optim.h) ----------------------------------------------
-//
-// The element math of sgd_f32 (L2 weight decay on the fp32 master, momentum_buf in fp32,
-// first_step, nesterov, grad_scale); momentum_buf is neither read nor written when
-// momentum == 0. Parameters are stored as for the AdamW variant of the same name.
-void sgd_bf16_master_f32(uint16_t* param_bf16, const uint16_t* grad_bf16, float* master, float* momentum_buf,
-                         int64_t n, const SgdArgs& a);
-void sgd_bf16_remainder(uint16_t* param_bf16, int16_t* remainder, const uint16_t* grad_bf16, float* momentum_buf,
-                        int64_t n, const SgdArgs& a);
-void sgd_f16_master_f32(uint16_t* param_f16, const uint16_t* grad_f16, float* master, float* momentum_buf,
-                        int64_t n, const SgdArgs& a);
 
 // ---- overflow checks and reductions over 16-bit gradients ----------------------------------
 
