@@ -2,6 +2,7 @@
 // Each subcommand has --help; bad usage exits 2, a bad config or plugin exits 1.
 #include "tessera/core/cli.hpp"
 
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -14,6 +15,7 @@
 #include "tessera/core/checkpoint.hpp"
 #include "tessera/core/error.hpp"
 #include "tessera/core/launch.hpp"
+#include "tessera/core/output_guard.hpp"
 #include "tessera/core/runtime.hpp"
 #include "tessera/core/trainer.hpp"
 
@@ -74,13 +76,17 @@ final training loss and test accuracy. Writes DIR/bench.json (default DIR: runs/
 run's metrics and log under DIR/<backend>/. A backend that fails is reported with its error.
 )";
 
-const char* kLaunchHelp = R"(usage: tessera launch --nproc N [--master-port P] -- ARGS...
+const char* kLaunchHelp = R"(usage: tessera launch [--nproc N] [--nnodes M --node-rank K] [--master-addr HOST]
+                      [--master-port P] -- ARGS...
 
 Starts N processes of `tessera ARGS` on this machine, with RANK, LOCAL_RANK, WORLD_SIZE,
-MASTER_ADDR=127.0.0.1 and MASTER_PORT set as torchrun sets them (so `torchrun` or a cluster
-launcher can start the same program instead). SIGINT/SIGTERM are forwarded to every rank;
-when one rank fails, the others are stopped (SIGTERM, then SIGKILL after 10 s) and the exit
-status is the failing rank's. Example:
+LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT set as torchrun sets them (so `torchrun` or a
+cluster launcher can start the same program instead). On M machines, run it once per machine
+with the same --nnodes, --master-addr (node 0's address) and --master-port, and --node-rank
+0..M-1: RANK = K * N + LOCAL_RANK, WORLD_SIZE = M * N. Defaults: N = 1, M = 1, K = 0,
+HOST = 127.0.0.1, P = a free port (required with M > 1). SIGINT/SIGTERM are forwarded to
+every rank; when one rank fails, the others are stopped (SIGTERM, then SIGKILL after 10 s; at
+once for a stopped, frozen rank) and the exit status is the failing rank's. Example:
   tessera launch --nproc 2 -- train configs/fashion_mnist.toml
 )";
 
@@ -223,19 +229,55 @@ int cmd_bench(const Parsed& p) {
   return 0;
 }
 
+// A launch flag's integer value: all of it a decimal number within [lo, hi], or an error
+// naming the flag and the expected form.
+int launch_int(const std::string& flag, const std::string& text, int lo, int hi, const std::string& form) {
+  size_t used = 0;
+  long v = 0;
+  try {
+    v = std::stol(text, &used, 10);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (text.empty() || used != text.size() || !std::isdigit(static_cast<unsigned char>(text[0])) || v < lo || v > hi)
+    throw std::invalid_argument(flag + " expects " + form + ", got '" + text + "'");
+  return static_cast<int>(v);
+}
+
 int cmd_launch(const std::vector<std::string>& args) {
   LaunchOptions o;
+  bool port_given = false;
   size_t i = 2;
   for (; i < args.size() && args[i] != "--"; ++i) {
+    std::string flag = args[i], inline_value;
+    const bool has_inline = flag.rfind("--", 0) == 0 && flag.find('=') != std::string::npos;
+    if (has_inline) inline_value = flag.substr(flag.find('=') + 1), flag.resize(flag.find('='));
     auto value = [&]() -> std::string {
-      if (i + 1 >= args.size()) throw std::invalid_argument(args[i] + " needs a value");
+      if (has_inline) return inline_value;
+      if (i + 1 >= args.size() || args[i + 1] == "--") throw std::invalid_argument(flag + " needs a value");
       return args[++i];
     };
-    if (args[i] == "-h" || args[i] == "--help") return std::cout << kLaunchHelp, 0;
-    if (args[i] == "--nproc") o.nproc = std::stoi(value());
-    else if (args[i] == "--master-port") o.master_port = std::stoi(value());
-    else throw std::invalid_argument("unknown launch option " + args[i]);
+    if (flag == "-h" || flag == "--help") return std::cout << kLaunchHelp, 0;
+    if (flag == "--nproc" || flag == "--nproc-per-node" || flag == "--nproc_per_node")
+      o.nproc = launch_int(flag, value(), 1, 4096, "a number of processes per node, 1 or more");
+    else if (flag == "--nnodes") o.nnodes = launch_int(flag, value(), 1, 1 << 16, "a number of nodes, 1 or more");
+    else if (flag == "--node-rank" || flag == "--node_rank")
+      o.node_rank = launch_int(flag, value(), 0, 1 << 16, "this node's index, 0 to --nnodes minus 1");
+    else if (flag == "--master-port" || flag == "--master_port")
+      o.master_port = launch_int(flag, value(), 1, 65535, "a TCP port number in 1..65535"), port_given = true;
+    else if (flag == "--master-addr" || flag == "--master_addr") {
+      o.master_addr = value();
+      if (o.master_addr.empty() || o.master_addr.find_first_of(" \t/") != std::string::npos)
+        throw std::invalid_argument(flag + " expects a host name or IP address, got '" + o.master_addr + "'");
+    } else {
+      throw std::invalid_argument("unknown launch option " + args[i]);
+    }
   }
+  if (o.node_rank >= o.nnodes)
+    throw std::invalid_argument("--node-rank expects this node's index, 0 to --nnodes minus 1 (" +
+                                std::to_string(o.nnodes - 1) + "), got " + std::to_string(o.node_rank));
+  if (o.nnodes > 1 && !port_given)
+    throw std::invalid_argument("--master-port is required with --nnodes > 1 (every node must name the same port)");
   if (i >= args.size() || i + 1 == args.size()) throw std::invalid_argument("launch needs -- followed by the rank's arguments");
   o.args.assign(args.begin() + static_cast<std::ptrdiff_t>(i) + 1, args.end());
   o.exe = std::filesystem::read_symlink("/proc/self/exe").string();
@@ -265,6 +307,7 @@ int run_cli(const std::vector<std::string>& args) {
     if (cmd == "export") {
       if (p.help) return std::cout << kExportHelp, 0;
       if (p.positional.size() != 2) throw std::invalid_argument("export needs CHECKPOINT and OUT.safetensors");
+      refuse_output_inside(p.positional[0], p.positional[1], "the checkpoint");
       const size_t n = export_checkpoint(p.positional[0], p.positional[1]);
       std::cout << "exported " << n << " tensors to " << p.positional[1] << "\n";
       return 0;

@@ -1,5 +1,6 @@
-// core/src/safetensors.cpp — safetensors reader/writer: strict header validation on load,
-// atomic (temp file + fsync + rename) saves.
+// core/src/safetensors.cpp — safetensors reader/writer: strict header validation on load
+// (bounded size and nesting before parsing, overflow-safe shapes and offsets, untrusted text
+// quoted short in messages), atomic (temp file + fsync + rename) saves.
 #include "tessera/core/safetensors.hpp"
 
 #include <fcntl.h>
@@ -30,6 +31,9 @@ namespace {
 using ojson = nlohmann::ordered_json;
 
 constexpr uint64_t kMaxHeaderBytes = uint64_t{100} << 20;  // as the reference implementation
+// The format's deepest value: header object -> tensor entry object -> shape array of numbers.
+constexpr int kMaxHeaderDepth = 3;
+constexpr size_t kMaxDims = 64;  // far beyond any real tensor; keeps a hostile shape cheap
 
 struct DtypeEntry {
   const char* name;
@@ -83,11 +87,191 @@ void write_all(std::FILE* f, const void* data, size_t n, const std::string& path
   throw Error("safetensors file " + path + ": " + reason);
 }
 
+// Untrusted text for a message: at most `max` bytes, non-printable bytes as \xNN, quoted,
+// with the full length when cut.
+std::string quote(const std::string& s, size_t max = 64) {
+  std::string out = "'";
+  for (size_t i = 0; i < s.size() && i < max; ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c < 0x7f && c != '\\' && c != '\'') {
+      out += static_cast<char>(c);
+    } else {
+      char hex[5];
+      std::snprintf(hex, sizeof hex, "\\x%02x", c);
+      out += hex;
+    }
+  }
+  out += "'";
+  if (s.size() > max) out += "... (" + std::to_string(s.size()) + " bytes)";
+  return out;
+}
+
+// A short description of an untrusted JSON value (its nesting is already bounded).
+std::string brief(const ojson& v) {
+  if (v.is_array() && v.size() > 8) return "an array of " + std::to_string(v.size()) + " values";
+  if (v.is_object() && v.size() > 4) return "an object of " + std::to_string(v.size()) + " keys";
+  std::string text = v.dump(-1, ' ', false, ojson::error_handler_t::replace);
+  return text.size() <= 80 ? text : quote(text, 80);
+}
+
 uint64_t get_u64(const ojson& v, const std::string& path, const std::string& what) {
   if (!v.is_number_unsigned()) {
-    fail(path, what + " must be a non-negative integer, got " + v.dump());
+    fail(path, what + " must be a non-negative integer, got " + brief(v));
   }
   return v.get<uint64_t>();
+}
+
+// Before parsing: JSON nested deeper than the format needs is refused without recursing into
+// it (a header of 100000 '[' would otherwise exhaust the stack in whatever walks it).
+void check_nesting(const std::string& text, const std::string& path) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') ++i;
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > kMaxHeaderDepth)
+        fail(path, "header nests deeper than the format's " + std::to_string(kMaxHeaderDepth) +
+                       " levels (at byte " + std::to_string(i) + ")");
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+}
+
+// Validates every entry of a parsed header (already an object of bounded nesting) against
+// the data section, then reads the tensors: nothing is allocated before all of it checks out.
+SafetensorsFile read_tensors(std::FILE* f, const std::string& path, const ojson& header,
+                             uint64_t file_size, uint64_t header_len) {
+  const uint64_t data_size = file_size - 8 - header_len;
+  const uint64_t data_start = 8 + header_len;
+  SafetensorsFile out;
+  struct Span {
+    uint64_t begin, end;
+    std::string name;
+  };
+  std::vector<Span> spans;
+  std::vector<std::tuple<std::string, at::ScalarType, std::vector<int64_t>, uint64_t>> entries;
+
+  for (const auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") {
+      if (!entry.is_object()) fail(path, "\"__metadata__\" must be an object of strings");
+      for (const auto& [k, v] : entry.items()) {
+        if (!v.is_string()) {
+          fail(path, "metadata value for " + quote(k) + " must be a string, got " + brief(v));
+        }
+        out.metadata[k] = v.get<std::string>();
+      }
+      continue;
+    }
+    const std::string where = "tensor " + quote(name);
+    if (!entry.is_object()) fail(path, where + " must be an object, got " + brief(entry));
+    const auto dt = entry.find("dtype");
+    const auto sh = entry.find("shape");
+    const auto off = entry.find("data_offsets");
+    if (dt == entry.end() || sh == entry.end() || off == entry.end()) {
+      fail(path, where + " needs \"dtype\", \"shape\" and \"data_offsets\"");
+    }
+    if (!dt->is_string()) fail(path, where + " has a non-string dtype " + brief(*dt));
+    at::ScalarType type{};
+    if (!dtype_from_name(dt->get<std::string>(), &type)) {
+      fail(path, where + " has unknown dtype " + quote(dt->get<std::string>()));
+    }
+    if (!sh->is_array()) fail(path, where + " shape must be an array, got " + brief(*sh));
+    if (sh->size() > kMaxDims) {
+      fail(path, where + " has " + std::to_string(sh->size()) + " dimensions (at most " +
+                     std::to_string(kMaxDims) + ")");
+    }
+    // Overflow-safe: the product of the non-zero dimensions must fit in int64 (what ATen
+    // computes a tensor's size with, zeros or not) and, times the item size, in uint64.
+    std::vector<int64_t> shape;
+    const uint64_t int64_max = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+    uint64_t nonzero = 1;
+    bool empty = false;
+    for (const auto& d : *sh) {
+      const uint64_t dim = get_u64(d, path, where + " shape entry");
+      if (dim == 0) empty = true;
+      else if (dim > int64_max / nonzero) fail(path, where + " shape " + brief(*sh) + " is too large");
+      else nonzero *= dim;
+      shape.push_back(static_cast<int64_t>(dim));
+    }
+    const uint64_t item = c10::elementSize(type);
+    if (nonzero > std::numeric_limits<uint64_t>::max() / item) {
+      fail(path, where + " shape " + brief(*sh) + " is too large");
+    }
+    const uint64_t expected = empty ? 0 : nonzero * item;
+    if (!off->is_array() || off->size() != 2) {
+      fail(path, where + " data_offsets must be [begin, end], got " + brief(*off));
+    }
+    const uint64_t begin = get_u64((*off)[0], path, where + " data_offsets begin");
+    const uint64_t end = get_u64((*off)[1], path, where + " data_offsets end");
+    if (begin > end) fail(path, where + " data_offsets " + brief(*off) + " end before begin");
+    if (end > data_size) {
+      fail(path, where + " data_offsets " + brief(*off) + " out of bounds: the data section is " +
+                     std::to_string(data_size) + " bytes");
+    }
+    if (end - begin != expected) {
+      fail(path, where + " data_offsets " + brief(*off) + " span " + std::to_string(end - begin) +
+                     " bytes, but shape " + brief(*sh) + " of " + dt->get<std::string>() +
+                     " needs " + std::to_string(expected));
+    }
+    spans.push_back({begin, end, name});
+    entries.emplace_back(name, type, std::move(shape), begin);
+  }
+
+  std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) {
+    return std::tie(a.begin, a.end) < std::tie(b.begin, b.end);
+  });
+  uint64_t cursor = 0;
+  std::string prev;
+  for (const Span& s : spans) {
+    if (s.begin < cursor) {
+      fail(path, "tensor " + quote(s.name) + " data [" + std::to_string(s.begin) + ", " +
+                     std::to_string(s.end) + ") overlaps tensor " + quote(prev));
+    }
+    if (s.begin > cursor) {
+      fail(path, "data bytes [" + std::to_string(cursor) + ", " + std::to_string(s.begin) +
+                     ") belong to no tensor (gap before tensor " + quote(s.name) + ")");
+    }
+    cursor = s.end;
+    prev = s.name;
+  }
+  if (cursor != data_size) {
+    fail(path, std::to_string(data_size - cursor) +
+                   " bytes of trailing garbage after the last tensor's data");
+  }
+
+  out.tensors.reserve(entries.size());
+  for (auto& [name, type, shape, begin] : entries) {
+    at::Tensor t = at::empty(shape, at::TensorOptions().dtype(type));  // as declared, CPU
+    const size_t nbytes = static_cast<size_t>(t.numel()) * t.element_size();
+    if (nbytes > 0) {
+      if (::fseeko(f, static_cast<off_t>(data_start + begin), SEEK_SET) != 0) {
+        fail(path, "cannot seek to tensor " + quote(name) + ": " + errno_text());
+      }
+      // Bool storage must hold 0/1: read raw bytes and check before they become bools.
+      if (std::fread(t.data_ptr(), 1, nbytes, f) != nbytes) {
+        fail(path, "cannot read tensor " + quote(name) + " (file truncated while reading?)");
+      }
+      if (type == at::kBool) {
+        const auto* b = static_cast<const unsigned char*>(t.data_ptr());
+        for (size_t i = 0; i < nbytes; ++i) {
+          if (b[i] > 1) {
+            fail(path, "tensor " + quote(name) + " has BOOL byte " + std::to_string(b[i]) +
+                           " at element " + std::to_string(i) + " (must be 0 or 1)");
+          }
+        }
+      }
+    }
+    out.tensors.emplace_back(name, std::move(t));
+  }
+  return out;
 }
 
 }  // namespace
@@ -212,126 +396,32 @@ SafetensorsFile load_safetensors(const std::string& path) {
   if (header_len > 0 && std::fread(text.data(), 1, header_len, f.get()) != header_len) {
     fail(path, "cannot read the " + std::to_string(header_len) + "-byte header");
   }
+  check_nesting(text, path);
   ojson header;
-  try {
-    header = ojson::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, std::string("header is not valid JSON: ") + e.what());
-  }
-  if (!header.is_object()) fail(path, "header must be a JSON object, got " + header.dump());
-
-  const uint64_t data_size = file_size - 8 - header_len;
-  const uint64_t data_start = 8 + header_len;
-  SafetensorsFile out;
-  struct Span {
-    uint64_t begin, end;
-    std::string name;
+  std::set<std::string> top_keys;  // a name given twice would silently replace the first
+  const auto no_duplicates = [&](int depth, ojson::parse_event_t event, ojson& parsed) {
+    if (depth == 1 && event == ojson::parse_event_t::key && parsed.is_string() &&
+        !top_keys.insert(parsed.get<std::string>()).second) {
+      fail(path, "header names " + quote(parsed.get<std::string>()) + " twice");
+    }
+    return true;
   };
-  std::vector<Span> spans;
-  std::vector<std::tuple<std::string, at::ScalarType, std::vector<int64_t>, uint64_t>> entries;
-
-  for (const auto& [name, entry] : header.items()) {
-    if (name == "__metadata__") {
-      if (!entry.is_object()) fail(path, "\"__metadata__\" must be an object of strings");
-      for (const auto& [k, v] : entry.items()) {
-        if (!v.is_string()) {
-          fail(path, "metadata value for '" + k + "' must be a string, got " + v.dump());
-        }
-        out.metadata[k] = v.get<std::string>();
-      }
-      continue;
-    }
-    const std::string where = "tensor '" + name + "'";
-    if (!entry.is_object()) fail(path, where + " must be an object, got " + entry.dump());
-    const auto dt = entry.find("dtype");
-    const auto sh = entry.find("shape");
-    const auto off = entry.find("data_offsets");
-    if (dt == entry.end() || sh == entry.end() || off == entry.end()) {
-      fail(path, where + " needs \"dtype\", \"shape\" and \"data_offsets\"");
-    }
-    if (!dt->is_string()) fail(path, where + " has a non-string dtype " + dt->dump());
-    at::ScalarType type{};
-    if (!dtype_from_name(dt->get<std::string>(), &type)) {
-      fail(path, where + " has unknown dtype '" + dt->get<std::string>() + "'");
-    }
-    if (!sh->is_array()) fail(path, where + " shape must be an array, got " + sh->dump());
-    std::vector<int64_t> shape;
-    uint64_t expected = c10::elementSize(type);
-    for (const auto& d : *sh) {
-      const uint64_t dim = get_u64(d, path, where + " shape entry");
-      if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
-          (dim != 0 && expected > std::numeric_limits<uint64_t>::max() / dim)) {
-        fail(path, where + " shape " + sh->dump() + " is too large");
-      }
-      expected *= dim;
-      shape.push_back(static_cast<int64_t>(dim));
-    }
-    if (!off->is_array() || off->size() != 2) {
-      fail(path, where + " data_offsets must be [begin, end], got " + off->dump());
-    }
-    const uint64_t begin = get_u64((*off)[0], path, where + " data_offsets begin");
-    const uint64_t end = get_u64((*off)[1], path, where + " data_offsets end");
-    if (begin > end) fail(path, where + " data_offsets " + off->dump() + " end before begin");
-    if (end > data_size) {
-      fail(path, where + " data_offsets " + off->dump() + " out of bounds: the data section is " +
-                     std::to_string(data_size) + " bytes");
-    }
-    if (end - begin != expected) {
-      fail(path, where + " data_offsets " + off->dump() + " span " + std::to_string(end - begin) +
-                     " bytes, but shape " + sh->dump() + " of " + dt->get<std::string>() +
-                     " needs " + std::to_string(expected));
-    }
-    spans.push_back({begin, end, name});
-    entries.emplace_back(name, type, std::move(shape), begin);
+  try {
+    header = ojson::parse(text, no_duplicates);
+  } catch (const nlohmann::json::exception& e) {
+    // The parser's message quotes the token it read last: untrusted and of any length.
+    std::string why = e.what();
+    if (const size_t cut = why.find("; last read: "); cut != std::string::npos) why.resize(cut);
+    fail(path, "header is not valid JSON: " + quote(why, 240));
   }
-
-  std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) {
-    return std::tie(a.begin, a.end) < std::tie(b.begin, b.end);
-  });
-  uint64_t cursor = 0;
-  std::string prev;
-  for (const Span& s : spans) {
-    if (s.begin < cursor) {
-      fail(path, "tensor '" + s.name + "' data [" + std::to_string(s.begin) + ", " +
-                     std::to_string(s.end) + ") overlaps tensor '" + prev + "'");
-    }
-    if (s.begin > cursor) {
-      fail(path, "data bytes [" + std::to_string(cursor) + ", " + std::to_string(s.begin) +
-                     ") belong to no tensor (gap before tensor '" + s.name + "')");
-    }
-    cursor = s.end;
-    prev = s.name;
+  if (!header.is_object()) fail(path, "header must be a JSON object, got " + brief(header));
+  try {
+    return read_tensors(f.get(), path, header, file_size, header_len);
+  } catch (const nlohmann::json::exception& e) {  // not expected after the checks: still an Error
+    fail(path, std::string("malformed header: ") + e.what());
+  } catch (const c10::Error& e) {
+    fail(path, std::string("cannot allocate a tensor: ") + e.what_without_backtrace());
   }
-  if (cursor != data_size) {
-    fail(path, std::to_string(data_size - cursor) +
-                   " bytes of trailing garbage after the last tensor's data");
-  }
-
-  out.tensors.reserve(entries.size());
-  for (auto& [name, type, shape, begin] : entries) {
-    at::Tensor t = at::empty(shape, at::TensorOptions().dtype(type));  // as declared, CPU
-    const size_t nbytes = static_cast<size_t>(t.numel()) * t.element_size();
-    if (nbytes > 0) {
-      if (::fseeko(f.get(), static_cast<off_t>(data_start + begin), SEEK_SET) != 0) {
-        fail(path, "cannot seek to tensor '" + name + "': " + errno_text());
-      }
-      // Bool storage must hold 0/1: read raw bytes and check before they become bools.
-      if (std::fread(t.data_ptr(), 1, nbytes, f.get()) != nbytes) {
-        fail(path, "cannot read tensor '" + name + "' (file truncated while reading?)");
-      }
-      if (type == at::kBool) {
-        const auto* b = static_cast<const unsigned char*>(t.data_ptr());
-        for (size_t i = 0; i < nbytes; ++i) {
-          if (b[i] > 1) {
-            fail(path, "tensor '" + name + "' has BOOL byte " + std::to_string(b[i]) +
-                           " at element " + std::to_string(i) + " (must be 0 or 1)");
-          }
-        }
-      }
-    }
-    out.tensors.emplace_back(name, std::move(t));
-  }
-  return out;
 }
 
 }  // namespace tessera

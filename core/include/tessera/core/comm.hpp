@@ -27,7 +27,9 @@ struct DistEnv {
 class Comm {
  public:
   // Rendezvous (rank 0 hosts the TCPStore) and a Gloo process group. `timeout` bounds every
-  // collective and the rendezvous itself: a rank that never shows up is an error, not a hang.
+  // collective and the rendezvous itself: a rank that never shows up is named ("rank 1 did not
+  // join within 5.0 s"), one that stopped on an error in setup is reported with it, and a store
+  // host that answers nothing (frozen) is an error like a dead one, not a hang.
   // `heartbeat` is how often this rank proves it is alive (a background thread).
   // `device` picks the backend: CPU -> ProcessGroupGloo, CUDA -> ProcessGroupNCCL (an Error
   // in a build without it). Host tensors given to a NCCL group travel via the device.
@@ -76,6 +78,7 @@ class Comm {
 
  private:
   [[noreturn]] void fail(const std::string& what, const std::exception& e);
+  void linger_for_peers();  // rank 0, stopping: keep the store up until the peers have read it
   bool staged(const at::Tensor& t) const;  // must go to the group's device first (NCCL)
   bool adds(const at::Tensor& t) const;    // the backend can sum this dtype itself
   struct Impl;
