@@ -35,21 +35,27 @@ Experiment::Experiment(const Config& config, bool load_data)
                         "(resolved config hashes differ from rank 0's); start every rank with the same file and --set");
     for (auto& b : params_.buffers()) comm_->broadcast(b.params, 0);
   }
-  if (opt_.dist.deterministic_groups > 0)
-    components_->refuse_gather("cannot be combined with [dist] deterministic_groups (a group is not a global batch)");
-  if (comm_) components_->gather_across(*comm_);
+  try {
+    if (opt_.dist.deterministic_groups > 0)
+      components_->refuse_gather("cannot be combined with [dist] deterministic_groups (a group is not a global batch)");
+    if (comm_) components_->gather_across(*comm_);
 
-  plan_ = ShardPlan(env_.world_size, comm_ && opt_.dist.zero_stage >= 1);
-  sync_ = make_grad_sync(opt_.dist, comm_.get(), params_, *engine_, plan_);
-  if (opt_.dist.deterministic_groups > 0) spdlog::info("{}", sync_->describe());
-  else if (comm_) spdlog::info("data parallel: rank {} of {}, {}", env_.rank, env_.world_size, sync_->describe());
+    plan_ = ShardPlan(env_.world_size, comm_ && opt_.dist.zero_stage >= 1);
+    sync_ = make_grad_sync(opt_.dist, comm_.get(), params_, *engine_, plan_);
+    if (opt_.dist.deterministic_groups > 0) spdlog::info("{}", sync_->describe());
+    else if (comm_) spdlog::info("data parallel: rank {} of {}, {}", env_.rank, env_.world_size, sync_->describe());
 
-  states_.device = device_;
-  updater_ = std::make_unique<Updater>(params_, components_->precision(), plan_, comm_.get(), env_.rank,
-                                       opt_.optimizer, opt_.train.clip_grad_norm);
-  updater_->init_shards();
-  data_ = std::make_unique<TrainingData>(opt_.data, opt_.experiment.seed, env_);
-  evaluators_ = make_evaluators(opt_.eval, *data_, device_);
+    states_.device = device_;
+    updater_ = std::make_unique<Updater>(params_, components_->precision(), plan_, comm_.get(), env_.rank,
+                                         opt_.optimizer, opt_.train.clip_grad_norm);
+    updater_->init_shards();
+    data_ = std::make_unique<TrainingData>(opt_.data, opt_.experiment.seed, env_);
+    evaluators_ = make_evaluators(opt_.eval, *data_, device_);
+  } catch (const std::exception& e) {
+    // Peers waiting in a collective then report this rank's own reason.
+    if (comm_) comm_->record_exit(e.what());
+    throw;
+  }
 }
 
 Experiment::~Experiment() = default;
