@@ -820,7 +820,7 @@ void Experiment::save_checkpoint_at(int64_t step, int64_t epoch, int64_t batch, 
   // also the shared parts), then rank 0 publishes the whole checkpoint at once.
   const std::string dir = checkpoint_dir();
   write_checkpoint_part(dir, step, env_.rank,
-                        gather_checkpoint(params_, states_, precision_info_, owned_ranges(), encoder_buffers(),
+                        gather_checkpoint(params_, states_, *precision_, owned_ranges(), encoder_buffers(),
                                           /*write_shared=*/env_.rank == 0));
   if (comm_) comm_->barrier();
   if (env_.rank == 0) publish_checkpoint(dir, meta, env_.world_size, checkpoint_.get_int("keep"));
@@ -834,7 +834,7 @@ CheckpointMeta Experiment::resume_from(const std::string& spec) {
   if (meta.optimizer != optimizer_.get_string("name"))
     spdlog::warn("checkpoint {} was written with optimizer {}, this run uses {}", path, meta.optimizer,
                  optimizer_.get_string("name"));
-  restore_checkpoint(tensors, params_, states_, precision_info_, owned_ranges(), encoder_buffers(), path);
+  restore_checkpoint(tensors, params_, states_, *precision_, owned_ranges(), encoder_buffers(), path);
   if (meta.precision != precision_->library().name())
     spdlog::info("checkpoint {} was written by precision backend '{}'; converted to '{}'", path, meta.precision,
                  precision_->library().name());
