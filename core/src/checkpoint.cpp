@@ -30,25 +30,14 @@ std::string state_name(const std::string& buffer_name) {
 std::string shard_name(const std::string& buffer_name) { return buffer_name.substr(0, buffer_name.find('.')); }
 
 
-// fp32 -> bf16 rounded to nearest, ties away from zero, and the int16 remainder that makes
-// the pair exact (the rounding kernels/ uses for master-keeping bf16 backends).
-std::pair<at::Tensor, at::Tensor> split_ties_away(const at::Tensor& f32) {
-  at::Tensor u = f32.contiguous().view(at::kInt).to(at::kLong).bitwise_and(static_cast<int64_t>(0xFFFFFFFF));
-  at::Tensor hi = u.bitwise_right_shift(16) + u.bitwise_right_shift(15).bitwise_and(1);
-  at::Tensor rem = u - hi.bitwise_left_shift(16);
-  at::Tensor hi16 = (hi.bitwise_and(0xFFFF) - (hi.bitwise_and(0x8000).bitwise_left_shift(1))).to(at::kShort);
-  return {hi16.view(at::kBFloat16), rem.to(at::kShort)};
-}
-
-at::Tensor merge_remainder(const at::Tensor& bf16, const at::Tensor& rem) {
-  at::Tensor hi = bf16.contiguous().view(at::kShort).to(at::kInt).bitwise_and(0xFFFF).bitwise_left_shift(16);
-  return (hi + rem.to(at::kInt)).view(at::kFloat);
-}
-
-const StateBuffer* find_state(const StateStore& states, const std::string& shard, int32_t category) {
-  for (const auto& s : states.buffers)
-    if (s.category == category && shard_name(s.name) == shard) return &s;
-  return nullptr;
+// The tsr_precision_info a ShardView needs: the buffer's own parameter and gradient dtypes.
+tsr_precision_info shard_info(const FlatParamBuffer& b) {
+  tsr_precision_info info{};
+  info.struct_size = sizeof(info);
+  info.param_dtype = to_tsr_dtype(b.dtype);
+  info.grad_dtype = to_tsr_dtype(b.grads.defined() ? b.grads.scalar_type() : b.dtype);
+  info.autocast_dtype = TSR_DTYPE_NONE;
+  return info;
 }
 
 uint32_t file_crc(const std::string& path, int64_t& bytes) {
@@ -89,26 +78,28 @@ void write_atomically(const std::string& path, const std::string& text) {
 
 }  // namespace
 
-CheckpointTensors gather_checkpoint(const FlatParams& params, const StateStore& states, const tsr_precision_info& info,
+CheckpointTensors gather_checkpoint(FlatParams& params, const StateStore& states, const PrecisionInstance& precision,
                                     const std::vector<OwnedRange>& owned,
                                     const std::vector<std::pair<std::string, at::Tensor>>& buffers, bool write_shared) {
+  at::NoGradGuard no_grad;
   CheckpointTensors out;
   for (size_t bi = 0; bi < params.buffers().size(); ++bi) {
-    const FlatParamBuffer& b = params.buffers()[bi];
+    FlatParamBuffer& b = params.buffers()[bi];
     const int64_t b0 = owned[bi].begin, b1 = owned[bi].end;
-    const StateBuffer* master = find_state(states, b.name, TSR_STATE_MASTER);
+    // This rank's range as exact fp32, in the backend's own conversion (the core knows no format).
+    at::Tensor master;  // (b1 - b0,) f32 on the parameters' device
+    if (b1 > b0) {
+      master = at::empty({b1 - b0}, b.params.options().dtype(at::kFloat));
+      ShardView view(b, shard_info(b), owned[bi]);
+      precision.export_master(view.shard, master);
+    }
     for (const auto& s : b.slots) {
       if (write_shared)
         out.tensors.emplace_back("shape/" + s.name, at::tensor(s.shape, at::kLong));
       const int64_t lo = std::max(s.offset, b0), hi = std::min(s.offset + s.numel, b1);
       if (lo >= hi) continue;  // another rank owns this parameter's state
       const std::string at_start = "@" + std::to_string(lo - s.offset);
-      at::Tensor value;
-      if (info.master_policy == TSR_MASTER_FP32 && master) value = master->data.narrow(0, lo - b0, hi - lo);
-      else if (info.master_policy == TSR_MASTER_REMAINDER16 && master)
-        value = merge_remainder(b.params.narrow(0, lo, hi - lo), master->data.narrow(0, lo - b0, hi - lo));
-      else value = b.params.narrow(0, lo, hi - lo);
-      out.tensors.emplace_back("param/" + s.name + at_start, value.detach().cpu().clone());
+      out.tensors.emplace_back("param/" + s.name + at_start, master.narrow(0, lo - b0, hi - lo).cpu().clone());
       for (const auto& st : states.buffers)
         if (st.category == TSR_STATE_OPTIMIZER && shard_name(st.name) == b.name)
           out.tensors.emplace_back("state/" + state_name(st.name) + "/" + s.name + at_start,
@@ -293,7 +284,7 @@ size_t export_checkpoint(const std::string& checkpoint, const std::string& out) 
 }
 
 void restore_checkpoint(const std::map<std::string, at::Tensor>& tensors, FlatParams& params, StateStore& states,
-                        const tsr_precision_info& info, const std::vector<OwnedRange>& owned,
+                        const PrecisionInstance& precision, const std::vector<OwnedRange>& owned,
                         const std::vector<std::pair<std::string, at::Tensor>>& buffers, const std::string& path) {
   auto get = [&](const std::string& key, const std::string& what) -> const at::Tensor& {
     auto it = tensors.find(key);
@@ -315,23 +306,29 @@ void restore_checkpoint(const std::map<std::string, at::Tensor>& tensors, FlatPa
   for (size_t bi = 0; bi < params.buffers().size(); ++bi) {
     FlatParamBuffer& b = params.buffers()[bi];
     const int64_t b0 = owned[bi].begin, b1 = owned[bi].end;
-    const StateBuffer* master = find_state(states, b.name, TSR_STATE_MASTER);
+    // This rank's range as fp32 (padding between slots stays zero), imported by the backend,
+    // which sets its master and the parameters rounded as its update rounds them.
+    at::Tensor master = at::zeros({b1 - b0}, at::kFloat);  // (b1 - b0,) f32
     for (const auto& s : b.slots) {
       auto v = values.find(s.name);
       if (v == values.end()) throw Error("checkpoint " + path + " has no values for parameter '" + s.name + "'");
-      at::Tensor v32 = v->second.to(at::kFloat).cpu();
-      at::Tensor dst = b.params.narrow(0, s.offset, s.numel);
+      const at::Tensor v32 = v->second.to(at::kFloat).cpu();
       const int64_t lo = std::max(s.offset, b0), hi = std::min(s.offset + s.numel, b1);
-      if (info.master_policy == TSR_MASTER_REMAINDER16 && master) {
-        auto [hi16, rem] = split_ties_away(v32);
-        dst.copy_(hi16);
-        if (lo < hi) master->data.narrow(0, lo - b0, hi - lo).copy_(rem.narrow(0, lo - s.offset, hi - lo));
-      } else if (info.master_policy == TSR_MASTER_FP32 && master) {
-        dst.copy_(b.dtype == at::kBFloat16 ? split_ties_away(v32).first : v32.to(b.dtype));
-        if (lo < hi) master->data.narrow(0, lo - b0, hi - lo).copy_(v32.narrow(0, lo - s.offset, hi - lo));
-      } else {
-        dst.copy_(v->second.to(b.dtype));
+      if (lo < hi) master.narrow(0, lo - b0, hi - lo).copy_(v32.narrow(0, lo - s.offset, hi - lo));
+      // Ranges other ranks own (ZeRO-1/2): this rank's replica of the parameters, cast; the
+      // owner's update all-gathers its exactly rounded values at the next step.
+      if (s.offset < b0) {
+        const int64_t end = std::min(s.offset + s.numel, b0);
+        b.params.narrow(0, s.offset, end - s.offset).copy_(v32.narrow(0, 0, end - s.offset));
       }
+      if (s.offset + s.numel > b1) {
+        const int64_t begin = std::max(s.offset, b1);
+        b.params.narrow(0, begin, s.offset + s.numel - begin).copy_(v32.narrow(0, begin - s.offset, s.offset + s.numel - begin));
+      }
+    }
+    if (b1 > b0) {
+      ShardView view(b, shard_info(b), owned[bi]);
+      precision.import_master(view.shard, master.to(b.params.device()));
     }
   }
   for (auto& st : states.buffers) {

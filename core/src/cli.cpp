@@ -181,6 +181,7 @@ int cmd_plugins(const Parsed& p) {
         std::cout << "  " << std::left << std::setw(18) << k.name << std::setw(18) << to_string(k.type)
                   << "default " << std::setw(14) << (k.default_toml ? *k.default_toml : std::string("(required)"));
         if (k.min_value <= k.max_value) std::cout << " range [" << k.min_value << ", " << k.max_value << "]";
+        for (size_t i = 0; i < k.choices.size(); ++i) std::cout << (i ? " | " : " one of: ") << k.choices[i];
         std::cout << "\n      " << k.doc << "\n";
       }
       return 0;

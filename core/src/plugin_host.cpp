@@ -5,6 +5,8 @@
 #include <ATen/DLConvertor.h>
 
 #include <atomic>
+#include <mutex>
+#include <type_traits>
 
 #include <spdlog/spdlog.h>
 
@@ -15,13 +17,22 @@ struct tsr_tensor {
   std::atomic<int64_t> refs{1};
   at::Tensor t;
 };
+// A batch lent to one forward/compute call. set_get's handles are borrowed from the set: it
+// releases them when the call ends (its destructor), whichever thread asked for them.
 struct tsr_tensor_set {
+  tsr_tensor_set(tessera::TensorMap* map, bool read_only) : map(map), read_only(read_only) {}
+  ~tsr_tensor_set();
+  tsr_tensor_set(const tsr_tensor_set&) = delete;
+  tsr_tensor_set& operator=(const tsr_tensor_set&) = delete;
   tessera::TensorMap* map;
   bool read_only;
+  std::mutex mu;                     // guards map and lent (plugins may call from any thread)
+  std::vector<tsr_tensor*> lent;     // handles set_get gave out during this call
 };
 struct tsr_term_sink {
   std::vector<tessera::Term>* terms;
   std::string plugin;
+  std::mutex mu;
 };
 struct tsr_config {
   const tessera::Section* section;
@@ -64,12 +75,7 @@ class HostContext {
     host.tensor_data = [](tsr_tensor* t) -> void* { return t->t.is_contiguous() ? t->t.data_ptr() : nullptr; };
     host.tensor_to_dlpack = &to_dlpack;
     host.tensor_from_dlpack = &from_dlpack;
-    host.set_get = [](const tsr_tensor_set* s, const char* name) -> tsr_tensor* {
-      auto it = s->map->find(name);
-      // The handle must outlive the call; the set owns it through a cache of wrappers.
-      if (it == s->map->end()) return nullptr;
-      return borrowed_handle(it->second);
-    };
+    host.set_get = &set_get;
     host.set_put = &set_put;
     host.emit_term = &emit_term;
     host.alloc_state = &alloc_state;
@@ -84,19 +90,6 @@ class HostContext {
   StateStore* states;
   tsr_config cfg{};
   tsr_host host{};
-
-  // Handles given out as "borrowed" by set_get live until the end of the current plugin
-  // call; the wrapper clears them after each call.
-  static thread_local std::vector<tsr_tensor*> borrowed;
-  static tsr_tensor* borrowed_handle(const at::Tensor& t) {
-    tsr_tensor* h = wrap_tensor(t);
-    borrowed.push_back(h);
-    return h;
-  }
-  static void release_borrowed() {
-    for (auto* h : borrowed) release_tensor(h);
-    borrowed.clear();
-  }
 
  private:
   static HostContext* self(tsr_host_ctx* c) { return reinterpret_cast<HostContext*>(c); }
@@ -174,12 +167,23 @@ class HostContext {
       return TSR_ERR_INVALID_ARGUMENT;
     }
   }
+  static tsr_tensor* set_get(const tsr_tensor_set* cs, const char* name) {
+    if (!cs || !name) return nullptr;
+    auto* s = const_cast<tsr_tensor_set*>(cs);  // the lending record is the set's, not the batch's
+    std::lock_guard<std::mutex> lock(s->mu);
+    auto it = s->map->find(name);
+    if (it == s->map->end()) return nullptr;
+    tsr_tensor* h = wrap_tensor(it->second);
+    s->lent.push_back(h);
+    return h;
+  }
   static tsr_status set_put(tsr_tensor_set* s, const char* name, tsr_tensor* t) {
     if (!s || !name || !t) return TSR_ERR_INVALID_ARGUMENT;
     if (s->read_only) {
       t_last_error = std::string("cannot store '") + name + "': this batch is read-only here";
       return TSR_ERR_INVALID_ARGUMENT;
     }
+    std::lock_guard<std::mutex> lock(s->mu);
     (*s->map)[name] = t->t;
     return TSR_OK;
   }
@@ -195,6 +199,7 @@ class HostContext {
     if (term->grad) t.grad = term->grad->t;
     t.weight = term->weight;
     if (term->has_value) t.logged = term->value;
+    std::lock_guard<std::mutex> lock(sink->mu);
     sink->terms->push_back(std::move(t));
     return TSR_OK;
   }
@@ -224,7 +229,6 @@ class HostContext {
   }
 };
 
-thread_local std::vector<tsr_tensor*> HostContext::borrowed;
 
 at::ScalarType to_scalar_type(int32_t d) {
   switch (d) {
@@ -264,6 +268,13 @@ tsr_tensor* wrap_tensor(const at::Tensor& t) {
 void release_tensor(tsr_tensor* t) {
   if (t && t->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete t;
 }
+}  // namespace tessera
+
+tsr_tensor_set::~tsr_tensor_set() {
+  for (tsr_tensor* h : lent) tessera::release_tensor(h);
+}
+
+namespace tessera {
 const at::Tensor& unwrap_tensor(const tsr_tensor* t) { return t->t; }
 
 // ---- instance wrappers ----------------------------------------------------------------------
@@ -272,7 +283,6 @@ PluginInstance::PluginInstance(std::shared_ptr<PluginLibrary> lib, Section confi
     : lib_(lib), ctx_(std::make_unique<HostContext>(lib, std::move(config), label, states)), label_(std::move(label)) {
   tsr_instance* inst = nullptr;
   tsr_status s = lib_->descriptor().create(&ctx_->host, &ctx_->cfg, &inst);
-  HostContext::release_borrowed();
   if (s != TSR_OK || !inst)
     throw PluginError(label_ + ": plugin " + lib_->label() + " failed to create its instance: " +
                       (t_last_error.empty() ? "status " + std::to_string(s) : t_last_error));
@@ -286,7 +296,6 @@ PluginInstance::~PluginInstance() {
 const Section& PluginInstance::config() const { return ctx_->section; }
 
 void PluginInstance::check(tsr_status s, const char* what) const {
-  HostContext::release_borrowed();
   if (s == TSR_OK) return;
   std::string msg = t_last_error.empty() ? "status " + std::to_string(s) : t_last_error;
   t_last_error.clear();
@@ -344,20 +353,24 @@ void EncoderInstance::set_training(bool training) const {
 
 void EncoderInstance::forward(TensorMap& batch) const {
   auto* vt = static_cast<const tsr_encoder_vtable*>(vtable(kEncoderRequired));
-  tsr_tensor_set set{&batch, false};
+  tsr_tensor_set set(&batch, false);
   check(vt->forward(raw(), &set), "forward");
 }
 
 void LossInstance::compute(const TensorMap& batch, std::vector<Term>& terms) const {
   auto* vt = static_cast<const tsr_loss_vtable*>(vtable(offsetof(tsr_loss_vtable, parameters)));
-  tsr_tensor_set set{const_cast<TensorMap*>(&batch), true};
-  tsr_term_sink sink{&terms, label()};
+  tsr_tensor_set set(const_cast<TensorMap*>(&batch), true);
+  tsr_term_sink sink{&terms, label(), {}};
   check(vt->compute(raw(), &set, &sink), "compute");
 }
 
 namespace {
 constexpr size_t kPrecisionRequired = offsetof(tsr_precision_vtable, loss_scale);
-}
+// Whether a vtable the plugin wrote (struct_size bytes) holds a non-NULL `field`: a 1.0 table
+// ends before the 1.1 fields, and a NULL pointer means "not provided".
+#define TSR_VT_HAS(vt, field) \
+  ((vt)->struct_size >= offsetof(std::decay_t<decltype(*(vt))>, field) + sizeof((vt)->field) && (vt)->field)
+}  // namespace
 
 tsr_precision_info PrecisionInstance::describe() const {
   auto* vt = static_cast<const tsr_precision_vtable*>(vtable(kPrecisionRequired));
@@ -372,32 +385,86 @@ void PrecisionInstance::init_shard(const tsr_flat_shard& shard) const {
   check(vt->init_shard(raw(), &shard), "init_shard");
 }
 
+void PrecisionInstance::init_shard(const tsr_flat_shard& shard, const tsr_optim_step& opt) const {
+  auto* vt = static_cast<const tsr_precision_vtable*>(vtable(kPrecisionRequired));
+  if (TSR_VT_HAS(vt, init_shard_for)) check(vt->init_shard_for(raw(), &shard, &opt), "init_shard_for");
+  else check(vt->init_shard(raw(), &shard), "init_shard");
+}
+
 void PrecisionInstance::step(const tsr_flat_shard& shard, const tsr_optim_step& opt) const {
   auto* vt = static_cast<const tsr_precision_vtable*>(vtable(kPrecisionRequired));
   check(vt->step(raw(), &shard, &opt), "step");
 }
 
+bool PrecisionInstance::has_master_io() const {
+  auto* vt = static_cast<const tsr_precision_vtable*>(vtable(kPrecisionRequired));
+  return TSR_VT_HAS(vt, export_master) && TSR_VT_HAS(vt, import_master);
+}
+
+namespace {
+void check_master_tensor(const std::string& who, const tsr_flat_shard& shard, const at::Tensor& t, const char* what) {
+  if (!t.defined() || t.scalar_type() != at::kFloat || t.dim() != 1 || t.numel() != shard.numel || !t.is_contiguous())
+    throw Error(who + ": " + what + " of shard '" + std::string(shard.name ? shard.name : "") +
+                "' must be a contiguous 1-D fp32 tensor of " + std::to_string(shard.numel) + " elements");
+}
+}  // namespace
+
+void PrecisionInstance::export_master(const tsr_flat_shard& shard, const at::Tensor& out_f32) const {
+  check_master_tensor(label(), shard, out_f32, "export_master's output");
+  if (!has_master_io()) {  // a 1.0 backend: its parameters are the best values there are
+    at::NoGradGuard no_grad;
+    at::Tensor out = out_f32;
+    out.copy_(unwrap_tensor(shard.params));
+    return;
+  }
+  auto* vt = static_cast<const tsr_precision_vtable*>(vtable(kPrecisionRequired));
+  tsr_tensor* out = wrap_tensor(out_f32);
+  tsr_status s = vt->export_master(raw(), &shard, out);
+  release_tensor(out);
+  check(s, "export_master");
+}
+
+void PrecisionInstance::import_master(const tsr_flat_shard& shard, const at::Tensor& in_f32) const {
+  check_master_tensor(label(), shard, in_f32, "import_master's input");
+  if (!has_master_io()) {
+    if (!warned_inexact_import_) {
+      warned_inexact_import_ = true;
+      spdlog::warn("{}: this (ABI 1.0) backend has no import_master: its parameters are set from the checkpoint's fp32 "
+                   "values by a cast, and a master copy it keeps cannot be converted exactly",
+                   label());
+    }
+    at::NoGradGuard no_grad;
+    at::Tensor params = unwrap_tensor(shard.params);
+    params.copy_(in_f32);
+    return;
+  }
+  auto* vt = static_cast<const tsr_precision_vtable*>(vtable(kPrecisionRequired));
+  tsr_tensor* in = wrap_tensor(in_f32);
+  tsr_status s = vt->import_master(raw(), &shard, in);
+  release_tensor(in);
+  check(s, "import_master");
+}
+
 double PrecisionInstance::loss_scale() const {
   auto* vt = static_cast<const tsr_precision_vtable*>(vtable(kPrecisionRequired));
   double scale = 1.0;
-  if (vt->struct_size >= sizeof(tsr_precision_vtable) && vt->loss_scale) check(vt->loss_scale(raw(), &scale), "loss_scale");
+  if (TSR_VT_HAS(vt, loss_scale)) check(vt->loss_scale(raw(), &scale), "loss_scale");
   return scale;
 }
 
 bool PrecisionInstance::find_overflow(const tsr_flat_shard& shard) const {
   auto* vt = static_cast<const tsr_precision_vtable*>(vtable(kPrecisionRequired));
   int32_t found = 0;
-  if (vt->struct_size >= sizeof(tsr_precision_vtable) && vt->find_overflow)
-    check(vt->find_overflow(raw(), &shard, &found), "find_overflow");
+  if (TSR_VT_HAS(vt, find_overflow)) check(vt->find_overflow(raw(), &shard, &found), "find_overflow");
   return found != 0;
 }
 
 bool PrecisionInstance::update_scale(bool found_inf) const {
   auto* vt = static_cast<const tsr_precision_vtable*>(vtable(kPrecisionRequired));
   int32_t skip = 0;
-  if (vt->struct_size >= sizeof(tsr_precision_vtable) && vt->update_scale)
-    check(vt->update_scale(raw(), found_inf ? 1 : 0, &skip), "update_scale");
+  if (TSR_VT_HAS(vt, update_scale)) check(vt->update_scale(raw(), found_inf ? 1 : 0, &skip), "update_scale");
   return skip != 0;
 }
+#undef TSR_VT_HAS
 
 }  // namespace tessera

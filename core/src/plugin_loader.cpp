@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -44,6 +45,22 @@ ValueType value_type(int32_t t, const std::string& where) {
   throw PluginError(where + ": config key declares unknown type " + std::to_string(t));
 }
 
+// A 1.0 key ends before allowed_values (56 bytes on LP64).
+constexpr uint32_t kConfigKeyV1Size = offsetof(tsr_config_key, allowed_values);
+
+// "a|b|c" -> {"a", "b", "c"}; an empty value is refused.
+std::vector<std::string> split_allowed(const char* list, const std::string& where) {
+  std::vector<std::string> out;
+  std::stringstream ss(list);
+  for (std::string v; std::getline(ss, v, '|');) {
+    if (v.empty()) throw PluginError(where + ": allowed values \"" + list + "\" contain an empty value");
+    out.push_back(v);
+  }
+  if (out.empty() || std::string(list).back() == '|')
+    throw PluginError(where + ": allowed values \"" + list + "\" contain an empty value");
+  return out;
+}
+
 std::string major_minor(const std::string& v) {
   auto first = v.find('.');
   auto second = first == std::string::npos ? first : v.find('.', first + 1);
@@ -53,6 +70,53 @@ std::string major_minor(const std::string& v) {
 }  // namespace
 
 const char* core_torch_version() { return TORCH_VERSION; }
+
+Schema read_config_keys(const tsr_plugin_descriptor& d, const std::string& plugin) {
+  Schema schema;
+  if (d.num_config_keys == 0) return schema;
+  if (!d.config_keys) throw PluginError("plugin " + plugin + ": declares " + std::to_string(d.num_config_keys) +
+                                        " config keys but config_keys is NULL");
+  // The array has the stride the plugin was built with: 56 bytes for 1.0 keys, 64 for 1.1.
+  const uint32_t stride = d.config_keys[0].struct_size;
+  if (stride < kConfigKeyV1Size)
+    throw PluginError("plugin " + plugin + ": config keys have struct_size " + std::to_string(stride) +
+                      ", smaller than ABI 1.0's " + std::to_string(kConfigKeyV1Size) + " bytes");
+  const auto* base = reinterpret_cast<const unsigned char*>(d.config_keys);
+  for (uint32_t i = 0; i < d.num_config_keys; ++i) {
+    const auto* raw = reinterpret_cast<const tsr_config_key*>(base + static_cast<size_t>(i) * stride);
+    tsr_config_key k{};  // the fields this core knows; those the plugin's version lacks stay zero
+    std::memcpy(&k, raw, std::min<size_t>(stride, sizeof k));
+    const std::string key_where = "plugin " + plugin + ": config key #" + std::to_string(i);
+    if (k.struct_size != stride)
+      throw PluginError(key_where + " has struct_size " + std::to_string(k.struct_size) + ", key #0 has " +
+                        std::to_string(stride) + " (all keys of one array must have one size)");
+    if (!k.name) throw PluginError(key_where + " has no name");
+    KeySpec spec;
+    spec.name = k.name;
+    const std::string where = "plugin " + plugin + ": key '" + spec.name + "'";
+    spec.type = value_type(k.type, where);
+    if (k.default_toml) spec.default_toml = std::string(k.default_toml);
+    spec.doc = str_or(k.doc);
+    spec.min_value = k.min_value;
+    spec.max_value = k.max_value;
+    if (k.allowed_values) {
+      if (spec.type != ValueType::String)
+        throw PluginError(where + " is of type " + to_string(spec.type) + " but declares allowed values (string keys only)");
+      spec.choices = split_allowed(k.allowed_values, where);
+    }
+    if (spec.default_toml) {
+      // The default must be a value the key itself accepts: parsed, range and allowed values
+      // checked by the same validation a config value gets.
+      try {
+        Config::parse("", "default").resolve(toml::table{}, Schema{{spec}}, "the plugin's schema");
+      } catch (const std::exception& e) {
+        throw PluginError(where + ": default " + *spec.default_toml + " is invalid: " + e.what());
+      }
+    }
+    schema.keys.push_back(std::move(spec));
+  }
+  return schema;
+}
 
 std::string PluginLibrary::label() const { return "'" + name_ + "' " + version_ + " (" + path_ + ")"; }
 
@@ -106,26 +170,7 @@ std::shared_ptr<PluginLibrary> PluginLibrary::open(const std::string& path) {
     spdlog::debug("{}: built for ABI {}.{}, core knows {}.{}; newer fields are ignored", lib->path_,
                   d->abi_major, d->abi_minor, TSR_ABI_MAJOR, TSR_ABI_MINOR);
 
-  for (uint32_t i = 0; i < d->num_config_keys; ++i) {
-    const tsr_config_key& k = d->config_keys[i];
-    if (k.struct_size < sizeof(tsr_config_key) || !k.name)
-      throw PluginError(where + ": config key #" + std::to_string(i) + " is malformed");
-    KeySpec spec;
-    spec.name = k.name;
-    spec.type = value_type(k.type, where + " key '" + spec.name + "'");
-    if (k.default_toml) spec.default_toml = std::string(k.default_toml);
-    spec.doc = str_or(k.doc);
-    spec.min_value = k.min_value;
-    spec.max_value = k.max_value;
-    if (spec.default_toml) {
-      try {
-        parse_toml_value(*spec.default_toml, spec.type);
-      } catch (const std::exception& e) {
-        throw PluginError(where + ": default of key '" + spec.name + "' is invalid: " + e.what());
-      }
-    }
-    lib->schema_.keys.push_back(std::move(spec));
-  }
+  lib->schema_ = read_config_keys(*d, lib->label());
   return lib;
 }
 

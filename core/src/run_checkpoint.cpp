@@ -26,7 +26,7 @@ void Experiment::save_checkpoint_at(int64_t step, int64_t epoch, int64_t batch, 
   // also the shared parts), then rank 0 publishes the whole checkpoint at once.
   const std::string dir = checkpoint_dir();
   write_checkpoint_part(dir, step, env_.rank,
-                        gather_checkpoint(params_, states_, components_->precision_info(), updater_->owned(),
+                        gather_checkpoint(params_, states_, components_->precision(), updater_->owned(),
                                           components_->encoder_buffers(), /*write_shared=*/env_.rank == 0));
   if (comm_) comm_->barrier();
   if (env_.rank == 0) publish_checkpoint(dir, meta, env_.world_size, opt_.checkpoint.keep);
@@ -40,8 +40,9 @@ CheckpointMeta Experiment::resume_from(const std::string& spec) {
   if (meta.optimizer != opt_.optimizer.name)
     spdlog::warn("checkpoint {} was written with optimizer {}, this run uses {}", path, meta.optimizer,
                  opt_.optimizer.name);
-  restore_checkpoint(tensors, params_, states_, components_->precision_info(), updater_->owned(),
+  restore_checkpoint(tensors, params_, states_, components_->precision(), updater_->owned(),
                      components_->encoder_buffers(), path);
+  updater_->share_owned_parameters();
   const std::string& backend = components_->precision().library().name();
   if (meta.precision != backend)
     spdlog::info("checkpoint {} was written by precision backend '{}'; converted to '{}'", path, meta.precision, backend);

@@ -34,9 +34,24 @@ void Updater::init_shards() {
   const tsr_optim_step opt = optim_step(0, optimizer_.lr, 1.0);
   for (auto& buf : params_.buffers()) {
     ShardView view(buf, info_, plan_.range(buf, rank_));
-    precision_.init_shard(view.shard);  // TODO(abi-1.1): (view.shard, opt)
-    (void)opt;
+    precision_.init_shard(view.shard, opt);
   }
+}
+
+void Updater::broadcast_slices(FlatParamBuffer& buf) const {
+  if (!plan_.partitioned()) return;
+  // ZeRO-1/2: each rank updated (or restored) its slice; every rank gets every slice back.
+  for (int r = 0; r < plan_.world_size(); ++r) {
+    const OwnedRange slice = plan_.range(buf, r);
+    if (slice.numel() > 0) {
+      at::Tensor t = buf.params.narrow(0, slice.begin, slice.numel());
+      comm_->broadcast(t, r);
+    }
+  }
+}
+
+void Updater::share_owned_parameters() {
+  for (auto& buf : params_.buffers()) broadcast_slices(buf);
 }
 
 double Updater::loss_scale() const { return precision_.loss_scale(); }
@@ -87,15 +102,7 @@ UpdateOutcome Updater::step(int64_t step, double lr, double loss_scale, bool los
   for (auto& buf : params_.buffers()) {
     ShardView view(buf, info_, plan_.range(buf, rank_));
     precision_.step(view.shard, opt);
-    if (!plan_.partitioned()) continue;
-    // ZeRO-1/2: each rank updated its slice; every rank gets every slice back.
-    for (int r = 0; r < plan_.world_size(); ++r) {
-      const OwnedRange slice = plan_.range(buf, r);
-      if (slice.numel() > 0) {
-        at::Tensor t = buf.params.narrow(0, slice.begin, slice.numel());
-        comm_->broadcast(t, r);
-      }
-    }
+    broadcast_slices(buf);
   }
   params_.zero_grad();
   return out;

@@ -12,7 +12,7 @@ cmake -S "$src" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
 cmake --build "$work/build" >"$work/build.log" 2>&1 || { cat "$work/build.log"; exit 1; }
 export TESSERA_PLUGIN_PATH="$work/build"
 "$tessera" plugins | tee "$work/plugins.txt"
-grep -E '^example_affine +tessera.encoder/1 +0.1.0 +1\.0 ' "$work/plugins.txt"
+grep -E '^example_affine +tessera.encoder/1 +0.1.0 +1\.[0-9]+ ' "$work/plugins.txt"
 "$tessera" plugins inspect example_affine | tee "$work/inspect.txt"
 grep -q 'init_scale' "$work/inspect.txt"
 cd "$work"

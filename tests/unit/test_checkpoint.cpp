@@ -50,6 +50,54 @@ std::vector<nlohmann::json> metrics_after(const fs::path& out, int64_t step) {
   return recs;
 }
 
+std::unique_ptr<PrecisionInstance> precision_backend(const std::string& name, StateStore& states) {
+  static PluginRegistry reg = [] {
+    PluginRegistry r;
+    r.scan({TESSERA_PLUGIN_DIR});
+    return r;
+  }();
+  auto lib = reg.get(name, TSR_KIND_PRECISION, "test");
+  Config cfg = Config::parse("", name + ".toml");
+  return std::make_unique<PrecisionInstance>(lib, cfg.resolve(cfg.root(), lib->schema(), "[precision]"),
+                                             "[precision] (" + name + ")", &states);
+}
+
+// A model with the parameters (names, shapes) a checkpoint lists, in flat buffers of `dtype`.
+FlatParams params_like(const std::map<std::string, at::Tensor>& saved, at::ScalarType dtype) {
+  FlatParams p;
+  for (const auto& [k, shape] : saved)
+    if (k.rfind("shape/", 0) == 0)
+      p.add(k.substr(6), at::zeros(std::vector<int64_t>(shape.data_ptr<int64_t>(), shape.data_ptr<int64_t>() + shape.numel()))
+                             .set_requires_grad(true));
+  p.finalize(dtype, dtype, at::kCPU);
+  return p;
+}
+
+// Three parameters (padding between them) in one flat buffer of `dtype`.
+FlatParams random_params(at::ScalarType dtype) {
+  FlatParams p;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
+  p.add("m.w", at::randn({9, 5}, gen).set_requires_grad(true));
+  p.add("m.b", at::randn({9}, gen).set_requires_grad(true));
+  p.add("m.s", at::randn({2, 3}, gen).set_requires_grad(true));
+  p.finalize(dtype, dtype, at::kCPU);
+  return p;
+}
+
+// init_shard (for AdamW) of every buffer, whole; returns the ranges (one rank owns everything).
+std::vector<OwnedRange> init_shards(const PrecisionInstance& backend, FlatParams& params) {
+  tsr_optim_step opt{};
+  opt.struct_size = sizeof opt;
+  opt.algorithm = TSR_OPTIM_ADAMW;
+  std::vector<OwnedRange> whole;
+  for (auto& b : params.buffers()) {
+    ShardView v(b, backend.describe());
+    backend.init_shard(v.shard, opt);
+    whole.push_back({0, b.numel()});
+  }
+  return whole;
+}
+
 void expect_same_weights(const fs::path& a, const fs::path& b) {
   auto wa = load_safetensors((a / "model.safetensors").string()).tensors;
   auto wb = load_safetensors((b / "model.safetensors").string()).tensors;
@@ -101,27 +149,92 @@ TEST(Checkpoint, ConvertsBetweenPrecisionBackends) {
     EXPECT_EQ(s.steps, 30) << backend;
     EXPECT_NEAR(s.eval_accuracy, fp32_accuracy, 0.05) << backend;  // resumed in bf16, it trains on as well
   }
-  // The conversion itself: bf16 weights are the fp32 values rounded; the master is exact.
-  fs::path out = temp_dir("conv_check");
-  Config cfg = Config::parse(config_text(out, "bf16"), "c.toml", {"train.max_steps=10"});
-  Experiment exp(cfg);
+  // The conversion itself: restored into a bf16 backend, its master holds the fp32 values
+  // exactly and its weights are them rounded (the backend's import, not the core, converts).
+  StateStore states;
+  auto bf16 = precision_backend("bf16", states);
+  FlatParams params = params_like(saved, at::kBFloat16);
+  std::vector<OwnedRange> everything = init_shards(*bf16, params);
   std::map<std::string, at::Tensor> copy = saved;
-  std::vector<std::pair<std::string, at::Tensor>> buffers;  // convnet buffers are checked elsewhere
-  for (auto& [k, v] : saved)
-    if (k.rfind("buffer/", 0) == 0) copy.erase(k);
-  std::vector<OwnedRange> everything;
-  for (const auto& b : exp.params().buffers()) everything.push_back({0, b.numel()});
-  restore_checkpoint(copy, exp.params(), const_cast<StateStore&>(exp.states()), tsr_precision_info{
-      sizeof(tsr_precision_info), TSR_DTYPE_BF16, TSR_DTYPE_BF16, TSR_MASTER_FP32, TSR_DTYPE_F32, TSR_DTYPE_BF16},
-      everything, buffers, ckpt);
+  restore_checkpoint(copy, params, states, *bf16, everything, {}, ckpt);
   at::Tensor master;
-  for (const auto& st : exp.states().buffers)
+  for (const auto& st : states.buffers)
     if (st.category == TSR_STATE_MASTER) master = st.data;
-  const auto& slot = exp.params().buffers()[0].slots[0];
+  ASSERT_TRUE(master.defined());
+  const auto& slot = params.buffers()[0].slots[0];
   const at::Tensor& fp32_value = saved.at("param/" + slot.name + "@0");  // written by one rank: one piece
   EXPECT_TRUE(at::equal(master.narrow(0, slot.offset, slot.numel), fp32_value));
-  at::Tensor bf = exp.params().buffers()[0].params.narrow(0, slot.offset, slot.numel).to(at::kFloat);
+  at::Tensor bf = params.buffers()[0].params.narrow(0, slot.offset, slot.numel).to(at::kFloat);
   EXPECT_LE((bf - fp32_value).abs().max().item<double>(), fp32_value.abs().max().item<double>() / 128);
+  // ... and saved again from bf16, the pieces are the same fp32 values, bit for bit.
+  CheckpointTensors again = gather_checkpoint(params, states, *bf16, everything, {}, false);
+  size_t pieces = 0;
+  for (const auto& [name, t] : again.tensors)
+    if (name.rfind("param/", 0) == 0) {
+      EXPECT_TRUE(at::equal(t, saved.at(name))) << name;
+      ++pieces;
+    }
+  EXPECT_EQ(pieces, params.buffers()[0].slots.size());
+}
+
+// Every backend saves through export_master and loads through import_master: written by two
+// "ranks" (each its half of the buffer) under one backend, read whole by one rank under each other
+// backend, the fp32 values survive exactly where the reader keeps an fp32 master (or remainder),
+// and the optimizer states follow by name.
+TEST(Checkpoint, PiecesAreTheBackendsFp32MasterAndReshard) {
+  const char* backends[] = {"fp32", "bf16", "bf16_remainder", "fp16"};
+  auto dtype_of = [](const PrecisionInstance& p) {
+    const int32_t d = p.describe().param_dtype;
+    return d == TSR_DTYPE_F32 ? at::kFloat : d == TSR_DTYPE_F16 ? at::kHalf : at::kBFloat16;
+  };
+  for (const char* writer : backends) {
+    std::map<std::string, at::Tensor> file;
+    at::Tensor written, moments;  // what the writers hold, over the whole buffer
+    for (int rank = 0; rank < 2; ++rank) {
+      StateStore ws;
+      auto w = precision_backend(writer, ws);
+      FlatParams wp = random_params(dtype_of(*w));
+      FlatParamBuffer& buf = wp.buffers()[0];
+      const int64_t n = buf.numel(), cut = n / 2 + 3;
+      if (!written.defined()) {  // padding between parameters stays zero
+        at::Tensor used = at::zeros({n});
+        for (const auto& slot : buf.slots) used.narrow(0, slot.offset, slot.numel).fill_(1);
+        written = (at::randn({n}, at::make_generator<at::CPUGeneratorImpl>(11)) * 0.1).masked_fill(used == 0, 0.0);
+        moments = at::rand({n}, at::make_generator<at::CPUGeneratorImpl>(12)).masked_fill(used == 0, 0.0);
+      }
+      const OwnedRange mine = rank == 0 ? OwnedRange{0, cut} : OwnedRange{cut, n};
+      ShardView v(buf, w->describe(), mine);  // this rank's states cover its range only
+      w->init_shard(v.shard, tsr_optim_step{sizeof(tsr_optim_step), TSR_OPTIM_ADAMW});
+      w->import_master(v.shard, written.narrow(0, mine.begin, mine.numel()).contiguous());
+      for (auto& st : ws.buffers)
+        if (st.category == TSR_STATE_OPTIMIZER) st.data.copy_(moments.narrow(0, mine.begin, mine.numel()));
+      at::Tensor check = at::empty({mine.numel()});
+      w->export_master(v.shard, check);
+      ASSERT_TRUE(at::equal(check, written.narrow(0, mine.begin, mine.numel()))) << writer;
+      for (auto& [k, t] : gather_checkpoint(wp, ws, *w, {mine}, {}, rank == 0).tensors) file[k] = t;
+    }
+    const int64_t n = written.numel();
+    for (const char* reader : backends) {
+      StateStore rs;
+      auto r = precision_backend(reader, rs);
+      FlatParams rp = random_params(r->describe().param_dtype == TSR_DTYPE_F32 ? at::kFloat
+                                    : r->describe().param_dtype == TSR_DTYPE_F16 ? at::kHalf
+                                                                                : at::kBFloat16);
+      std::vector<OwnedRange> whole = init_shards(*r, rp);
+      restore_checkpoint(file, rp, rs, *r, whole, {}, "test");
+      at::Tensor read = at::empty({n});
+      ShardView v(rp.buffers()[0], r->describe());
+      r->export_master(v.shard, read);
+      EXPECT_TRUE(at::equal(read, written)) << writer << " -> " << reader;
+      int states = 0;
+      for (const auto& st : rs.buffers)
+        if (st.category == TSR_STATE_OPTIMIZER) {
+          EXPECT_TRUE(at::equal(st.data, moments.to(st.data.scalar_type()))) << writer << " -> " << reader << " " << st.name;
+          ++states;
+        }
+      EXPECT_EQ(states, 2) << reader;  // AdamW's two moments
+    }
+  }
 }
 
 TEST(Checkpoint, ModelMismatchIsRefusedWithTheReason) {

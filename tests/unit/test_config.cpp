@@ -1,11 +1,15 @@
 // tests/unit/test_config.cpp — unit tests of tessera::Config: defaults, file values, --set
-// overrides, and the exact file:line:col of every validation error; plus nearest().
+// overrides, and the exact file:line:col of every validation error; plus nearest() and the
+// schema a plugin's key array becomes (allowed values, checked defaults, 1.0 and 1.1 strides).
 #include <gtest/gtest.h>
 
 #include <string>
 #include <vector>
 
+#include <tessera/plugin.hpp>
+
 #include "tessera/core/config.hpp"
+#include "tessera/core/plugin_loader.hpp"
 
 namespace tessera {
 namespace {
@@ -461,6 +465,120 @@ TEST(Nearest, RejectsDistantCandidates) {
 
 TEST(Nearest, TiesGoToFirstCandidate) {
   EXPECT_EQ(nearest("cat", {"bat", "hat"}), "bat");
+}
+
+// ---------------------------------------------------------------------------------------
+// A plugin's key array as a schema (read_config_keys)
+
+tsr_plugin_descriptor descriptor_with(const void* keys, uint32_t n) {
+  tsr_plugin_descriptor d{};
+  d.struct_size = sizeof d;
+  d.config_keys = static_cast<const tsr_config_key*>(keys);
+  d.num_config_keys = n;
+  return d;
+}
+
+std::string plugin_error_of(const tsr_plugin_descriptor& d) {
+  try {
+    read_config_keys(d, "'p' 1.0 (p.so)");
+  } catch (const PluginError& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+
+TEST(PluginKeys, AllowedValuesValidateLikeCoreEnumKeys) {
+  static const tsr_config_key keys[] = {
+      sdk::key_int("width", "4", "a width", 1, 64),
+      sdk::key_enum("reduction", "\"mean\"", "how terms are reduced", "mean|sum|none"),
+  };
+  Schema schema = read_config_keys(descriptor_with(keys, 2), "'p' 1.0 (p.so)");
+  ASSERT_EQ(schema.keys.size(), 2u);
+  EXPECT_EQ(schema.keys[1].choices, (std::vector<std::string>{"mean", "sum", "none"}));
+  Config ok = Config::parse("[[loss]]\nreduction = \"none\"\n", "loss.toml");
+  EXPECT_EQ(ok.resolve(*ok.tables("loss")[0], schema, "[[loss]] #1").get_string("reduction"), "none");
+  Config bad = Config::parse("[[loss]]\nwidth = 2\nreduction = \"mena\"\n", "loss.toml");
+  EXPECT_EQ(error_of([&] { bad.resolve(*bad.tables("loss")[0], schema, "[[loss]] #1"); }),
+            "loss.toml:3:13: key 'reduction' in [[loss]] #1 must be one of: mean, sum, none; got 'mena'; "
+            "did you mean 'mean'?");
+  Config set = Config::parse("[[loss]]\n", "loss.toml", {"loss.0.reduction=avg"});
+  EXPECT_EQ(error_of([&] { set.resolve(*set.tables("loss")[0], schema, "[[loss]] #1"); }),
+            "--set loss.0.reduction=avg: key 'reduction' in [[loss]] #1 must be one of: mean, sum, none; got 'avg'");
+}
+
+// A 1.0 plugin's keys are 56 bytes apart and have no allowed_values: every key is read at its own
+// offset (not sizeof(tsr_config_key) = 64) and validates.
+TEST(PluginKeys, OneZeroKeyArrayIsReadWithItsStride) {
+  struct KeyV10 {  // tsr_config_key as ABI 1.0 laid it out
+    uint32_t struct_size;
+    const char* name;
+    int32_t type;
+    const char* default_toml;
+    const char* doc;
+    double min_value, max_value;
+  };
+  static_assert(sizeof(KeyV10) == 56, "the 1.0 key is 56 bytes");
+  static const KeyV10 keys[] = {
+      {56, "depth", TSR_CONFIG_INT, "3", "layers", 1, 12},
+      {56, "mode", TSR_CONFIG_STRING, "\"fast\"", "any string", 1, 0},
+      {56, "rate", TSR_CONFIG_FLOAT, "0.5", "a rate", 0, 1},
+      {56, "tags", TSR_CONFIG_STRING_ARRAY, "[\"a\"]", "tags", 1, 0},
+      {56, "on", TSR_CONFIG_BOOL, "true", "a switch", 1, 0},
+  };
+  Schema schema = read_config_keys(descriptor_with(keys, 5), "'old' 1.0 (old.so)");
+  ASSERT_EQ(schema.keys.size(), 5u);
+  const char* names[] = {"depth", "mode", "rate", "tags", "on"};
+  for (size_t i = 0; i < 5; ++i) {
+    EXPECT_EQ(schema.keys[i].name, names[i]);
+    EXPECT_TRUE(schema.keys[i].choices.empty()) << names[i];
+  }
+  EXPECT_EQ(schema.keys[2].type, ValueType::Float);
+  EXPECT_EQ(schema.keys[2].max_value, 1.0);
+  Config cfg = Config::parse("[t]\nmode = \"slow\"\ntags = [\"x\", \"y\"]\n", "t.toml");
+  Section s = cfg.resolve(cfg.table("t"), schema, "[t]");
+  EXPECT_EQ(s.get_int("depth"), 3);
+  EXPECT_EQ(s.get_string("mode"), "slow");
+  EXPECT_EQ(s.get_float("rate"), 0.5);
+  EXPECT_EQ(s.get_strings("tags"), (std::vector<std::string>{"x", "y"}));
+  EXPECT_TRUE(s.get_bool("on"));
+  Config bad = Config::parse("[t]\nrate = 1.5\n", "t.toml");
+  EXPECT_EQ(error_of([&] { bad.resolve(bad.table("t"), schema, "[t]"); }),
+            "t.toml:2:8: key 'rate' in [t] must be in [0, 1], got 1.5");
+}
+
+TEST(PluginKeys, BadKeyArraysFailTheLoadNamingPluginAndKey) {
+  {  // a default outside the allowed values
+    static const tsr_config_key keys[] = {sdk::key_enum("reduction", "\"avg\"", "doc", "mean|sum")};
+    EXPECT_EQ(plugin_error_of(descriptor_with(keys, 1)),
+              "plugin 'p' 1.0 (p.so): key 'reduction': default \"avg\" is invalid: default: key 'reduction' in the "
+              "plugin's schema must be one of: mean, sum; got 'avg'");
+  }
+  {  // a default outside [min, max], on the second key
+    static const tsr_config_key keys[] = {sdk::key_int("a", "1", "doc", 0, 5), sdk::key_float("lr", "20", "doc", 0, 10)};
+    EXPECT_EQ(plugin_error_of(descriptor_with(keys, 2)),
+              "plugin 'p' 1.0 (p.so): key 'lr': default 20 is invalid: default: key 'lr' in the plugin's schema must "
+              "be in [0, 10], got 20");
+  }
+  {  // a struct_size below 1.0's
+    tsr_config_key keys[2] = {sdk::key_int("a", "1", "doc"), sdk::key_int("b", "1", "doc")};
+    keys[0].struct_size = 40;
+    EXPECT_EQ(plugin_error_of(descriptor_with(keys, 2)),
+              "plugin 'p' 1.0 (p.so): config keys have struct_size 40, smaller than ABI 1.0's 56 bytes");
+  }
+  {  // keys of different sizes
+    tsr_config_key keys[2] = {sdk::key_int("a", "1", "doc"), sdk::key_int("b", "1", "doc")};
+    keys[1].struct_size = 56;
+    EXPECT_NE(plugin_error_of(descriptor_with(keys, 2)).find("config key #1 has struct_size 56, key #0 has 64"),
+              std::string::npos);
+  }
+  {  // allowed values on an int key; an empty allowed value
+    static const tsr_config_key on_int[] = {{sizeof(tsr_config_key), "n", TSR_CONFIG_INT, "1", "doc", 1, 0, "1|2"}};
+    EXPECT_NE(plugin_error_of(descriptor_with(on_int, 1)).find("key 'n' is of type int but declares allowed values"),
+              std::string::npos);
+    static const tsr_config_key empty[] = {sdk::key_enum("m", "\"a\"", "doc", "a||b")};
+    EXPECT_NE(plugin_error_of(descriptor_with(empty, 1)).find("allowed values \"a||b\" contain an empty value"),
+              std::string::npos);
+  }
 }
 
 }  // namespace

@@ -73,8 +73,9 @@ TEST(Loader, AbiMajorMismatchNamesBothVersions) {
   std::string path = test_plugin("broken_abi_major");
   std::string msg = plugin_error([&] { PluginLibrary::open(path); });
   EXPECT_NE(msg.find(path), std::string::npos) << msg;
-  EXPECT_NE(msg.find("built for Tessera plugin ABI 2.0"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("this core speaks ABI 1.0"), std::string::npos) << msg;
+  const std::string minor = std::to_string(TSR_ABI_MINOR);
+  EXPECT_NE(msg.find("built for Tessera plugin ABI 2." + minor), std::string::npos) << msg;
+  EXPECT_NE(msg.find("this core speaks ABI 1." + minor), std::string::npos) << msg;
 }
 
 TEST(Loader, NewerMinorLoadsAndIgnoresUnknownFields) {
@@ -188,4 +189,50 @@ TEST(CPlugin, ErrorsCarryThePluginsMessage) {
   std::string msg = plugin_error([&] { inst.forward(batch); });
   EXPECT_NE(msg.find("[[encoder]] #1 (c_scale): forward failed"), std::string::npos) << msg;
   EXPECT_NE(msg.find("input must be a float32 CPU tensor"), std::string::npos) << msg;
+}
+
+// ---- ABI 1.1 config keys: allowed values, checked defaults, the key array's stride ------------
+
+// A plugin built against the 1.0 header (56-byte keys, a 56-byte precision table) loads, its four
+// keys read with its own stride, and validates like any other.
+TEST(Loader, OneZeroPluginKeysAreReadWithTheirStride) {
+  auto lib = PluginLibrary::open(test_plugin("v1_0_fp32"));
+  EXPECT_EQ(lib->abi_minor(), 0u);
+  ASSERT_EQ(lib->schema().keys.size(), 4u);
+  Section s = resolved(*lib, "tag = \"run\"\nverbose = true\n");
+  EXPECT_EQ(s.get_float("lr_scale"), 1.0);
+  EXPECT_EQ(s.get_string("tag"), "run");
+  EXPECT_EQ(s.get_float("loss_scale"), 1.0);
+  EXPECT_TRUE(s.get_bool("verbose"));
+  try {
+    resolved(*lib, "loss_scale = 0.5\n");
+    ADD_FAILURE() << "expected a ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()), "test.toml:1:14: key 'loss_scale' in [test] must be in [1, 65536], got 0.5");
+  }
+}
+
+// mse_c's "reduction" declares "mean|sum": a value outside is refused like a core enum key.
+TEST(Loader, AllowedValuesOfAPluginKeyAreEnforced) {
+  auto lib = PluginLibrary::open(intree_plugin("mse_c"));
+  const KeySpec* k = lib->schema().find("reduction");
+  ASSERT_NE(k, nullptr);
+  EXPECT_EQ(k->choices, (std::vector<std::string>{"mean", "sum"}));
+  EXPECT_EQ(resolved(*lib, "reduction = \"sum\"\n").get_string("reduction"), "sum");
+  try {
+    resolved(*lib, "\nreduction = \"summ\"\n");
+    ADD_FAILURE() << "expected a ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "test.toml:2:13: key 'reduction' in [test] must be one of: mean, sum; got 'summ'; did you mean 'sum'?");
+  }
+}
+
+TEST(Loader, InspectListsAllowedValues) {
+  fs::path d = temp_dir("inspect");
+  const std::string out = (d / "out.txt").string();
+  ASSERT_EQ(std::system((std::string(TESSERA_CLI) + " plugins inspect mse_c --plugin-path " TESSERA_PLUGIN_DIR " > " + out).c_str()), 0);
+  std::ifstream f(out);
+  std::string text((std::istreambuf_iterator<char>(f)), {});
+  EXPECT_NE(text.find("one of: mean | sum"), std::string::npos) << text;
 }

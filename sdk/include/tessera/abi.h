@@ -1,39 +1,93 @@
-/* tessera/abi.h — the Tessera plugin ABI, version 1.0. Pure C11; a plugin author needs
- * nothing else. Defines: status codes, dtypes, opaque handles, the host table (core ->
- * plugin), the plugin descriptor (plugin -> core) and one function table per plugin kind.
+/* tessera/abi.h — the Tessera plugin ABI, version 1.1. Pure C11, and a plugin author's whole
+ * manual: status codes, dtypes, opaque handles, the host table (core -> plugin), the plugin
+ * descriptor (plugin -> core) and one function table per plugin kind, each call with its contract.
  *
- * ---------------------------------------------------------------------------------------
- * How a plugin is found and loaded
+ * =======================================================================================
+ * 1. How a plugin is found and loaded
  *   A plugin is a shared library that exports exactly one symbol, TSR_ENTRY_SYMBOL
- *   ("tessera_plugin_entry"), of type tsr_entry_fn. It should be built with hidden
- *   visibility (TSR_EXPORT marks the entry). The core opens it with RTLD_NOW|RTLD_LOCAL,
- *   calls the entry once, and checks the descriptor it returns:
- *     - abi_major must equal the core's TSR_ABI_MAJOR, or the library is refused with
- *       a message naming both versions;
- *     - abi_minor may be newer than the core's: the core reads only the fields it knows
- *       (every struct starts with struct_size) and ignores the rest;
+ *   ("tessera_plugin_entry"), of type tsr_entry_fn. Build it with hidden visibility (TSR_EXPORT
+ *   marks the entry). The core opens it with RTLD_NOW|RTLD_LOCAL, calls the entry once, and
+ *   checks the descriptor it returns:
+ *     - abi_major must equal the core's TSR_ABI_MAJOR, or the library is refused with a
+ *       message naming both versions;
+ *     - abi_minor may be older or newer than the core's: every struct starts with struct_size,
+ *       the core reads only the fields both sides know and ignores the rest;
+ *     - torch_version, when not NULL, must match the core's LibTorch major.minor;
+ *     - every config key is checked: a known type, a default that parses as that type and
+ *       lies inside the key's [min, max] range / allowed values (since 1.1). A failure refuses
+ *       the library with a message naming it and the key;
  *     - kind must be the one the config slot asks for ("tessera.encoder/1", ...).
  *   The library stays loaded while any instance, tensor or DLPack deleter from it lives.
  *
- * Rules every struct and call keeps
- *   - Every struct begins with uint32_t struct_size = sizeof(the struct as the writer
- *     knew it). Fields are only ever appended. A reader must check struct_size before
- *     touching a field past the 1.0 layout. A NULL function pointer means "not provided".
- *   - Only C types cross: fixed-width integers, double, UTF-8 const char*, opaque
- *     handles, enums passed as int32_t.
- *   - Errors are returned as tsr_status; a plugin sets the message with host->set_error
- *     before returning a non-OK status. On error, out-parameters are left untouched.
- *     Nothing may unwind across this boundary (no C++ exceptions).
- *   - Ownership is written on every parameter: "borrowed" (valid until the call returns,
- *     the callee must not release it) or "new reference" (the receiver must release it
- *     with host->tensor_release, or the named deleter).
+ * 2. Versions: what "since 1.N" means
+ *   Fields are only ever appended. Each field added after 1.0 is marked since 1.N. A plugin
+ *   built against 1.0 keeps loading on a 1.1 core; a reader checks struct_size before touching
+ *   a field past the 1.0 layout (a 1.0 tsr_config_key is 56 bytes: the core reads a plugin's key
+ *   array with the stride keys[0].struct_size). A NULL function pointer means "not provided".
  *
- * Threading
- *   The core calls the entry function and every descriptor/vtable function from its
- *   training thread. An instance is never called concurrently with itself; different
- *   instances may be called from different threads. Host functions are thread-safe
- *   unless noted. host->set_error stores the message for the calling thread.
- * --------------------------------------------------------------------------------------- */
+ * 3. Rules every struct and call keeps
+ *   - Every struct begins with uint32_t struct_size = sizeof(the struct as the writer knew it).
+ *   - Only C types cross: fixed-width integers, double, UTF-8 const char*, opaque handles,
+ *     enums passed as int32_t.
+ *   - Errors are returned as tsr_status; a plugin sets the message with host->set_error on the
+ *     thread that returns the non-OK status, just before returning it. On error, out-parameters
+ *     are left untouched. Nothing may unwind across this boundary (no C++ exceptions).
+ *   - Ownership is written on every parameter: "borrowed" (valid until the call returns unless
+ *     said otherwise; the callee must not release it) or "new reference" (the receiver releases
+ *     it with host->tensor_release, or the named deleter).
+ *   - Strings a plugin hands the core in its descriptor and key array have static storage;
+ *     strings it passes to a host call are borrowed (the core copies what it keeps).
+ *
+ * 4. Threads
+ *   The core calls the entry, create/destroy and every vtable function from its training
+ *   thread (the thread that built the experiment and runs the step loop). An instance is never
+ *   called concurrently with itself, and no kind here says otherwise; different instances may
+ *   be called from different threads. Autograd functions a plugin records in forward/compute
+ *   run later, inside the core's backward, on LibTorch's autograd threads (the training thread
+ *   for CPU tensors, a per-device thread for CUDA ones): from there call only the tensor_*
+ *   queries and tensor_retain/tensor_release. Host functions are thread-safe unless their
+ *   comment restricts them; a plugin may call them from threads it starts itself while a call
+ *   of the core into it is in progress (e.g. at::parallel_for workers inside forward).
+ *
+ * 5. Devices and CUDA streams
+ *   Parameters, gradients, shards and state buffers live on the experiment's device; batch
+ *   tensors where the data loader put them. A plugin that launches its own kernels runs them
+ *   on LibTorch's current stream of the tensors' device at the time of the call
+ *   (c10::cuda::getCurrentCUDAStream(device)); a precision backend's kernels run on the current
+ *   stream of the shard's device. The core queues its own work on that same stream, so a plugin
+ *   need not synchronise the device; one that uses another stream must make the current stream
+ *   wait for its work before it returns.
+ *
+ * 6. One training step, as the plugins see it
+ *     precision.loss_scale                    once per optimizer step, before its backward(s)
+ *     for each micro-batch: encoders' forward (config order), then losses' compute, all under
+ *       autocast to the backend's autocast_dtype (when not TSR_DTYPE_NONE); then the core's ONE
+ *       backward of every term (section 7)
+ *     precision.find_overflow                 once per shard, after gradients are reduced
+ *     precision.update_scale                  once, with the vote of every shard and rank;
+ *                                             *skip_step = 1 drops the update
+ *     precision.step                          once per shard (this rank's shards), unless skipped
+ *   precision.init_shard_for (since 1.1; init_shard for a 1.0 backend) is called once per
+ *   shard before the first step (and before a checkpoint is restored into its states).
+ *   precision.export_master runs when a checkpoint is saved, import_master when one is
+ *   loaded (after init_shard_for), once per shard, between steps.
+ *
+ * 7. Loss terms: weights, normalisation, dtypes
+ *   A loss reducer emits terms; the core backwards all terms of a micro-batch at once with
+ *     seed = (grad, or 1 for a scalar term) * term.weight * [[loss]].weight * loss_scale / N
+ *   where [[loss]].weight is the `weight` key of the reducer's [[loss]] table (default 1.0),
+ *   loss_scale is precision.loss_scale (1 without one) and N the number of micro-batches of the
+ *   global batch (accumulation steps x ranks, or the deterministic groups): so a term should be
+ *   the mean over the rows of its micro-batch, and the update sees the mean over the global
+ *   batch. The logged value of a term is (has_value ? value : mean of tensor) x both weights.
+ *   A non-finite term stops (or, with [train] nonfinite = "skip", skips) the step.
+ *   What dtype a loss receives: dataset tensors keep the dtype the dataset gave them (e.g. i64
+ *   labels); encoder outputs come in the backend's param_dtype, or autocast's dtype for the
+ *   ops autocast lowers: fp32 -> f32; bf16, bf16_remainder, bf16_pure -> bf16; fp16 -> f16
+ *   (LibTorch's autocast promotes its fp32-list ops, e.g. log_softmax, to f32). A loss must
+ *   accept any floating dtype; a term may be of any floating dtype; an explicit grad must have
+ *   the term's shape, dtype and device. Computing a term's reduction in f32 is recommended.
+ * ======================================================================================= */
 #ifndef TESSERA_ABI_H
 #define TESSERA_ABI_H
 
@@ -88,7 +142,7 @@ enum {
 /* ---- log levels ------------------------------------------------------------------ */
 enum { TSR_LOG_DEBUG = 0, TSR_LOG_INFO = 1, TSR_LOG_WARN = 2, TSR_LOG_ERROR = 3 };
 
-/* ---- opaque handles (all owned by the core) -------------------------------------- */
+/* ---- opaque handles (all owned by the core; a plugin never frees one itself) -------- */
 typedef struct tsr_host_ctx tsr_host_ctx;     /* the core's state behind the host table */
 typedef struct tsr_tensor tsr_tensor;         /* refcounted tensor; see tensor_retain */
 typedef struct tsr_tensor_set tsr_tensor_set; /* named tensors of one batch */
@@ -114,23 +168,33 @@ typedef struct tsr_config_key {
   const char* name;         /* key in the plugin's TOML table */
   int32_t type;             /* TSR_CONFIG_* */
   const char* default_toml; /* default as a TOML value literal ("256", "0.1", "\"x\"");
-                               NULL means the key is required */
+                               NULL means the key is required. Must satisfy the key's own
+                               range / allowed values, or the library is refused at load */
   const char* doc;          /* one line for `tessera plugins inspect` */
   double min_value;         /* inclusive bounds for INT/FLOAT; use min > max for none */
   double max_value;
   /* since 1.1 */
   const char* allowed_values; /* STRING keys: NULL = any string, or the allowed values
-                                 separated by '|' ("sum|mean"); validated like core keys */
+                                 separated by '|' ("sum|mean"); a config value outside them is
+                                 refused with its file:line:col and the nearest allowed value */
 } tsr_config_key;
+/* A plugin's keys form one array (descriptor->config_keys) of structs of one size: the core
+ * reads key i at byte offset i * config_keys[0].struct_size, so an array built against 1.0
+ * (56-byte keys, no allowed_values) and one built against 1.1 (64 bytes) both load. A
+ * struct_size below 56 is refused. */
 
 /* ---- loss terms ------------------------------------------------------------------ */
+/* One term a loss reducer emits (see section 7 of the header comment for how its gradient seed
+ * is formed). The struct and its fields are borrowed by emit_term: the core copies the name
+ * and retains the tensors. */
 typedef struct tsr_term {
   uint32_t struct_size;
-  const char* name;   /* unique within one step; borrowed */
+  const char* name;   /* unique within one step over all reducers; borrowed */
   tsr_tensor* tensor; /* borrowed; the sink retains what it keeps */
   tsr_tensor* grad;   /* borrowed, may be NULL: implicit 1 for a scalar tensor;
                          required (same shape, dtype, device) for a non-scalar one */
-  double weight;      /* multiplies the term's gradient seed (and its logged value) */
+  double weight;      /* multiplies the term's gradient seed (and its logged value), on top of
+                         the [[loss]] table's `weight` */
   int32_t has_value;  /* nonzero: `value` is the scalar loss this term stands for (what the
                          metrics log, e.g. for a non-scalar term with an explicit gradient);
                          zero: the core logs the mean of `tensor` */
@@ -138,26 +202,34 @@ typedef struct tsr_term {
 } tsr_term;
 
 /* ---- parameters ------------------------------------------------------------------ */
-/* Called once per parameter by an encoder's `parameters`. name: borrowed; tensor:
- * borrowed. Returns TSR_OK to continue. Called on the caller's thread. */
+/* The core's callback, called by a plugin's `parameters`/`buffers` once per tensor, on the
+ * thread that called `parameters`/`buffers`, before that call returns. user: pass back what the
+ * core gave. name: borrowed (the core copies it). tensor: borrowed (the core keeps its own
+ * reference to the tensor object). Returns TSR_OK to continue; on any other status the plugin
+ * stops visiting and returns that status. */
 typedef tsr_status (*tsr_param_visitor)(void* user, const char* name, tsr_tensor* tensor);
 
 /* ---- the host table: what the core offers every plugin ----------------------------- */
+/* One table per instance, passed to create. It (and ctx) lives until the instance's destroy
+ * returns; a plugin may keep the pointer. Every function is thread-safe unless its comment
+ * restricts it, and may be called during any call of the core into the plugin. */
 typedef struct tsr_host {
   uint32_t struct_size;
   uint32_t abi_major; /* the core's ABI version */
   uint32_t abi_minor;
   tsr_host_ctx* ctx;  /* pass back as the first argument where asked */
 
-  /* Logging and errors. msg: borrowed UTF-8. */
+  /* Logging, any thread. msg: borrowed UTF-8, copied. The core prefixes the instance's name. */
   void (*log)(tsr_host_ctx* ctx, int32_t level, const char* msg);
-  /* Sets the calling thread's error message for the non-OK status about to be returned. */
+  /* Sets the calling thread's error message for the non-OK status about to be returned; call
+   * it on the thread that returns the status. msg: borrowed, copied. */
   void (*set_error)(tsr_host_ctx* ctx, const char* msg);
 
-  /* Config access: this instance's own table, already validated against the schema the
-   * descriptor declares, defaults filled in. A key not in the schema is TSR_ERR_NOT_FOUND;
-   * a type mismatch is TSR_ERR_TYPE. *out of get_string is borrowed and lives as long as
-   * the instance. get_string_array_size + get_string_array_item read STRING_ARRAY keys. */
+  /* Config access, any thread: this instance's own table, already validated against the
+   * schema the descriptor declares, defaults filled in. A key not in the schema is
+   * TSR_ERR_NOT_FOUND; a type mismatch is TSR_ERR_TYPE. *out of get_string and
+   * get_string_array_item is borrowed and lives as long as the instance. cfg: the pointer
+   * create received. get_string_array_size + get_string_array_item read STRING_ARRAY keys. */
   tsr_status (*config_get_int)(const tsr_config* cfg, const char* key, int64_t* out);
   tsr_status (*config_get_float)(const tsr_config* cfg, const char* key, double* out);
   tsr_status (*config_get_bool)(const tsr_config* cfg, const char* key, int32_t* out);
@@ -167,19 +239,22 @@ typedef struct tsr_host {
   tsr_status (*config_get_string_array_item)(const tsr_config* cfg, const char* key,
                                              int64_t index, const char** out);
 
-  /* Tensor handles. retain: +1 reference; release: -1, frees at zero (NULL is a no-op). */
+  /* Tensor handles, any thread (also autograd threads). retain: +1 reference; release: -1,
+   * frees the handle at zero (the tensor's memory lives on while the core uses it). NULL is a
+   * no-op for both. A handle the plugin retained stays valid after the call that lent it. */
   void (*tensor_retain)(tsr_tensor* t);
   void (*tensor_release)(tsr_tensor* t);
-  /* Shape and type queries on a borrowed handle. */
+  /* Shape and type queries on a handle the caller holds; any thread. tensor_dtype: TSR_DTYPE_*
+   * (TSR_DTYPE_NONE for a dtype the ABI has no code for); tensor_size of a dim out of range: -1. */
   int32_t (*tensor_dtype)(const tsr_tensor* t);
   int64_t (*tensor_ndim)(const tsr_tensor* t);
   int64_t (*tensor_size)(const tsr_tensor* t, int64_t dim);
   int64_t (*tensor_numel)(const tsr_tensor* t);
-  /* Raw storage pointer of a contiguous CPU or device tensor (NULL if not contiguous).
-   * Valid while the handle lives. */
+  /* Raw storage pointer of a contiguous CPU or device tensor (NULL if not contiguous), any
+   * thread. Valid while the handle lives. A device pointer is read on the current stream. */
   void* (*tensor_data)(tsr_tensor* t);
 
-  /* DLPack bridge, for plugins that do not use LibTorch.
+  /* DLPack bridge, for plugins that do not use LibTorch; any thread.
    * to_dlpack: t borrowed; *out is a new DLManagedTensor sharing t's memory; the caller
    *            calls (*out)->deleter(*out) when done.
    * from_dlpack: src is consumed (its deleter is called by the core when the tensor
@@ -189,24 +264,39 @@ typedef struct tsr_host {
   tsr_status (*tensor_from_dlpack)(tsr_host_ctx* ctx, struct DLManagedTensor* src,
                                    tsr_tensor** out);
 
-  /* Named tensors of a batch. set_get: borrowed result, NULL if absent. set_put: t is
-   * borrowed (the set retains it); replaces an existing entry of that name. */
+  /* Named tensors of a batch; set is the one forward/compute received and is valid only
+   * during that call. Both functions may be called from any thread during that call (they
+   * lock the set).
+   * set_get: name borrowed. Returns NULL if absent, else a handle BORROWED FROM THE SET: valid
+   *          until the forward/compute call that received the set returns, whichever thread
+   *          got it (the set releases every handle it lent when that call ends). Retain it with
+   *          tensor_retain to keep it longer. Handles lent earlier stay valid after a set_put
+   *          of the same name (they keep the tensor they returned).
+   * set_put: name and t borrowed (the set retains t's tensor); replaces an existing entry of
+   *          that name. TSR_ERR_INVALID_ARGUMENT on a loss's read-only batch. */
   tsr_tensor* (*set_get)(const tsr_tensor_set* set, const char* name);
   tsr_status (*set_put)(tsr_tensor_set* set, const char* name, tsr_tensor* t);
 
-  /* Loss terms. term and its fields are borrowed; the sink retains the tensors. */
+  /* Loss terms: only during the compute call that received sink, any thread (it locks the
+   * sink). term and its fields are borrowed; the sink copies the name and retains the
+   * tensors. TSR_ERR_INVALID_ARGUMENT for a term without name or tensor, or too small. */
   tsr_status (*emit_term)(tsr_term_sink* sink, const tsr_term* term);
 
   /* Optimizer-state and master-weight buffers for precision backends: a new zero-filled
    * 1-D tensor of numel elements, on the parameters' device, that the core tracks by
    * name (unique per instance) and category (TSR_STATE_*) for memory accounting and
-   * checkpoints. *out is a new reference. */
+   * checkpoints. *out is a new reference (the core keeps its own; the buffer lives until the
+   * instance is destroyed). Training thread only, from within init_shard / init_shard_for;
+   * TSR_ERR_UNSUPPORTED for other kinds. Name a buffer "<shard name>.<state>" (e.g.
+   * "f32.exp_avg"): checkpoints store a TSR_STATE_OPTIMIZER buffer by its <state> part, so
+   * another backend that uses the same <state> names resumes the moments. */
   tsr_status (*alloc_state)(tsr_host_ctx* ctx, const char* name, int32_t category,
                             int32_t dtype, int64_t numel, tsr_tensor** out);
 
   /* LibTorch bridge for plugins built against the same LibTorch as the core (the loader
    * checks descriptor->torch_version against torch_version below).
-   * tensor_aten: borrowed pointer to the at::Tensor behind t.
+   * Any thread. torch_version: static storage.
+   * tensor_aten: borrowed pointer to the at::Tensor behind t, valid while t lives.
    * tensor_wrap_aten: at_tensor is a const at::Tensor* (borrowed); returns a new reference. */
   const char* torch_version;
   const void* (*tensor_aten)(const tsr_tensor* t);
@@ -214,26 +304,39 @@ typedef struct tsr_host {
 } tsr_host;
 
 /* ---- kind: tessera.encoder/1 ------------------------------------------------------ */
+/* Every function: training thread, never concurrently for one instance. */
 typedef struct tsr_encoder_vtable {
   uint32_t struct_size;
-  /* Visits every trainable parameter (stable names, stable order). The core then keeps
-   * each parameter's storage inside a flat buffer it owns: the plugin must keep using
-   * the same tensor objects and must not replace them. */
+  /* Visits every trainable parameter (stable names, stable order) by calling visit(user, name,
+   * tensor) before returning. Called once after create, before any forward. The core then
+   * keeps each parameter's storage inside a flat buffer it owns (the tensor objects the plugin
+   * holds now view it, in the backend's param_dtype): the plugin must keep using the same
+   * tensor objects and must not replace them or their storage. */
   tsr_status (*parameters)(tsr_instance* self, tsr_param_visitor visit, void* user);
-  /* training != 0 selects training behaviour (dropout etc.). */
+  /* Optional. training != 0 selects training behaviour (dropout etc.); called before the
+   * training steps and around evaluations. */
   tsr_status (*set_training)(tsr_instance* self, int32_t training);
-  /* Reads named inputs from batch and writes named outputs into it. */
+  /* Reads named inputs from batch (host->set_get) and writes named outputs into it
+   * (host->set_put). Called once per micro-batch (and per evaluation batch), under autocast when
+   * the precision backend asks for it. batch: borrowed, valid until return; what set_get lent
+   * is released when forward returns. Outputs must stay in the autograd graph. May call every
+   * host function except alloc_state. */
   tsr_status (*forward)(tsr_instance* self, tsr_tensor_set* batch);
   /* Optional (NULL = none): state that is not trained but must survive a checkpoint (e.g.
-   * BatchNorm running statistics), visited like parameters; the core restores them in place. */
+   * BatchNorm running statistics), visited like parameters at each checkpoint save and load;
+   * the core writes restored values into the same tensors in place. */
   tsr_status (*buffers)(tsr_instance* self, tsr_param_visitor visit, void* user);
 } tsr_encoder_vtable;
 
 /* ---- kind: tessera.loss/1 --------------------------------------------------------- */
+/* Every function: training thread, never concurrently for one instance. */
 typedef struct tsr_loss_vtable {
   uint32_t struct_size;
-  /* Reads named tensors (batch is borrowed, read-only) and emits one or more terms into
-   * sink. Terms must stay in the autograd graph (they are backwarded by the core). */
+  /* Reads named tensors (batch: borrowed, read-only, valid until return) and emits one or more
+   * terms into sink (borrowed, valid until return) with host->emit_term. Called once per
+   * micro-batch after every encoder's forward, under the same autocast; with [[loss]] gather
+   * the batch holds the gathered rows of every rank. Terms must stay in the autograd graph
+   * (the core backwards them after compute returns; see section 7 for seeds and dtypes). */
   tsr_status (*compute)(tsr_instance* self, const tsr_tensor_set* batch, tsr_term_sink* sink);
   /* Optional (NULL = none): trainable parameters of the loss itself, e.g. a learned
    * temperature; same contract as the encoder's `parameters`. */
@@ -260,9 +363,14 @@ typedef struct tsr_precision_info {
 
 /* A backend keeps ALL of its state (moments, masters, remainders, its loss scale and
  * counters) in buffers from host->alloc_state: the core accounts for their memory and saves
- * and restores them with checkpoints by name, so a backend needs no serialisation code. */
+ * and restores optimizer states with checkpoints by name; the master goes through
+ * export_master / import_master as exact fp32, so a checkpoint converts between backends and
+ * the core knows no number format. */
 
-/* One contiguous shard of one flat buffer (a range of the model's parameters). */
+/* One contiguous shard of one flat buffer (this rank's range of the model's parameters of one
+ * dtype). Borrowed by every call that receives it: the struct and its handles are valid until
+ * the call returns (retain a handle to keep it). The memory behind params and grads is the same
+ * for every call with the same name, so a backend may key its states by `name`. */
 typedef struct tsr_flat_shard {
   uint32_t struct_size;
   const char* name;     /* the buffer's name, e.g. "f32"; stable across runs */
@@ -274,47 +382,65 @@ typedef struct tsr_flat_shard {
   int64_t numel;
 } tsr_flat_shard;
 
+/* The optimizer and its hyper-parameters for one update; borrowed by the call that receives it. */
 typedef struct tsr_optim_step {
   uint32_t struct_size;
   int32_t algorithm;    /* TSR_OPTIM_* */
   int64_t step;         /* 1-based count of optimizer steps, for bias correction */
   double lr;
-  double beta1, beta2, eps;   /* AdamW */
+  double beta1, beta2, eps;   /* AdamW; Lion uses beta1, beta2 */
   double momentum;            /* SGD */
   int32_t nesterov;           /* SGD */
-  double weight_decay;        /* decoupled (AdamW) / L2 (SGD) */
+  double weight_decay;        /* decoupled (AdamW, Lion) / L2 (SGD) */
   double grad_scale;          /* multiply gradients by this first (unscale x clip) */
 } tsr_optim_step;
 
+/* Every function: training thread, never concurrently for one instance; the order within a
+ * step is in section 6 of the header comment. Kernels run on the current stream of the
+ * shard's device (section 5). Only init_shard / init_shard_for may call host->alloc_state. */
 typedef struct tsr_precision_vtable {
   uint32_t struct_size;
+  /* Called once, right after create. out: the core's struct with struct_size set; fill every
+   * field. The core then builds the flat buffers in param_dtype / grad_dtype. */
   tsr_status (*describe)(tsr_instance* self, tsr_precision_info* out);
-  /* Called once per shard before the first step: allocate states via host->alloc_state.
-   * A backend with a master copy initialises it from shard->params here. */
+  /* Called once per shard before the first step (ABI 1.0 backends; a 1.1 backend that fills
+   * init_shard_for is not called here): allocate states via host->alloc_state. A backend
+   * with a master copy initialises it from shard->params here. */
   tsr_status (*init_shard)(tsr_instance* self, const tsr_flat_shard* shard);
   /* Updates shard->params in place from shard->grads (multiplied by opt->grad_scale, which
-   * already includes 1 / loss_scale). */
+   * already includes 1 / loss_scale and the clipping factor). Once per shard and optimizer
+   * step, after update_scale did not ask to skip. */
   tsr_status (*step)(tsr_instance* self, const tsr_flat_shard* shard, const tsr_optim_step* opt);
   /* Optional (NULL = no loss scaling): the factor the core multiplies every loss seed by for
-   * the next backward. */
+   * this optimizer step's backward(s); asked once per step, before its first forward. */
   tsr_status (*loss_scale)(tsr_instance* self, double* out);
-  /* Optional: *found_inf = 1 when shard->grads holds a NaN or Inf (before unscaling). */
+  /* Optional: *found_inf = 1 when shard->grads holds a NaN or Inf (before unscaling); leave it
+   * 0 otherwise. Once per shard and step, after backward and gradient reduction. */
   tsr_status (*find_overflow)(tsr_instance* self, const tsr_flat_shard* shard, int32_t* found_inf);
-  /* Optional: called once per optimizer step with found_inf over all shards and ranks; the
-   * backend adapts its loss scale and sets *skip_step = 1 to drop this step's update. An
-   * error here (e.g. the scale fell to its minimum) stops training with its message. */
+  /* Optional: called once per optimizer step, after every find_overflow, with found_inf over
+   * all shards and ranks; the backend adapts its loss scale and sets *skip_step = 1 to drop
+   * this step's update (no step call follows). An error here (e.g. the scale fell to its
+   * minimum) stops training with its message. */
   tsr_status (*update_scale)(tsr_instance* self, int32_t found_inf, int32_t* skip_step);
   /* since 1.1 */
-  /* Optional; when present the core calls it INSTEAD of init_shard. opt names the optimizer
-   * (algorithm and hyper-parameters; step = 0, lr = the peak rate), so the backend allocates
-   * only the states that optimizer needs. opt: borrowed. */
+  /* Optional; when present the core calls it INSTEAD of init_shard, once per shard before the
+   * first step (and before a checkpoint is restored). opt names the optimizer (algorithm and
+   * hyper-parameters; step = 0, lr = the peak rate), so the backend allocates only the states
+   * that optimizer needs. shard, opt: borrowed. */
   tsr_status (*init_shard_for)(tsr_instance* self, const tsr_flat_shard* shard, const tsr_optim_step* opt);
+  /* since 1.1 */
   /* Optional: writes the shard's exact fp32 master values (the parameters widened when the
    * backend keeps no master) into out (borrowed: 1-D fp32, shard->numel elements, the
-   * shard's device). Checkpoints store these, so any backend can load them. */
+   * shard's device, contiguous). Called when a checkpoint is saved, between steps, once per
+   * shard. Checkpoints store these, so any backend can load them. Without it the core widens
+   * shard->params itself. */
   tsr_status (*export_master)(tsr_instance* self, const tsr_flat_shard* shard, tsr_tensor* out);
-  /* Optional: sets the shard's master from in (borrowed: 1-D fp32, shard->numel elements)
-   * and the parameters from the master, rounded as the backend's update rounds them. */
+  /* since 1.1 */
+  /* Optional: sets the shard's master from in (borrowed: 1-D fp32, shard->numel elements, the
+   * shard's device, contiguous) and the parameters from the master, rounded as the backend's
+   * update rounds them. Called when a checkpoint is loaded, after init_shard_for, once per
+   * shard. Without it the core casts in to param_dtype (a 1.0 backend's master is then not
+   * restored exactly; the core warns). */
   tsr_status (*import_master)(tsr_instance* self, const tsr_flat_shard* shard, const tsr_tensor* in);
 } tsr_precision_vtable;
 
@@ -328,19 +454,23 @@ typedef struct tsr_plugin_descriptor {
   const char* kind;            /* TSR_KIND_* or a third party's versioned id */
   const char* description;     /* one paragraph */
   const char* torch_version;   /* LibTorch version it was built against, NULL if none */
-  const tsr_config_key* config_keys; /* num_config_keys entries, static storage */
+  const tsr_config_key* config_keys; /* num_config_keys entries, static storage; all entries
+                                        of one struct_size (the core reads them with that stride) */
   uint32_t num_config_keys;
-  /* Creates an instance. host: borrowed, outlives the instance. cfg: borrowed, outlives
-   * the instance. *out: a new instance, released with destroy. */
+  /* Creates an instance; training thread. host: borrowed, outlives the instance. cfg:
+   * borrowed, outlives the instance (the validated table; read it with host->config_get_*).
+   * *out: a new instance, released with destroy. May call the log, error, config and tensor
+   * functions of host (not alloc_state: a backend allocates its states in init_shard). */
   tsr_status (*create)(const tsr_host* host, const tsr_config* cfg, tsr_instance** out);
+  /* Destroys an instance; training thread, after its last call. Releases what it retained. */
   void (*destroy)(tsr_instance* self);
-  const void* vtable;          /* tsr_<kind>_vtable for the kind above */
+  const void* vtable;          /* tsr_<kind>_vtable for the kind above, static storage */
 } tsr_plugin_descriptor;
 
 /* The one exported symbol: returns a descriptor with static storage duration. */
 typedef const tsr_plugin_descriptor* (*tsr_entry_fn)(void);
 
-/* ---- layout checks for ABI 1.0 (x86-64 / aarch64 LP64) ----------------------------- */
+/* ---- layout checks for ABI 1.0 and 1.1 (x86-64 / aarch64 LP64) --------------------- */
 #if defined(__cplusplus)
 #define TSR_STATIC_ASSERT(c, m) static_assert(c, m)
 #else
@@ -350,14 +480,19 @@ typedef const tsr_plugin_descriptor* (*tsr_entry_fn)(void);
 TSR_STATIC_ASSERT(sizeof(tsr_config_key) == 64, "tsr_config_key layout changed");
 TSR_STATIC_ASSERT(offsetof(tsr_config_key, allowed_values) == 56, "tsr_config_key layout (1.1)");
 TSR_STATIC_ASSERT(offsetof(tsr_config_key, default_toml) == 24, "tsr_config_key layout");
+TSR_STATIC_ASSERT(offsetof(tsr_config_key, max_value) == 48, "tsr_config_key layout (1.0 size: 56)");
 TSR_STATIC_ASSERT(sizeof(tsr_term) == 56, "tsr_term layout changed");
 TSR_STATIC_ASSERT(offsetof(tsr_term, weight) == 32, "tsr_term layout");
 TSR_STATIC_ASSERT(offsetof(tsr_host, log) == 24, "tsr_host layout");
 TSR_STATIC_ASSERT(offsetof(tsr_host, alloc_state) == 184, "tsr_host layout");
 TSR_STATIC_ASSERT(sizeof(tsr_host) == 216, "tsr_host layout changed");
+TSR_STATIC_ASSERT(offsetof(tsr_host, torch_version) == 192, "tsr_host layout");
 TSR_STATIC_ASSERT(sizeof(tsr_encoder_vtable) == 40, "tsr_encoder_vtable layout changed");
 TSR_STATIC_ASSERT(sizeof(tsr_loss_vtable) == 24, "tsr_loss_vtable layout changed");
+TSR_STATIC_ASSERT(offsetof(tsr_precision_vtable, update_scale) == 48, "tsr_precision_vtable layout");
 TSR_STATIC_ASSERT(offsetof(tsr_precision_vtable, init_shard_for) == 56, "tsr_precision_vtable layout (1.1)");
+TSR_STATIC_ASSERT(offsetof(tsr_precision_vtable, export_master) == 64, "tsr_precision_vtable layout (1.1)");
+TSR_STATIC_ASSERT(offsetof(tsr_precision_vtable, import_master) == 72, "tsr_precision_vtable layout (1.1)");
 TSR_STATIC_ASSERT(sizeof(tsr_precision_vtable) == 80, "tsr_precision_vtable layout changed");
 TSR_STATIC_ASSERT(sizeof(tsr_precision_info) == 24, "tsr_precision_info layout changed");
 TSR_STATIC_ASSERT(sizeof(tsr_flat_shard) == 56, "tsr_flat_shard layout changed");

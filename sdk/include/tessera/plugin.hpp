@@ -59,6 +59,13 @@ constexpr tsr_config_key key_bool(const char* name, const char* default_toml, co
 constexpr tsr_config_key key_string(const char* name, const char* default_toml, const char* doc) {
   return {sizeof(tsr_config_key), name, TSR_CONFIG_STRING, default_toml, doc, 1.0, 0.0, nullptr};
 }
+// A string key that takes one of a fixed set of values, given as "a|b|c" (ABI 1.1 allowed_values):
+// a config value outside it is refused with its position and the nearest allowed value, and
+// `tessera plugins inspect` lists them. The default must be one of them.
+constexpr tsr_config_key key_enum(const char* name, const char* default_toml, const char* doc,
+                                  const char* allowed_values) {
+  return {sizeof(tsr_config_key), name, TSR_CONFIG_STRING, default_toml, doc, 1.0, 0.0, allowed_values};
+}
 constexpr tsr_config_key key_strings(const char* name, const char* default_toml, const char* doc) {
   return {sizeof(tsr_config_key), name, TSR_CONFIG_STRING_ARRAY, default_toml, doc, 1.0, 0.0, nullptr};
 }

@@ -32,16 +32,19 @@ struct CheckpointMeta {
 
 // What one rank writes. Per-parameter data is stored in pieces by element range, written by
 // the rank that owns the range, so a checkpoint written by N ranks loads on M ranks:
-//   "param/<name>@<start>"         weights, flattened elements [start, start + numel) (fp32 from
-//                                  a master or remainder when the backend keeps one)
+//   "param/<name>@<start>"         weights, flattened elements [start, start + numel): the exact
+//                                  fp32 values the backend's export_master gives (its master)
 //   "state/<state>/<name>@<start>" optimizer state pieces
 //   "buffer/<name>", "rng/cpu"     non-trained encoder state and the generator (rank 0)
 struct CheckpointTensors {
   std::vector<std::pair<std::string, at::Tensor>> tensors;
 };
 
-
-CheckpointTensors gather_checkpoint(const FlatParams& params, const StateStore& states, const tsr_precision_info& info,
+// What this rank writes: for each flat buffer, its owned range (owned[i] of buffer i) exported
+// as fp32 by the precision backend, split by parameter, and the optimizer states of that range;
+// with write_shared (one rank) also shapes, encoder buffers and the RNG. The core converts no
+// number format: a backend without export_master (ABI 1.0) has its parameters widened.
+CheckpointTensors gather_checkpoint(FlatParams& params, const StateStore& states, const PrecisionInstance& precision,
                                     const std::vector<OwnedRange>& owned,
                                     const std::vector<std::pair<std::string, at::Tensor>>& buffers, bool write_shared);
 
@@ -64,12 +67,14 @@ std::string resolve_checkpoint_path(const std::string& dir, const std::string& s
 // Returns the number of tensors written.
 size_t export_checkpoint(const std::string& checkpoint, const std::string& out);
 
-// Writes the loaded tensors into the current run, whatever world size wrote them: parameters
-// (and, by the current backend's master policy, its fp32 master or remainder), optimizer
-// states (converted to the current dtype) for this rank's owned ranges, encoder buffers, RNG.
-// Refuses, with the reason, a missing parameter or state piece or a changed shape.
+// Writes the loaded tensors into the current run, whatever world size and backend wrote them:
+// the fp32 values of this rank's owned ranges go through the backend's import_master (it sets
+// its master and rounds the parameters; a 1.0 backend's parameters are cast, with a warning),
+// the other ranges of the parameter replica are cast; optimizer states (converted to the
+// current dtype) for the owned ranges, encoder buffers, RNG. Call after the backend's
+// init_shard. Refuses, with the reason, a missing parameter or state piece or a changed shape.
 void restore_checkpoint(const std::map<std::string, at::Tensor>& tensors, FlatParams& params, StateStore& states,
-                        const tsr_precision_info& info, const std::vector<OwnedRange>& owned,
+                        const PrecisionInstance& precision, const std::vector<OwnedRange>& owned,
                         const std::vector<std::pair<std::string, at::Tensor>>& buffers, const std::string& path);
 
 }  // namespace tessera

@@ -103,12 +103,26 @@ class PrecisionInstance : public PluginInstance {
  public:
   using PluginInstance::PluginInstance;
   tsr_precision_info describe() const;
+  // 1.0 style: the backend's init_shard (it allocates states for every optimizer it knows).
   void init_shard(const tsr_flat_shard& shard) const;
+  // init_shard_for(shard, opt) when the backend has it (ABI 1.1), else the 1.0 init_shard.
+  void init_shard(const tsr_flat_shard& shard, const tsr_optim_step& opt) const;
   void step(const tsr_flat_shard& shard, const tsr_optim_step& opt) const;
+  // Whether the backend converts its own master to and from fp32 (export/import_master, 1.1).
+  bool has_master_io() const;
+  // The shard's exact fp32 master into out_f32 ((shard.numel,) f32, the shard's device,
+  // contiguous). Without master io: the parameters widened to fp32.
+  void export_master(const tsr_flat_shard& shard, const at::Tensor& out_f32) const;
+  // Sets the shard's master and parameters from in_f32 ((shard.numel,) f32). Without master
+  // io: the parameters cast from the values, with one warning that the master is not exact.
+  void import_master(const tsr_flat_shard& shard, const at::Tensor& in_f32) const;
   // Loss scaling; a backend without it reports 1, no overflow, no skip.
   double loss_scale() const;
   bool find_overflow(const tsr_flat_shard& shard) const;
   bool update_scale(bool found_inf) const;  // true: skip this step's update
+
+ private:
+  mutable bool warned_inexact_import_ = false;
 };
 
 }  // namespace tessera

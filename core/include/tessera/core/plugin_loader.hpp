@@ -74,6 +74,12 @@ class PluginRegistry {
   std::vector<std::string> searched_;
 };
 
+// The descriptor's config keys as a schema. Reads key i at byte offset i * keys[0].struct_size
+// (1.0 keys: 56 bytes, no allowed_values); refuses, naming `plugin` and the key, a struct_size
+// below 1.0's, keys of different sizes, an unknown type, allowed values on a non-string key, and
+// a default that does not parse or lies outside the key's range / allowed values.
+Schema read_config_keys(const tsr_plugin_descriptor& d, const std::string& plugin);
+
 // The LibTorch version this core was built with, "major.minor.patch".
 const char* core_torch_version();
 

@@ -41,11 +41,17 @@ class Updater {
   // same step.
   UpdateOutcome step(int64_t step, double lr, double loss_scale, bool loss_nonfinite, bool stop, const GradSync& sync);
 
+  // After a checkpoint restore: every rank takes each slice's parameters from its owner (whose
+  // backend rounded them from its master), so replicas agree bit for bit. Collective when
+  // partitioned; nothing otherwise.
+  void share_owned_parameters();
+
   // This rank's element range of every flat buffer.
   std::vector<OwnedRange> owned() const { return plan_.ranges(params_, rank_); }
 
  private:
   double local_sum_squares() const;
+  void broadcast_slices(FlatParamBuffer& buf) const;
   // Each flag ORed over all ranks, in one collective.
   struct Vote {
     bool loss_nonfinite, overflow, stop;
