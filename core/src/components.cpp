@@ -73,38 +73,53 @@ class AllGatherRows : public torch::autograd::Function<AllGatherRows> {
 
 }  // namespace
 
+namespace {
+
+// One [[encoder]] / [[loss]] slot resolved: its plugin, validated table and instance name.
+struct Slot {
+  std::shared_ptr<PluginLibrary> lib;
+  Section section;
+  std::string name, label;
+};
+
+Slot resolve_slot(const Config& config, const PluginRegistry& registry, const toml::table& table, const char* kind,
+                  size_t i, const Schema& core, const char* kind_id) {
+  const std::string slot = slot_label(kind, i, "");
+  Slot s;
+  s.lib = registry.get(plugin_name(config, table, core, slot), kind_id, slot + " at " + config.path());
+  s.section = config.resolve(table, merged(core, s.lib->schema(), slot), slot);
+  s.name = s.section.get_string("name").empty() ? s.lib->name() : s.section.get_string("name");
+  s.label = slot_label(kind, i, s.name) + " (" + s.lib->name() + ")";
+  return s;
+}
+
+}  // namespace
+
 Components::Components(const Config& config, const PluginRegistry& registry, uint64_t seed, FlatParams& params,
                        StateStore* states, at::Device device) {
   auto enc_tables = config.tables("encoder");
   if (enc_tables.empty()) throw ConfigError(config.path() + ": no [[encoder]] is configured; add at least one");
   std::vector<std::string> names;
   for (size_t i = 0; i < enc_tables.size(); ++i) {
-    std::string slot = slot_label("encoder", i, "");
-    auto lib = registry.get(plugin_name(config, *enc_tables[i], encoder_slot_schema(), slot), TSR_KIND_ENCODER,
-                            slot + " at " + config.path());
-    Section sec = config.resolve(*enc_tables[i], merged(encoder_slot_schema(), lib->schema(), slot), slot);
-    std::string name = sec.get_string("name").empty() ? lib->name() : sec.get_string("name");
+    Slot s = resolve_slot(config, registry, *enc_tables[i], "encoder", i, encoder_slot_schema(), TSR_KIND_ENCODER);
     for (const auto& e : names)
-      if (e == name)
-        throw ConfigError(sec.where("name").str() + ": two encoders are named '" + name + "'; give each a distinct name");
-    names.push_back(name);
-    seed_for_instance(seed, "encoder." + name);
-    auto inst = std::make_unique<EncoderInstance>(lib, sec, slot_label("encoder", i, name) + " (" + lib->name() + ")");
-    for (auto& [pname, tensor] : inst->parameters()) params.add(name + "." + pname, tensor);
+      if (e == s.name)
+        throw ConfigError(s.section.where("name").str() + ": two encoders are named '" + s.name +
+                          "'; give each a distinct name");
+    names.push_back(s.name);
+    seed_for_instance(seed, "encoder." + s.name);
+    auto inst = std::make_unique<EncoderInstance>(s.lib, s.section, s.label);
+    for (auto& [pname, tensor] : inst->parameters()) params.add(s.name + "." + pname, tensor);
     encoders_.push_back(std::move(inst));
   }
   auto loss_tables = config.tables("loss");
   if (loss_tables.empty()) throw ConfigError(config.path() + ": no [[loss]] is configured; add at least one");
   for (size_t i = 0; i < loss_tables.size(); ++i) {
-    std::string slot = slot_label("loss", i, "");
-    auto lib = registry.get(plugin_name(config, *loss_tables[i], loss_slot_schema(), slot), TSR_KIND_LOSS,
-                            slot + " at " + config.path());
-    Section sec = config.resolve(*loss_tables[i], merged(loss_slot_schema(), lib->schema(), slot), slot);
-    std::string name = sec.get_string("name").empty() ? lib->name() : sec.get_string("name");
-    seed_for_instance(seed, "loss." + name);
-    auto inst = std::make_unique<LossInstance>(lib, sec, slot_label("loss", i, name) + " (" + lib->name() + ")");
-    for (auto& [pname, tensor] : inst->parameters()) params.add(name + "." + pname, tensor);
-    loss_weights_.push_back(sec.get_float("weight"));
+    Slot s = resolve_slot(config, registry, *loss_tables[i], "loss", i, loss_slot_schema(), TSR_KIND_LOSS);
+    seed_for_instance(seed, "loss." + s.name);
+    auto inst = std::make_unique<LossInstance>(s.lib, s.section, s.label);
+    for (auto& [pname, tensor] : inst->parameters()) params.add(s.name + "." + pname, tensor);
+    loss_weights_.push_back(s.section.get_float("weight"));
     loss_inputs_.emplace_back();
     losses_.push_back(std::move(inst));
   }

@@ -51,6 +51,11 @@ OptimizerOptions OptimizerOptions::from(Section s) {
   o.weight_decay = s.get_float("weight_decay");
   o.momentum = s.get_float("momentum");
   o.nesterov = s.get_bool("nesterov");
+  if (o.algorithm == TSR_OPTIM_LION) {  // Lion's own rate and betas, so switching the name is enough
+    o.lr *= s.get_float("lion_lr_ratio");
+    o.beta1 = s.get_float("lion_beta1");
+    o.beta2 = s.get_float("lion_beta2");
+  }
   o.section = std::move(s);
   return o;
 }

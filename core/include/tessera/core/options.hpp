@@ -46,6 +46,7 @@ struct OptimizerOptions {
   Section section;
   std::string name;  // "adamw" | "sgd" | "lion"
   int32_t algorithm = 0;  // TSR_OPTIM_* of name
+  // lr, beta1, beta2: for Lion already its own (lr x lion_lr_ratio, lion_beta1, lion_beta2).
   double lr = 0, beta1 = 0, beta2 = 0, eps = 0, weight_decay = 0, momentum = 0;
   bool nesterov = false;
   static OptimizerOptions from(Section s);
