@@ -64,7 +64,7 @@ const Schema& optimizer_schema() {
       key("weight_decay", F, "0.0", "decoupled (AdamW, Lion) or L2 (SGD) weight decay", 0, 10),
       key("momentum", F, "0.9", "SGD momentum", 0, 1),
       key("nesterov", B, "false", "SGD Nesterov momentum"),
-      key("lion_lr_ratio", F, "0.25",
+      key("lion_lr_ratio", F, "0.35",
           "Lion's learning rate is lr x this: its sign update moves every element by the full rate, so it wants a "
           "rate 3-10x below AdamW's (Chen et al. 2023)", 0, 10),
       key("lion_beta1", F, "0.9", "Lion: interpolation between momentum and gradient for the update direction", 0, 1),
