@@ -15,6 +15,7 @@
 #include "tessera/core/safetensors.hpp"
 #include "tessera/core/shard.hpp"
 #include "tessera/core/trainer.hpp"
+#include "support.hpp"
 
 namespace fs = std::filesystem;
 using namespace tessera;
@@ -23,12 +24,7 @@ namespace {
 
 bool have_data() { return fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"); }
 
-fs::path temp_dir(const std::string& tag) {
-  fs::path d = fs::temp_directory_path() / ("tessera_compat_" + tag + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+fs::path temp_dir(const std::string& tag) { return tessera::test::temp_dir("compat", tag); }
 
 const PluginRegistry& registry() {
   static PluginRegistry reg = [] {

@@ -12,6 +12,7 @@
 #include "tessera/core/error.hpp"
 #include "tessera/core/safetensors.hpp"
 #include "tessera/core/trainer.hpp"
+#include "support.hpp"
 
 namespace fs = std::filesystem;
 using namespace tessera;
@@ -20,12 +21,7 @@ namespace {
 
 bool have_data() { return fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"); }
 
-fs::path temp_dir(const std::string& tag) {
-  fs::path d = fs::temp_directory_path() / ("tessera_ckpt_" + tag + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+fs::path temp_dir(const std::string& tag) { return tessera::test::temp_dir("ckpt", tag); }
 
 // A small conv net (BatchNorm buffers, dropout) on 640 images: 10 steps per epoch, 3 epochs.
 std::string config_text(const fs::path& out, const std::string& precision = "fp32", const std::string& extra = "") {

@@ -8,6 +8,7 @@
 #include "tessera/core/error.hpp"
 #include "tessera/core/plugin_host.hpp"
 #include "tessera/core/plugin_loader.hpp"
+#include "support.hpp"
 
 namespace fs = std::filesystem;
 using namespace tessera;
@@ -29,12 +30,7 @@ std::string plugin_error(F&& f) {
   return "";
 }
 
-fs::path temp_dir(const std::string& tag) {
-  fs::path d = fs::temp_directory_path() / ("tessera_loader_" + tag + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+fs::path temp_dir(const std::string& tag) { return tessera::test::temp_dir("loader", tag); }
 
 Section resolved(const PluginLibrary& lib, const std::string& toml = "") {
   Config cfg = Config::parse(toml, "test.toml");

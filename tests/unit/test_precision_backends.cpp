@@ -14,6 +14,7 @@
 #include "tessera/core/shard.hpp"
 #include "tessera/core/trainer.hpp"
 #include "tessera/kernels/precision.h"
+#include "support.hpp"
 
 namespace fs = std::filesystem;
 using namespace tessera;
@@ -22,12 +23,7 @@ namespace {
 
 bool have_data() { return fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"); }
 
-fs::path temp_dir(const std::string& tag) {
-  fs::path d = fs::temp_directory_path() / ("tessera_prec_" + tag + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+fs::path temp_dir(const std::string& tag) { return tessera::test::temp_dir("prec", tag); }
 
 Config config(const std::string& backend, const fs::path& out, const std::string& extra = "") {
   return Config::parse("[experiment]\nthreads = 2\nseed = 5\noutput_dir = \"" + out.string() +
