@@ -467,4 +467,173 @@ bool PrecisionInstance::update_scale(bool found_inf) const {
 }
 #undef TSR_VT_HAS
 
+// ---- datasets -------------------------------------------------------------------------------
+namespace {
+constexpr size_t kDatasetRequired = offsetof(tsr_dataset_vtable, metadata);
+}
+
+bool FieldSpec::varies() const {
+  for (int64_t d : shape)
+    if (d < 0) return true;
+  return false;
+}
+
+std::string FieldSpec::shape_str() const {
+  std::string out = "(";
+  for (size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + ")";
+}
+
+DatasetInstance::DatasetInstance(std::shared_ptr<PluginLibrary> lib, Section config, std::string label)
+    : PluginInstance(std::move(lib), std::move(config), std::move(label)) {
+  auto* vt = static_cast<const tsr_dataset_vtable*>(vtable(kDatasetRequired));
+  int64_t n = 0;
+  check(vt->num_splits(raw(), &n), "num_splits");
+  for (int64_t i = 0; i < n; ++i) {
+    tsr_split_info info{};
+    info.struct_size = sizeof(info);
+    check(vt->split_info(raw(), i, &info), "split_info");
+    if (!info.name || !*info.name || info.size < 0)
+      throw PluginError(this->label() + ": split " + std::to_string(i) + " has no name or a negative size");
+    for (const auto& s : splits_)
+      if (s.name == info.name) throw PluginError(this->label() + ": two splits are named '" + s.name + "'");
+    splits_.push_back({info.name, info.size});
+  }
+  check(vt->num_fields(raw(), &n), "num_fields");
+  for (int64_t i = 0; i < n; ++i) {
+    tsr_field_info info{};
+    info.struct_size = sizeof(info);
+    check(vt->field_info(raw(), i, &info), "field_info");
+    if (!info.name || !*info.name) throw PluginError(this->label() + ": field " + std::to_string(i) + " has no name");
+    if (info.ndim < 0 || info.ndim > TSR_FIELD_MAX_DIMS)
+      throw PluginError(this->label() + ": field '" + info.name + "' has " + std::to_string(info.ndim) +
+                        " dims (0 to 8 allowed)");
+    FieldSpec f;
+    f.name = info.name;
+    try {
+      f.dtype = to_scalar_type(info.dtype);
+    } catch (const Error&) {
+      throw PluginError(this->label() + ": field '" + f.name + "' has unknown dtype code " + std::to_string(info.dtype));
+    }
+    f.shape.assign(info.shape, info.shape + info.ndim);
+    for (int64_t d : f.shape)
+      if (d < -1 || d == 0)
+        throw PluginError(this->label() + ": field '" + f.name + "' has size " + std::to_string(d) +
+                          " (sizes are > 0, or -1 for one that varies)");
+    f.pad_value = info.pad_value;
+    f.doc = info.doc ? info.doc : "";
+    for (const auto& g : fields_)
+      if (g.name == f.name) throw PluginError(this->label() + ": two fields are named '" + f.name + "'");
+    fields_.push_back(std::move(f));
+  }
+  if (splits_.empty()) throw PluginError(this->label() + ": the dataset declares no split");
+  if (fields_.empty()) throw PluginError(this->label() + ": the dataset declares no field");
+}
+
+const SplitSpec& DatasetInstance::split(const std::string& name, const std::string& where) const {
+  std::vector<std::string> names;
+  for (const auto& s : splits_) {
+    if (s.name == name) return s;
+    names.push_back(s.name);
+  }
+  std::string list;
+  for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
+  std::string msg = where + ": " + label() + " has no split '" + name + "' (it has: " + list + ")";
+  const std::string near = nearest(name, names);
+  if (!near.empty()) msg += "; did you mean '" + near + "'?";
+  throw ConfigError(msg);
+}
+
+TensorMap DatasetInstance::get(const std::string& split, int64_t index, int64_t epoch, uint64_t seed) const {
+  auto* vt = static_cast<const tsr_dataset_vtable*>(vtable(kDatasetRequired));
+  TensorMap out;
+  {
+    tsr_tensor_set set(&out, false);
+    const tsr_example_request req{sizeof(tsr_example_request), split.c_str(), index, epoch, seed};
+    const tsr_status s = vt->get(raw(), &req, &set);
+    if (s != TSR_OK) {
+      std::string msg = t_last_error.empty() ? "status " + std::to_string(s) : t_last_error;
+      t_last_error.clear();
+      throw DataError(label() + ": example " + std::to_string(index) + " of split '" + split + "': " + msg);
+    }
+  }
+  auto where = [&](const FieldSpec& f) {
+    return label() + ": example " + std::to_string(index) + " of split '" + split + "', field '" + f.name + "'";
+  };
+  for (const FieldSpec& f : fields_) {
+    auto it = out.find(f.name);
+    if (it == out.end()) throw PluginError(where(f) + ": get did not write it");
+    const at::Tensor& t = it->second;
+    if (t.scalar_type() != f.dtype)
+      throw PluginError(where(f) + ": dtype " + std::string(c10::toString(t.scalar_type())) + ", declared " +
+                        c10::toString(f.dtype));
+    bool ok = t.dim() == static_cast<int64_t>(f.shape.size());
+    for (size_t d = 0; ok && d < f.shape.size(); ++d) ok = f.shape[d] < 0 || t.size(static_cast<int64_t>(d)) == f.shape[d];
+    if (!ok) throw PluginError(where(f) + ": shape " + c10::str(t.sizes()) + ", declared " + f.shape_str());
+    if (!t.device().is_cpu()) throw PluginError(where(f) + ": not a CPU tensor");
+  }
+  return out;
+}
+
+std::optional<TensorMap> DatasetInstance::metadata(const std::string& name) const {
+  auto* vt = static_cast<const tsr_dataset_vtable*>(vtable(kDatasetRequired));
+  if (!vt->metadata) return std::nullopt;
+  TensorMap out;
+  tsr_status s;
+  {
+    tsr_tensor_set set(&out, false);
+    s = vt->metadata(raw(), name.c_str(), &set);
+  }
+  if (s == TSR_ERR_NOT_FOUND) {
+    t_last_error.clear();
+    return std::nullopt;
+  }
+  check(s, ("metadata '" + name + "'").c_str());
+  return out;
+}
+
+std::vector<std::string> DatasetInstance::metadata_text(const std::string& name) const {
+  auto* vt = static_cast<const tsr_dataset_vtable*>(vtable(kDatasetRequired));
+  std::vector<std::string> out;
+  if (!vt->metadata_text) return out;
+  for (int64_t i = 0;; ++i) {
+    const char* item = nullptr;
+    const tsr_status s = vt->metadata_text(raw(), name.c_str(), i, &item);
+    if (s == TSR_ERR_NOT_FOUND) {
+      t_last_error.clear();
+      return out;
+    }
+    check(s, ("metadata_text '" + name + "'").c_str());
+    out.emplace_back(item ? item : "");
+  }
+}
+
+bool DatasetInstance::has_tokenizer() const {
+  auto* vt = static_cast<const tsr_dataset_vtable*>(vtable(kDatasetRequired));
+  return vt->struct_size >= sizeof(tsr_dataset_vtable) && vt->encode_text && vt->decode_text;
+}
+
+at::Tensor DatasetInstance::encode_text(const std::string& field, const std::string& text) const {
+  if (!has_tokenizer()) throw PluginError(label() + ": the dataset has no tokenizer");
+  auto* vt = static_cast<const tsr_dataset_vtable*>(vtable(kDatasetRequired));
+  tsr_tensor* out = nullptr;
+  check(vt->encode_text(raw(), field.c_str(), text.c_str(), &out), "encode_text");
+  at::Tensor t = unwrap_tensor(out);
+  release_tensor(out);
+  return t;
+}
+
+std::string DatasetInstance::decode_text(const std::string& field, const at::Tensor& ids) const {
+  if (!has_tokenizer()) throw PluginError(label() + ": the dataset has no tokenizer");
+  auto* vt = static_cast<const tsr_dataset_vtable*>(vtable(kDatasetRequired));
+  tsr_tensor* in = wrap_tensor(ids.contiguous());
+  tsr_tensor* out = nullptr;
+  const tsr_status s = vt->decode_text(raw(), field.c_str(), in, &out);
+  release_tensor(in);
+  check(s, "decode_text");
+  at::Tensor bytes = unwrap_tensor(out).contiguous();
+  release_tensor(out);
+  return std::string(reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>()), static_cast<size_t>(bytes.numel()));
+}
+
 }  // namespace tessera

@@ -1,4 +1,4 @@
-/* tessera/abi.h — the Tessera plugin ABI, version 1.1. Pure C11, and a plugin author's whole
+/* tessera/abi.h — the Tessera plugin ABI, version 1.2. Pure C11, and a plugin author's whole
  * manual: status codes, dtypes, opaque handles, the host table (core -> plugin), the plugin
  * descriptor (plugin -> core) and one function table per plugin kind, each call with its contract.
  *
@@ -41,7 +41,8 @@
  * 4. Threads
  *   The core calls the entry, create/destroy and every vtable function from its training
  *   thread (the thread that built the experiment and runs the step loop). An instance is never
- *   called concurrently with itself, and no kind here says otherwise; different instances may
+ *   called concurrently with itself unless its kind says so (only a dataset's get and
+ *   metadata_text/encode_text/decode_text, section 8); different instances may
  *   be called from different threads. Autograd functions a plugin records in forward/compute
  *   run later, inside the core's backward, on LibTorch's autograd threads (the training thread
  *   for CPU tensors, a per-device thread for CUDA ones): from there call only the tensor_*
@@ -87,6 +88,16 @@
  *   (LibTorch's autocast promotes its fp32-list ops, e.g. log_softmax, to f32). A loss must
  *   accept any floating dtype; a term may be of any floating dtype; an explicit grad must have
  *   the term's shape, dtype and device. Computing a term's reduction in f32 is recommended.
+ *
+ * 8. Datasets (since 1.2): what the core asks of a tessera.dataset/1 plugin
+ *   The [data] table names the plugin (`dataset = "NAME"`); the core's keys there (batch sizes,
+ *   workers, splits, limits) are the core's, every other key is the plugin's own schema. After
+ *   create the core reads the splits and fields once. Then its loader calls get from
+ *   [data] workers threads at once (or the training thread when workers = 0), for exactly the
+ *   examples of this rank's rows of each global batch, in an order that depends only on the
+ *   seed and epoch. A varying-length field is padded by the loader (tsr_field_info). Tensors
+ *   from get are CPU tensors; the core moves batches to the device. A dataset never sees a
+ *   rank, a batch or a step: resume (also on another world size) is the core's business.
  * ======================================================================================= */
 #ifndef TESSERA_ABI_H
 #define TESSERA_ABI_H
@@ -99,7 +110,7 @@ extern "C" {
 #endif
 
 #define TSR_ABI_MAJOR 1
-#define TSR_ABI_MINOR 1
+#define TSR_ABI_MINOR 2
 #define TSR_ENTRY_SYMBOL "tessera_plugin_entry"
 
 #if defined(_WIN32)
@@ -112,6 +123,7 @@ extern "C" {
 #define TSR_KIND_ENCODER "tessera.encoder/1"
 #define TSR_KIND_LOSS "tessera.loss/1"
 #define TSR_KIND_PRECISION "tessera.precision/1"
+#define TSR_KIND_DATASET "tessera.dataset/1" /* since 1.2 */
 
 /* ---- status ---------------------------------------------------------------------- */
 typedef int32_t tsr_status;
@@ -444,6 +456,79 @@ typedef struct tsr_precision_vtable {
   tsr_status (*import_master)(tsr_instance* self, const tsr_flat_shard* shard, const tsr_tensor* in);
 } tsr_precision_vtable;
 
+/* ---- kind: tessera.dataset/1 (since 1.2) ------------------------------------------- */
+/* A dataset describes its splits and the fields of its examples, and serves one example by
+ * index. The core owns everything that must be the same for every dataset: the seeded order of
+ * each epoch, splitting the global batch over ranks (each rank asks only for its own rows),
+ * collation into batches, prefetching on worker threads, and the position saved in
+ * checkpoints. So `get` is a pure function of its request: the same request gives the same
+ * tensors, whichever thread asks and in whatever order (randomness, e.g. augmentation or a
+ * caption choice, comes from request->seed, epoch and index only). */
+#define TSR_FIELD_MAX_DIMS 8
+
+/* One field of every example, e.g. "image" u8 (3, 64, 64) or "input_ids" i64 (-1). */
+typedef struct tsr_field_info {
+  uint32_t struct_size;
+  const char* name;      /* the batch tensor's name; lives as long as the instance */
+  int32_t dtype;         /* TSR_DTYPE_* of every example's tensor */
+  int32_t ndim;          /* dims of ONE example (0: a scalar, e.g. a class label), <= 8 */
+  int64_t shape[TSR_FIELD_MAX_DIMS]; /* sizes; -1 = varies between examples. The loader pads a
+                                        varying dim to the batch's longest with pad_value and
+                                        adds "<name>_len" (B,) i64 holding each example's size
+                                        along the first varying dim */
+  double pad_value;      /* what a varying dim is padded with */
+  const char* doc;       /* one line for `tessera data inspect`; may be NULL */
+} tsr_field_info;
+
+/* One split, e.g. "train" with 60000 examples. */
+typedef struct tsr_split_info {
+  uint32_t struct_size;
+  const char* name;      /* lives as long as the instance */
+  int64_t size;          /* examples; >= 0 */
+} tsr_split_info;
+
+/* Which example to serve; borrowed by get. */
+typedef struct tsr_example_request {
+  uint32_t struct_size;
+  const char* split;     /* one of the split names */
+  int64_t index;         /* 0 <= index < the split's size */
+  int64_t epoch;         /* the training epoch (0-based); 0 for evaluation */
+  uint64_t seed;         /* the experiment's seed */
+} tsr_example_request;
+
+/* Metadata names the core reads (a dataset may expose others for its own tools):
+ *   metadata_text "class_names": one name per class label, in label order.
+ *   metadata "zero_shot_prompts": prompts for zero-shot evaluation: tensors named like the
+ *     fields a text encoder reads, each (P, ...) (one row per prompt, padded like a batch),
+ *     plus "class" (P,) i64, the class each prompt describes. metadata_text
+ *     "zero_shot_prompts": the prompts as text (for inspection). */
+typedef struct tsr_dataset_vtable {
+  uint32_t struct_size;
+  /* Training thread, after create; the answers never change for an instance. */
+  tsr_status (*num_splits)(tsr_instance* self, int64_t* out);
+  tsr_status (*split_info)(tsr_instance* self, int64_t index, tsr_split_info* out);
+  tsr_status (*num_fields)(tsr_instance* self, int64_t* out);
+  tsr_status (*field_info)(tsr_instance* self, int64_t index, tsr_field_info* out);
+  /* ANY thread, CONCURRENTLY with itself and with metadata_text/encode_text/decode_text (the
+   * core's worker threads fetch different examples at once). Writes every field of the
+   * requested example into out with host->set_put, each tensor on the CPU, of the declared
+   * dtype and shape (varying dims free). req, out: borrowed, valid until return. An example
+   * that cannot be read (a corrupt file) is an error whose message names the file; the core
+   * stops the run with it. */
+  tsr_status (*get)(tsr_instance* self, const tsr_example_request* req, tsr_tensor_set* out);
+  /* Optional. Training thread. Writes the named metadata's tensors into out (set_put);
+   * TSR_ERR_NOT_FOUND when the dataset has no metadata of that name. */
+  tsr_status (*metadata)(tsr_instance* self, const char* name, tsr_tensor_set* out);
+  /* Optional. Any thread. *out = item `index` of the named list of strings (lives as long as
+   * the instance); TSR_ERR_NOT_FOUND past its end or for an unknown name. */
+  tsr_status (*metadata_text)(tsr_instance* self, const char* name, int64_t index, const char** out);
+  /* Optional: the tokenizer of a text field (e.g. for generation). Any thread.
+   * encode_text: text borrowed UTF-8; *out a new reference, (n,) i64 ids.
+   * decode_text: ids borrowed, 1-D integer; *out a new reference, (bytes,) u8 UTF-8 text. */
+  tsr_status (*encode_text)(tsr_instance* self, const char* field, const char* text, tsr_tensor** out);
+  tsr_status (*decode_text)(tsr_instance* self, const char* field, const tsr_tensor* ids, tsr_tensor** out);
+} tsr_dataset_vtable;
+
 /* ---- the descriptor: what a plugin says about itself ------------------------------- */
 typedef struct tsr_plugin_descriptor {
   uint32_t struct_size;
@@ -470,7 +555,7 @@ typedef struct tsr_plugin_descriptor {
 /* The one exported symbol: returns a descriptor with static storage duration. */
 typedef const tsr_plugin_descriptor* (*tsr_entry_fn)(void);
 
-/* ---- layout checks for ABI 1.0 and 1.1 (x86-64 / aarch64 LP64) --------------------- */
+/* ---- layout checks for ABI 1.0, 1.1 and 1.2 (x86-64 / aarch64 LP64) --------------------- */
 #if defined(__cplusplus)
 #define TSR_STATIC_ASSERT(c, m) static_assert(c, m)
 #else
@@ -498,6 +583,11 @@ TSR_STATIC_ASSERT(sizeof(tsr_precision_info) == 24, "tsr_precision_info layout c
 TSR_STATIC_ASSERT(sizeof(tsr_flat_shard) == 56, "tsr_flat_shard layout changed");
 TSR_STATIC_ASSERT(offsetof(tsr_optim_step, grad_scale) == 72, "tsr_optim_step layout");
 TSR_STATIC_ASSERT(sizeof(tsr_optim_step) == 80, "tsr_optim_step layout changed");
+TSR_STATIC_ASSERT(sizeof(tsr_field_info) == 104, "tsr_field_info layout changed (1.2)");
+TSR_STATIC_ASSERT(offsetof(tsr_field_info, shape) == 24, "tsr_field_info layout (1.2)");
+TSR_STATIC_ASSERT(sizeof(tsr_split_info) == 24, "tsr_split_info layout changed (1.2)");
+TSR_STATIC_ASSERT(sizeof(tsr_example_request) == 40, "tsr_example_request layout changed (1.2)");
+TSR_STATIC_ASSERT(sizeof(tsr_dataset_vtable) == 80, "tsr_dataset_vtable layout changed (1.2)");
 TSR_STATIC_ASSERT(offsetof(tsr_plugin_descriptor, create) == 72, "descriptor layout");
 TSR_STATIC_ASSERT(sizeof(tsr_plugin_descriptor) == 96, "descriptor layout changed");
 #endif

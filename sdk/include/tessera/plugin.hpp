@@ -23,8 +23,11 @@
 #include <ATen/ATen.h>
 #include <torch/version.h>
 
+#include <cstring>
 #include <exception>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -187,6 +190,11 @@ class Terms {
 };
 
 // ---- the base classes, one per kind ---------------------------------------------------------
+namespace detail {
+template <class T>
+struct DatasetTable;
+}  // namespace detail
+
 using Params = std::vector<std::pair<std::string, at::Tensor>>;
 
 class Encoder {
@@ -236,6 +244,57 @@ class Precision {
   virtual bool find_overflow(const tsr_flat_shard& /*shard*/) { return false; }
   // Returns true to skip this step's update.
   virtual bool update_scale(bool /*found_inf*/) { return false; }
+};
+
+// A dataset (tessera.dataset/1): splits and fields, described once; get serves one example.
+struct Field {
+  std::string name;
+  int32_t dtype;               // TSR_DTYPE_*
+  std::vector<int64_t> shape;  // of one example; -1 = varies (the loader pads it)
+  double pad_value = 0.0;
+  std::string doc;
+};
+struct Split {
+  std::string name;
+  int64_t size;
+};
+struct Request {
+  std::string split;
+  int64_t index, epoch;
+  uint64_t seed;
+};
+
+class Dataset {
+ public:
+  static constexpr const char* kKind = TSR_KIND_DATASET;
+  virtual ~Dataset() = default;
+  // Asked once, after the constructor (training thread).
+  virtual std::vector<Split> splits() = 0;
+  virtual std::vector<Field> fields() = 0;
+  // ANY thread, concurrently: put every field of the example into `out` (CPU tensors). A pure
+  // function of `req` (randomness from req.seed, epoch, index only).
+  virtual void get(const Request& req, TensorSet& out) = 0;
+  // Named metadata tensors (e.g. "zero_shot_prompts"); false when the dataset has none by that name.
+  virtual bool metadata(const std::string& /*name*/, TensorSet& /*out*/) { return false; }
+  // Named string lists (e.g. "class_names"), empty when unknown. Asked once per name; any thread.
+  virtual std::vector<std::string> metadata_text(const std::string& /*name*/) { return {}; }
+  // A text field's tokenizer (for generation); any thread.
+  virtual at::Tensor encode_text(const std::string& field, const std::string& /*text*/) {
+    throw Error(TSR_ERR_UNSUPPORTED, "this dataset has no tokenizer for field '" + field + "'");
+  }
+  virtual std::string decode_text(const std::string& field, const at::Tensor& /*ids*/) {
+    throw Error(TSR_ERR_UNSUPPORTED, "this dataset has no tokenizer for field '" + field + "'");
+  }
+
+ private:
+  template <class T>
+  friend struct detail::DatasetTable;
+  // What the C table hands out: strings that live as long as the instance.
+  std::once_flag described_;
+  std::vector<Split> splits_;
+  std::vector<Field> fields_;
+  std::mutex text_mutex_;
+  std::map<std::string, std::vector<std::string>> text_;
 };
 
 // ---- the boundary: C entry points generated for a class T ----------------------------------
@@ -385,10 +444,99 @@ struct PrecisionTable {
       overridden(&T::import_master) ? &import_master : nullptr};
 };
 
+template <class T>
+struct DatasetTable {
+  static void describe(Instance<T>* s) {
+    Dataset& d = *s->impl;
+    std::call_once(d.described_, [&] {
+      d.splits_ = d.splits();
+      d.fields_ = d.fields();
+      for (const Field& f : d.fields_)
+        if (f.shape.size() > TSR_FIELD_MAX_DIMS)
+          throw Error(TSR_ERR_INVALID_ARGUMENT, "field '" + f.name + "' has more than 8 dims");
+    });
+  }
+  static tsr_status num_splits(tsr_instance* p, int64_t* out) noexcept {
+    auto* s = self<T>(p);
+    return guard(s->host.raw(), [&] { describe(s); *out = static_cast<int64_t>(s->impl->splits_.size()); });
+  }
+  static tsr_status split_info(tsr_instance* p, int64_t i, tsr_split_info* out) noexcept {
+    auto* s = self<T>(p);
+    return guard(s->host.raw(), [&] {
+      describe(s);
+      const Split& sp = s->impl->splits_.at(static_cast<size_t>(i));
+      *out = tsr_split_info{sizeof(tsr_split_info), sp.name.c_str(), sp.size};
+    });
+  }
+  static tsr_status num_fields(tsr_instance* p, int64_t* out) noexcept {
+    auto* s = self<T>(p);
+    return guard(s->host.raw(), [&] { describe(s); *out = static_cast<int64_t>(s->impl->fields_.size()); });
+  }
+  static tsr_status field_info(tsr_instance* p, int64_t i, tsr_field_info* out) noexcept {
+    auto* s = self<T>(p);
+    return guard(s->host.raw(), [&] {
+      describe(s);
+      const Field& f = s->impl->fields_.at(static_cast<size_t>(i));
+      tsr_field_info info{};
+      info.struct_size = sizeof(info);
+      info.name = f.name.c_str();
+      info.dtype = f.dtype;
+      info.ndim = static_cast<int32_t>(f.shape.size());
+      for (size_t d = 0; d < f.shape.size(); ++d) info.shape[d] = f.shape[d];
+      info.pad_value = f.pad_value;
+      info.doc = f.doc.c_str();
+      *out = info;
+    });
+  }
+  static tsr_status get(tsr_instance* p, const tsr_example_request* req, tsr_tensor_set* out) noexcept {
+    auto* s = self<T>(p);
+    return guard(s->host.raw(), [&] {
+      TensorSet set(s->host, out);
+      s->impl->get(Request{req->split ? req->split : "", req->index, req->epoch, req->seed}, set);
+    });
+  }
+  static tsr_status metadata(tsr_instance* p, const char* name, tsr_tensor_set* out) noexcept {
+    auto* s = self<T>(p);
+    return guard(s->host.raw(), [&] {
+      TensorSet set(s->host, out);
+      if (!s->impl->metadata(name, set)) throw Error(TSR_ERR_NOT_FOUND, std::string("no metadata named '") + name + "'");
+    });
+  }
+  static tsr_status metadata_text(tsr_instance* p, const char* name, int64_t index, const char** out) noexcept {
+    auto* s = self<T>(p);
+    return guard(s->host.raw(), [&] {
+      Dataset& d = *s->impl;
+      std::lock_guard<std::mutex> lock(d.text_mutex_);
+      auto it = d.text_.find(name);
+      if (it == d.text_.end()) it = d.text_.emplace(name, d.metadata_text(name)).first;
+      if (index < 0 || index >= static_cast<int64_t>(it->second.size()))
+        throw Error(TSR_ERR_NOT_FOUND, std::string("metadata '") + name + "' has no item " + std::to_string(index));
+      *out = it->second[static_cast<size_t>(index)].c_str();
+    });
+  }
+  static tsr_status encode_text(tsr_instance* p, const char* field, const char* text, tsr_tensor** out) noexcept {
+    auto* s = self<T>(p);
+    return guard(s->host.raw(), [&] { *out = s->host.wrap(s->impl->encode_text(field, text).to(at::kLong).contiguous()); });
+  }
+  static tsr_status decode_text(tsr_instance* p, const char* field, const tsr_tensor* ids, tsr_tensor** out) noexcept {
+    auto* s = self<T>(p);
+    return guard(s->host.raw(), [&] {
+      const std::string text = s->impl->decode_text(field, s->host.unwrap(ids));
+      at::Tensor bytes = at::empty({static_cast<int64_t>(text.size())}, at::kByte);
+      if (!text.empty()) std::memcpy(bytes.data_ptr<uint8_t>(), text.data(), text.size());
+      *out = s->host.wrap(bytes);
+    });
+  }
+  static constexpr tsr_dataset_vtable vtable{sizeof(tsr_dataset_vtable), &num_splits, &split_info, &num_fields,
+                                             &field_info, &get, &metadata, &metadata_text, &encode_text,
+                                             &decode_text};
+};
+
 template <class Base, class T>
 constexpr const void* vtable_for() {
   if constexpr (std::is_same_v<Base, Encoder>) return &EncoderTable<T>::vtable;
   else if constexpr (std::is_same_v<Base, Loss>) return &LossTable<T>::vtable;
+  else if constexpr (std::is_same_v<Base, Dataset>) return &DatasetTable<T>::vtable;
   else return &PrecisionTable<T>::vtable;
 }
 
@@ -396,7 +544,7 @@ constexpr const void* vtable_for() {
 }  // namespace tessera::sdk
 
 // Defines the plugin's one exported entry symbol for class CLASS deriving from BASE
-// (tessera::sdk::Encoder, ::Loss or ::Precision). KEYS is a static tsr_config_key array.
+// (tessera::sdk::Encoder, ::Loss, ::Precision or ::Dataset). KEYS is a static tsr_config_key array.
 #define TESSERA_PLUGIN(CLASS, BASE, NAME, VERSION, DESCRIPTION, KEYS)                         \
   extern "C" TSR_EXPORT const tsr_plugin_descriptor* tessera_plugin_entry(void) {            \
     static_assert(std::is_base_of_v<BASE, CLASS>, #CLASS " must derive from " #BASE);         \

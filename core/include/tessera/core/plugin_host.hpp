@@ -125,4 +125,45 @@ class PrecisionInstance : public PluginInstance {
   mutable bool warned_inexact_import_ = false;
 };
 
+// A dataset's field and split as the core keeps them (tsr_field_info / tsr_split_info).
+struct FieldSpec {
+  std::string name;
+  at::ScalarType dtype;
+  std::vector<int64_t> shape;  // of one example; -1 = varies
+  double pad_value = 0.0;
+  std::string doc;
+  bool varies() const;  // any dim is -1
+  std::string shape_str() const;  // "(1, 28, 28)", "(-1)"
+};
+struct SplitSpec {
+  std::string name;
+  int64_t size = 0;
+};
+
+class DatasetInstance : public PluginInstance {
+ public:
+  // Creates the instance and reads its splits and fields once; refuses (PluginError naming the
+  // plugin) a dataset without splits or fields, two of one name, a bad dtype or ndim > 8.
+  DatasetInstance(std::shared_ptr<PluginLibrary> lib, Section config, std::string label);
+  const std::vector<SplitSpec>& splits() const { return splits_; }
+  const std::vector<FieldSpec>& fields() const { return fields_; }
+  // The split called `name`; a ConfigError at `where` listing the splits there are.
+  const SplitSpec& split(const std::string& name, const std::string& where) const;
+  // ANY thread: example `index` of `split`, checked against the fields (every field present,
+  // its dtype, ndim and fixed sizes); a PluginError names the plugin, split, index and field.
+  TensorMap get(const std::string& split, int64_t index, int64_t epoch, uint64_t seed) const;
+  // Named metadata tensors (training thread); nullopt when the dataset has none by that name.
+  std::optional<TensorMap> metadata(const std::string& name) const;
+  // A named list of strings (any thread); empty when the dataset has none.
+  std::vector<std::string> metadata_text(const std::string& name) const;
+  // A text field's tokenizer; PluginError when the dataset has none.
+  bool has_tokenizer() const;
+  at::Tensor encode_text(const std::string& field, const std::string& text) const;
+  std::string decode_text(const std::string& field, const at::Tensor& ids) const;
+
+ private:
+  std::vector<SplitSpec> splits_;
+  std::vector<FieldSpec> fields_;
+};
+
 }  // namespace tessera
