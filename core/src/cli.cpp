@@ -13,6 +13,7 @@
 
 #include "tessera/core/bench.hpp"
 #include "tessera/core/checkpoint.hpp"
+#include "tessera/core/data_inspect.hpp"
 #include "tessera/core/error.hpp"
 #include "tessera/core/launch.hpp"
 #include "tessera/core/output_guard.hpp"
@@ -35,6 +36,8 @@ commands:
   export CHECKPOINT OUT.safetensors           the weights of a checkpoint (any world size) as one file
   bench CONFIG [--backends a,b,..] [--out DIR] [--set k=v]...
                                               train CONFIG once per precision backend, compare
+  data inspect CONFIG [--set k=v]...          what CONFIG's dataset holds and how fast it loads
+  data tokenize ...                           text -> SentencePiece -> llm.c token shards
 
 options:
   -h, --help     help (also after a command: tessera train --help)
@@ -97,11 +100,25 @@ number of ranks) into one safetensors file: one tensor per parameter, by name, i
 at the best precision the checkpoint holds (fp32 when the run kept an fp32 master).
 )";
 
+const char* kDataHelp = R"(usage: tessera data inspect CONFIG [--set section.key=value]... [--examples N] [--batches N]
+                            [--out SHEET.png]
+
+Opens the dataset CONFIG's [data] names and prints each split's size, every field's dtype and
+shape, the dataset's metadata (class names, zero-shot prompts), the first N (default 3) examples
+of the training split in their epoch-0 order (text fields decoded with the dataset's
+tokenizer), writes a PNG contact sheet of up to 64 images when a field holds images (default
+<output_dir>/contact_sheet.png), and times N (default 20) batches through the core's loader
+with the configured [data] batch_size and workers.
+
+`tessera data tokenize --help` describes turning text into llm.c token shards.
+)";
+
 struct Parsed {
   std::vector<std::string> positional;
   std::vector<std::string> sets;
   std::vector<std::string> plugin_paths;
   std::string backends, out;
+  int64_t examples = 3, batches = 20;
   bool help = false;
 };
 
@@ -120,6 +137,17 @@ Parsed parse(const std::vector<std::string>& args, size_t from) {
     else if (a == "--plugin-path") p.plugin_paths.push_back(value(a));
     else if (a == "--backends") p.backends = value(a);
     else if (a == "--out") p.out = value(a);
+    else if (a == "--examples" || a == "--batches") {
+      const std::string v = value(a);
+      size_t used = 0;
+      long long n = -1;
+      try {
+        n = std::stoll(v, &used);
+      } catch (const std::exception&) {
+      }
+      if (n < 0 || used != v.size()) throw std::invalid_argument(a + " expects a count, 0 or more, got '" + v + "'");
+      (a == "--examples" ? p.examples : p.batches) = n;
+    }
     else if (a.rfind("--plugin-path=", 0) == 0) p.plugin_paths.push_back(a.substr(14));
     else if (!a.empty() && a[0] == '-') throw std::invalid_argument("unknown option " + a);
     else p.positional.push_back(a);
@@ -305,6 +333,20 @@ int run_cli(const std::vector<std::string>& args) {
     if (cmd == "check") return cmd_check(p);
     if (cmd == "plugins") return cmd_plugins(p);
     if (cmd == "bench") return cmd_bench(p);
+    if (cmd == "data") {
+      if (p.help || p.positional.empty()) return std::cout << kDataHelp, p.help ? 0 : 2;
+      if (p.positional[0] != "inspect")
+        throw std::invalid_argument("unknown data subcommand '" + p.positional[0] + "' (inspect, tokenize)");
+      if (p.positional.size() != 2) throw std::invalid_argument("data inspect needs exactly one CONFIG");
+      InspectOptions o;
+      o.config = p.positional[1];
+      o.sets = p.sets;
+      o.examples = p.examples;
+      o.batches = p.batches;
+      o.sheet = p.out;
+      inspect_data(o, std::cout);
+      return 0;
+    }
     if (cmd == "export") {
       if (p.help) return std::cout << kExportHelp, 0;
       if (p.positional.size() != 2) throw std::invalid_argument("export needs CHECKPOINT and OUT.safetensors");

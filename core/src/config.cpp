@@ -664,7 +664,7 @@ void check_range_and_choices(const Value& v, const KeySpec& spec, const std::str
 }
 }  // namespace
 
-Section Config::resolve(const toml::table& t, const Schema& schema, const std::string& label) const {
+Section Config::resolve(const toml::table& t, const Schema& schema, const std::string& label, Unknown unknown_keys) const {
   Section sec;
   sec.label = label;
 
@@ -672,7 +672,7 @@ Section Config::resolve(const toml::table& t, const Schema& schema, const std::s
   std::vector<std::pair<SourcePos, std::string>> unknown;
   for (const auto& [k, v] : t)
     if (!schema.find(k.str())) unknown.emplace_back(key_position(*this, k, v), std::string(k.str()));
-  if (!unknown.empty()) {
+  if (!unknown.empty() && unknown_keys == Unknown::Refuse) {
     auto first = std::min_element(unknown.begin(), unknown.end(),
                                   [](const auto& a, const auto& b) { return pos_less(a.first, b.first); });
     std::vector<std::string> known;

@@ -54,7 +54,9 @@ class ZeroShotRetrieval final : public Evaluator {
   ZeroShotRetrieval(const EvalOptions& eval, const ZeroShotPrompts& prompts, at::Device device)
       : eval_(eval), prompts_(prompts), device_(device), classes_(prompts.owner.max().item<int64_t>() + 1) {}
   void begin() override { correct_ = seen_ = 0; }
-  void prepare(TensorMap& batch) override { batch[prompts_.key] = prompts_.ids.to(device_); }
+  void prepare(TensorMap& batch) override {
+    for (const auto& [name, t] : prompts_.inputs) batch[name] = t.to(device_);
+  }
   void observe(const TensorMap& batch) override {
     at::Tensor label = batch.at(eval_.label).to(device_);
     at::Tensor img = l2_normalize(output(batch, eval_.zero_shot_image, eval_, "zero_shot_image"));
@@ -87,14 +89,15 @@ std::vector<std::unique_ptr<Evaluator>> make_evaluators(const EvalOptions& eval,
   if (!eval.logits.empty()) out.push_back(std::make_unique<ClassifierAccuracy>(eval, device));
   if (!eval.zero_shot_image.empty()) {
     if (!data.prompts())
-      throw ConfigError(eval.section.where("zero_shot_image").str() + ": zero-shot evaluation needs [data] captions = true");
+      throw ConfigError(eval.section.where("zero_shot_image").str() + ": zero-shot evaluation needs class prompts, and " +
+                        data.dataset().label() + " has no 'zero_shot_prompts' metadata (fashion_mnist: [data] captions = true)");
     out.push_back(std::make_unique<ZeroShotRetrieval>(eval, *data.prompts(), device));
   }
   return out;
 }
 
 EvalResult evaluate(const std::vector<std::unique_ptr<Evaluator>>& evaluators, const Components& components,
-                    BatchLoader& test, at::Device device, nlohmann::json& record, std::string& line) {
+                    DataLoader& test, at::Device device, nlohmann::json& record, std::string& line) {
   components.set_training(false);
   at::NoGradGuard no_grad;
   for (const auto& e : evaluators) e->begin();

@@ -14,6 +14,7 @@ Experiment::Experiment(const Config& config, bool load_data)
     : config_(config), env_(DistEnv::from_env()), opt_(CoreOptions::resolve(config, env_)) {
   device_ = training_device(opt_.experiment, env_);
   registry_.scan(PluginRegistry::default_search_path(opt_.experiment.plugin_path));
+  data_slot_ = DatasetSlot::resolve(config_, registry_, opt_.data);
   components_ = std::make_unique<Components>(config_, registry_, opt_.experiment.seed, params_, &states_, device_);
   at::manual_seed(opt_.experiment.seed);  // dropout etc. during training
   if (!load_data) return;
@@ -49,7 +50,7 @@ Experiment::Experiment(const Config& config, bool load_data)
     updater_ = std::make_unique<Updater>(params_, components_->precision(), plan_, comm_.get(), env_.rank,
                                          opt_.optimizer, opt_.train.clip_grad_norm);
     updater_->init_shards();
-    data_ = std::make_unique<TrainingData>(opt_.data, opt_.experiment.seed, env_);
+    data_ = std::make_unique<TrainingData>(data_slot_, opt_.data, opt_.experiment.seed, env_);
     evaluators_ = make_evaluators(opt_.eval, *data_, device_);
   } catch (const std::exception& e) {
     // Peers waiting in a collective then report this rank's own reason.
@@ -78,6 +79,7 @@ std::vector<std::pair<std::string, double>> Experiment::bytes_per_param() const 
 
 std::string Experiment::describe() const {
   std::ostringstream o;
+  o << "dataset   " << data_slot_.label << "  <- " << data_slot_.lib->path() << "\n";
   o << components_->describe();
   o << "optimizer " << opt_.optimizer.name << " lr " << opt_.optimizer.lr << ", schedule " << opt_.schedule.decay
     << " with " << opt_.schedule.warmup_steps << " warmup steps\n";

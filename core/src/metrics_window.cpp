@@ -12,6 +12,8 @@ MetricsWindow::MetricsWindow(int64_t log_every, Comm* comm) : log_every_(log_eve
 
 void MetricsWindow::add(StepOutcome out) {
   samples_ += out.samples;
+  wait_ms_ += out.data_wait_ms;
+  ++window_steps_;
   lr_ = out.lr;
   last_applied_ = !out.skipped;
   if (out.skipped) return;
@@ -46,6 +48,7 @@ nlohmann::json MetricsWindow::flush(int64_t step, int64_t epoch, int64_t skipped
                         {"lr", lr_},
                         {"grad_norm", grad_norm_},
                         {"samples_per_s", samples_per_s},
+                        {"data_wait_ms", wait_ms_ / static_cast<double>(std::max<int64_t>(window_steps_, 1))},
                         {"elapsed_s", std::chrono::duration<double>(now - start_).count()}};
   for (const auto& [name, v] : terms_) rec["loss/" + name] = v / steps_;
   rec["skipped_steps"] = skipped;
@@ -55,8 +58,8 @@ nlohmann::json MetricsWindow::flush(int64_t step, int64_t epoch, int64_t skipped
     *progress = fmt::format("epoch {}/{}  step {}/{}  loss {:.4f}  lr {:.2e}  {:.0f} samples/s", epoch + 1, epochs, step,
                             total_steps, last_loss_, lr_, samples_per_s);
   window_start_ = now;
-  samples_ = steps_ = 0;
-  loss_ = 0;
+  samples_ = steps_ = window_steps_ = 0;
+  loss_ = wait_ms_ = 0;
   terms_.clear();
   return rec;
 }

@@ -25,17 +25,16 @@ ExperimentOptions ExperimentOptions::from(Section s) {
 DataOptions DataOptions::from(Section s) {
   DataOptions o;
   o.dataset = s.get_string("dataset");
-  o.path = s.get_string("path");
-  o.wordnet_path = s.get_string("wordnet_path");
-  o.caption_key = s.get_string("caption_key");
+  o.train_split = s.get_string("train_split");
+  o.eval_split = s.get_string("eval_split");
   o.batch_size = s.get_int("batch_size");
   o.eval_batch_size = s.get_int("eval_batch_size");
   o.train_limit = s.get_int("train_limit");
   o.test_limit = s.get_int("test_limit");
-  o.caption_len = s.get_int("caption_len");
-  o.heldout_captions = s.get_int("heldout_captions");
+  o.workers = s.get_int("workers");
+  o.prefetch = s.get_int("prefetch");
   o.shuffle = s.get_bool("shuffle");
-  o.captions = s.get_bool("captions");
+  o.drop_last = s.get_bool("drop_last");
   o.section = std::move(s);
   return o;
 }
@@ -119,9 +118,10 @@ CoreOptions CoreOptions::resolve(const Config& config, const DistEnv& env) {
   auto section = [&](const char* name, const Schema& schema) {
     return config.resolve(config.table(name), schema, std::string("[") + name + "]");
   };
+  // [data] also holds the dataset plugin's keys: TrainingData checks them against its schema.
   CoreOptions o;
   o.experiment = ExperimentOptions::from(section("experiment", experiment_schema()));
-  o.data = DataOptions::from(section("data", data_schema()));
+  o.data = DataOptions::from(config.resolve(config.table("data"), data_schema(), "[data]", Config::Unknown::Ignore));
   o.optimizer = OptimizerOptions::from(section("optimizer", optimizer_schema()));
   o.schedule = ScheduleOptions::from(section("schedule", schedule_schema()));
   o.train = TrainOptions::from(section("train", train_schema()));

@@ -39,18 +39,17 @@ const Schema& experiment_schema() {
 }
 const Schema& data_schema() {
   static const Schema s{{
-      key("dataset", S, "\"fashion_mnist\"", "which dataset reader", 1, 0, {"fashion_mnist"}),
-      key("path", S, "\"/usr/share/datasets/fashion-mnist\"", "directory of the IDX .gz files"),
-      key("batch_size", I, "128", "examples per micro-batch", 1, 65536),
+      key("dataset", S, "\"fashion_mnist\"", "the dataset plugin (tessera.dataset/1); its own keys go in this table too"),
+      key("batch_size", I, "128", "examples per micro-batch (the global batch: split evenly over the ranks)", 1, 65536),
       key("eval_batch_size", I, "1000", "examples per evaluation batch", 1, 65536),
-      key("train_limit", I, "0", "use only the first N training examples; 0 = all", 0, 1e9),
-      key("test_limit", I, "0", "use only the first N test examples; 0 = all", 0, 1e9),
-      key("shuffle", B, "true", "reshuffle the training set every epoch (seeded)"),
-      key("captions", B, "false", "add a WordNet caption of each image's class to the batch (byte ids)"),
-      key("wordnet_path", S, "\"/usr/share/wordnet\"", "WordNet database directory (Debian: wordnet-base)"),
-      key("caption_len", I, "96", "caption length in bytes (longer ones are truncated)", 8, 4096),
-      key("heldout_captions", I, "3", "captions per class kept out of training, for zero-shot evaluation", 1, 16),
-      key("caption_key", S, "\"caption_ids\"", "batch tensor of caption byte ids, (B, caption_len) int64"),
+      key("train_split", S, "\"train\"", "the dataset's split to train on"),
+      key("eval_split", S, "\"test\"", "the dataset's split to evaluate on"),
+      key("train_limit", I, "0", "use only the first N examples of the training split; 0 = all", 0, 1e9),
+      key("test_limit", I, "0", "use only the first N examples of the evaluation split; 0 = all", 0, 1e9),
+      key("shuffle", B, "true", "reshuffle the training split every epoch (seeded)"),
+      key("drop_last", B, "false", "do not serve an epoch's last, smaller batch"),
+      key("workers", I, "0", "threads that read and collate batches ahead of the step; 0 = in the training thread", 0, 256),
+      key("prefetch", I, "4", "batches the workers may prepare ahead of the step", 1, 1024),
   }};
   return s;
 }

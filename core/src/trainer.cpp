@@ -45,6 +45,7 @@ std::vector<TensorMap> split_rows(TensorMap& micro, int64_t passes) {
 StepOutcome Experiment::train_step(int64_t step, int64_t total_steps, StepBatches batches) {
   StepOutcome out;
   out.samples = batches.samples;
+  out.data_wait_ms = batches.wait_ms;
   out.lr = scheduled_lr(opt_.optimizer, opt_.schedule, step, total_steps);
   out.loss_scale = updater_->loss_scale();
   BackwardOptions bo;

@@ -41,6 +41,7 @@ std::vector<nlohmann::json> metrics_after(const fs::path& out, int64_t step) {
     if (r["step"].get<int64_t>() <= step) continue;
     r.erase("samples_per_s");
     r.erase("elapsed_s");
+    r.erase("data_wait_ms");
     recs.push_back(r);
   }
   return recs;

@@ -12,7 +12,6 @@
 #include <torch/nn/functional/normalization.h>
 
 #include "tessera/core/backward.hpp"
-#include "tessera/core/captions.hpp"
 #include "tessera/core/config.hpp"
 #include "tessera/core/error.hpp"
 #include "tessera/core/plugin_host.hpp"
@@ -22,6 +21,15 @@
 using namespace tessera;
 
 namespace {
+
+// Byte ids as the fashion_mnist dataset writes them: byte + 1, 0 = padding, truncated at len.
+at::Tensor encode_caption_bytes(const std::vector<std::string>& captions, int64_t len) {
+  at::Tensor ids = at::zeros({static_cast<int64_t>(captions.size()), len}, at::kLong);  // (N, len)
+  for (size_t r = 0; r < captions.size(); ++r)
+    for (size_t i = 0; i < captions[r].size() && static_cast<int64_t>(i) < len; ++i)
+      ids[static_cast<int64_t>(r)][static_cast<int64_t>(i)] = static_cast<unsigned char>(captions[r][i]) + 1;
+  return ids;
+}
 
 PluginRegistry& registry() {
   static PluginRegistry reg;

@@ -108,7 +108,11 @@ class Config {
   // is a ConfigError starting with the position of the offending value ("file:line:col: ",
   // "--set a.b=c: ") or of the table for a missing key. A String key given a non-string
   // scalar by --set (e.g. --set run.tag=2024) takes the literal text.
-  Section resolve(const toml::table& t, const Schema& schema, const std::string& label) const;
+  // With unknown = Unknown::Ignore, keys not in `schema` are skipped (another schema, e.g. a
+  // dataset plugin's, validates them).
+  enum class Unknown { Refuse, Ignore };
+  Section resolve(const toml::table& t, const Schema& schema, const std::string& label,
+                  Unknown unknown = Unknown::Refuse) const;
 
   // Checks that every top-level key is one of `known` (sections/arrays of tables).
   void check_sections(const std::vector<std::string>& known) const;

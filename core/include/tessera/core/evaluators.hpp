@@ -32,13 +32,13 @@ class Evaluator {
 };
 
 // The evaluators [eval] asks for, in a fixed order (classifier, then zero-shot). Throws
-// ConfigError when zero-shot is asked of a dataset without prompts.
+// ConfigError when zero-shot is asked of a dataset without prompts ("zero_shot_prompts" metadata).
 std::vector<std::unique_ptr<Evaluator>> make_evaluators(const EvalOptions& eval, const TrainingData& data,
                                                         at::Device device);
 
 // Runs `evaluators` over `test` in eval mode without gradients (autocast as in training):
 // one forward per batch, every evaluator sees it. Leaves the encoders in training mode.
 EvalResult evaluate(const std::vector<std::unique_ptr<Evaluator>>& evaluators, const Components& components,
-                    BatchLoader& test, at::Device device, nlohmann::json& record, std::string& line);
+                    DataLoader& test, at::Device device, nlohmann::json& record, std::string& line);
 
 }  // namespace tessera

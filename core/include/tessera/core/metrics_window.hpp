@@ -1,5 +1,6 @@
 // tessera/core/metrics_window.hpp — MetricsWindow: what the training loop logs every
-// [train] log_every steps (per-term and total loss, lr, grad norm, loss scale, throughput).
+// [train] log_every steps (per-term and total loss, lr, grad norm, loss scale, throughput,
+// data wait per step).
 #pragma once
 #include <chrono>
 #include <cstdint>
@@ -21,6 +22,7 @@ struct StepOutcome {
   double lr = 0.0;
   double loss_scale = 1.0;
   bool stop = false;                    // the run was asked to stop after this step (a signal)
+  double data_wait_ms = 0.0;            // how long the step waited for its batches
 };
 
 class MetricsWindow {
@@ -45,7 +47,8 @@ class MetricsWindow {
   int64_t log_every_;
   Comm* comm_;
   Clock::time_point start_ = Clock::now(), window_start_ = start_;
-  int64_t samples_ = 0, steps_ = 0;
+  int64_t samples_ = 0, steps_ = 0, window_steps_ = 0;  // steps_: applied ones; window_steps_: all
+  double wait_ms_ = 0;  // data wait summed over the window's steps
   std::map<std::string, double> terms_;
   double loss_ = 0, lr_ = 0, grad_norm_ = 0, loss_scale_ = 1, last_loss_ = 0;
   bool last_applied_ = false;

@@ -34,11 +34,13 @@ struct ExperimentOptions {
   static ExperimentOptions from(Section s);
 };
 
+// The core's keys of [data]; the dataset plugin's own keys in the same table are validated
+// against its schema when the dataset is built (TrainingData).
 struct DataOptions {
   Section section;
-  std::string dataset, path, wordnet_path, caption_key;
-  int64_t batch_size = 0, eval_batch_size = 0, train_limit = 0, test_limit = 0, caption_len = 0, heldout_captions = 0;
-  bool shuffle = true, captions = false;
+  std::string dataset, train_split, eval_split;
+  int64_t batch_size = 0, eval_batch_size = 0, train_limit = 0, test_limit = 0, workers = 0, prefetch = 4;
+  bool shuffle = true, drop_last = false;
   static DataOptions from(Section s);
 };
 

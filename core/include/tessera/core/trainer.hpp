@@ -53,6 +53,7 @@ class Experiment {
   Engine& engine() { return *engine_; }
   bool is_main_rank() const { return env_.rank == 0; }
   const StateStore& states() const { return states_; }
+  TrainingData* data() { return data_.get(); }  // null when built without data
   // Bytes per parameter by category ("parameters", "gradients", "master", "optimizer_states").
   std::vector<std::pair<std::string, double>> bytes_per_param() const;
   // One line per component, for the log and `tessera check`.
@@ -84,6 +85,7 @@ class Experiment {
   std::unique_ptr<Engine> engine_;  // after the flat buffers exist
   ShardPlan plan_;                  // which range of each flat buffer this rank updates
   std::unique_ptr<Updater> updater_;
+  DatasetSlot data_slot_;           // [data] validated against the dataset plugin's schema
   std::unique_ptr<TrainingData> data_;
   std::vector<std::unique_ptr<Evaluator>> evaluators_;
   bool warned_unused_ = false;

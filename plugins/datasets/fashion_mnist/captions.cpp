@@ -1,6 +1,6 @@
-// core/src/captions.cpp — a small WordNet 3.0 reader (index.noun, data.noun) and the Fashion-MNIST
+// plugins/datasets/fashion_mnist/captions.cpp — a small WordNet 3.0 reader (index.noun, data.noun) and the Fashion-MNIST
 // caption builder: fixed synsets per class -> names + glosses -> train / held-out captions.
-#include "tessera/core/captions.hpp"
+#include "captions.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -15,9 +15,9 @@
 #include <string>
 #include <vector>
 
-#include "tessera/core/error.hpp"
+#include "errors.hpp"
 
-namespace tessera {
+namespace tessera::fashion_mnist {
 
 const std::vector<std::string>& fashion_mnist_class_names() {
   static const std::vector<std::string> names = {
@@ -416,4 +416,4 @@ std::string decode_caption_bytes(const at::Tensor& ids) {
   return s;
 }
 
-}  // namespace tessera
+}  // namespace tessera::fashion_mnist

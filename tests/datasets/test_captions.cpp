@@ -1,5 +1,5 @@
-// tests/unit/test_captions.cpp — WordNet captions for Fashion-MNIST (counts, held-out split,
-// determinism, errors), byte encoding, and the BatchLoader serving captions.
+// tests/datasets/test_captions.cpp — WordNet captions for Fashion-MNIST (counts, held-out split,
+// determinism, errors) and byte encoding, as the fashion_mnist dataset plugin builds them.
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
@@ -14,12 +14,11 @@
 #include <string>
 #include <vector>
 
-#include "tessera/core/captions.hpp"
-#include "tessera/core/data.hpp"
-#include "tessera/core/error.hpp"
+#include "captions.hpp"
+#include "idx.hpp"
 
 namespace fs = std::filesystem;
-using namespace tessera;
+using namespace tessera::fashion_mnist;
 
 namespace {
 
@@ -29,15 +28,6 @@ bool have_wordnet() { return fs::exists(fs::path(kWordNetDefaultDir) / "data.nou
   if (!have_wordnet()) GTEST_SKIP() << "WordNet not installed (apt-get install wordnet-base)"
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
-// A tiny labelled dataset: n images of 2x2 pixels, label i % 10.
-ImageDataset tiny_dataset(int64_t n) {
-  ImageDataset d;
-  d.images = at::arange(n * 4, at::kLong).remainder(256).to(at::kByte).reshape({n, 2, 2});
-  d.labels = at::arange(n, at::kLong).remainder(10);
-  d.class_names = fashion_mnist_class_names();
-  return d;
-}
 
 }  // namespace
 
@@ -158,114 +148,3 @@ TEST(Captions, EncodeBytesIdsPaddingTruncation) {
   EXPECT_EQ(encode_caption_bytes({}, 7).sizes(), at::IntArrayRef({0, 7}));
   EXPECT_THROW(encode_caption_bytes({"x"}, 0), Error);
 }
-
-// ---- the loader with captions -------------------------------------------------------------------
-
-TEST(BatchLoaderCaptions, ShapeAndEachCaptionBelongsToItsClass) {
-  REQUIRE_WORDNET();
-  const auto classes = fashion_mnist_captions();
-  BatchLoader::Options o;
-  o.batch_size = 16;
-  o.seed = 5;
-  o.captions = &classes;
-  o.caption_len = 200;  // no truncation, so decoding gives the caption back
-  BatchLoader loader(tiny_dataset(100), o);
-  TensorMap b;
-  int64_t seen = 0;
-  std::set<std::string> distinct;
-  while (loader.next(b)) {
-    ASSERT_EQ(b.count("caption_ids"), 1u);
-    const at::Tensor& cap = b.at("caption_ids");
-    ASSERT_EQ(cap.sizes(), at::IntArrayRef({b.at("label").size(0), 200}));
-    EXPECT_EQ(cap.scalar_type(), at::kLong);
-    for (int64_t i = 0; i < cap.size(0); ++i) {
-      const std::string text = decode_caption_bytes(cap[i]);
-      const auto& train = classes[static_cast<size_t>(b.at("label")[i].item<int64_t>())].train;
-      EXPECT_NE(std::find(train.begin(), train.end(), text), train.end()) << text;
-      distinct.insert(text);
-    }
-    seen += cap.size(0);
-  }
-  EXPECT_EQ(seen, 100);
-  EXPECT_GT(distinct.size(), 40u);  // captions vary within a class
-}
-
-TEST(BatchLoaderCaptions, DeterministicIndependentOfBatchSizeAndSeekable) {
-  REQUIRE_WORDNET();
-  const auto classes = fashion_mnist_captions();
-  auto all_captions = [&](int64_t batch, bool shuffle, int64_t epoch, uint64_t seed) {
-    BatchLoader::Options o;
-    o.batch_size = batch;
-    o.shuffle = shuffle;
-    o.seed = seed;
-    o.captions = &classes;
-    o.caption_len = 48;
-    o.caption_key = "text";
-    BatchLoader loader(tiny_dataset(90), o);
-    loader.start_epoch(epoch);
-    std::vector<at::Tensor> parts;
-    TensorMap b;
-    while (loader.next(b)) parts.push_back(b.at("text"));
-    return at::cat(parts);
-  };
-  const at::Tensor a = all_captions(16, true, 2, 9);
-  EXPECT_EQ(a.sizes(), at::IntArrayRef({90, 48}));
-  EXPECT_TRUE(at::equal(a, all_captions(16, true, 2, 9)));  // same run, same captions
-  EXPECT_TRUE(at::equal(a, all_captions(7, true, 2, 9)));   // batch size does not matter
-  EXPECT_FALSE(at::equal(a, all_captions(16, true, 3, 9)));  // the epoch does
-  EXPECT_FALSE(at::equal(a, all_captions(16, true, 2, 10)));  // and the seed
-  // Without shuffling, example i gets the caption it gets when shuffled: the choice depends on
-  // (seed, epoch, example), not on the position in the epoch.
-  const at::Tensor plain = all_captions(16, false, 2, 9);
-  BatchLoader::Options o;
-  o.batch_size = 90;
-  o.seed = 9;
-  BatchLoader order_only(tiny_dataset(90), o);
-  order_only.start_epoch(2);
-  const auto perm = epoch_permutation(90, 9, 2);
-  for (int64_t i = 0; i < 90; ++i) EXPECT_TRUE(at::equal(a[i], plain[perm[static_cast<size_t>(i)]])) << i;
-
-  // seek reproduces the batches.
-  BatchLoader::Options so;
-  so.batch_size = 10;
-  so.seed = 3;
-  so.captions = &classes;
-  BatchLoader l1(tiny_dataset(90), so), l2(tiny_dataset(90), so);
-  l1.start_epoch(1);
-  l2.start_epoch(1);
-  TensorMap b1, b2;
-  for (int i = 0; i < 4; ++i) l1.next(b1);
-  l2.seek(3);
-  ASSERT_TRUE(l2.next(b2));
-  EXPECT_TRUE(at::equal(b1.at("caption_ids"), b2.at("caption_ids")));
-  EXPECT_TRUE(at::equal(b1.at("label"), b2.at("label")));
-}
-
-TEST(BatchLoaderCaptions, NoCaptionsNoKeyAndBadOptionsThrow) {
-  BatchLoader::Options o;
-  o.batch_size = 8;
-  BatchLoader plain(tiny_dataset(20), o);
-  TensorMap b;
-  ASSERT_TRUE(plain.next(b));
-  EXPECT_EQ(b.size(), 2u);  // image and label only
-
-  std::vector<ClassCaptions> few(3, ClassCaptions{{"x"}, {}, {}});
-  o.captions = &few;
-  EXPECT_THROW(BatchLoader(tiny_dataset(20), o), Error);  // labels go up to 9
-  std::vector<ClassCaptions> empty(10, ClassCaptions{{"x"}, {}, {}});
-  empty[4].train.clear();
-  o.captions = &empty;
-  EXPECT_THROW(BatchLoader(tiny_dataset(20), o), Error);
-  std::vector<ClassCaptions> ok(10, ClassCaptions{{"x", "y"}, {}, {}});
-  o.captions = &ok;
-  o.caption_len = 0;
-  EXPECT_THROW(BatchLoader(tiny_dataset(20), o), Error);
-  o.caption_len = 4;
-  o.caption_key = "label";
-  EXPECT_THROW(BatchLoader(tiny_dataset(20), o), Error);
-  o.caption_key = "caption_ids";
-  BatchLoader fine(tiny_dataset(20), o);
-  ASSERT_TRUE(fine.next(b));
-  EXPECT_EQ(b.at("caption_ids").sizes(), at::IntArrayRef({8, 4}));
-}
-

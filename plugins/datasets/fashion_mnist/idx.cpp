@@ -1,6 +1,6 @@
-// core/src/data.cpp — Fashion-MNIST IDX reader (zlib) and the deterministic BatchLoader.
-// Shuffling uses only fully specified algorithms so epoch orders match on every machine.
-#include "tessera/core/data.hpp"
+// plugins/datasets/fashion_mnist/idx.cpp — the Fashion-MNIST IDX reader (zlib) and the
+// counter-based caption choice (the same on every machine).
+#include "idx.hpp"
 
 #include <zlib.h>
 
@@ -11,13 +11,12 @@
 #include <filesystem>
 #include <limits>
 #include <memory>
-#include <random>
 #include <string>
 #include <vector>
 
-#include "tessera/core/error.hpp"
+#include "captions.hpp"
 
-namespace tessera {
+namespace tessera::fashion_mnist {
 namespace {
 
 constexpr uint32_t kImagesMagic = 2051;
@@ -125,16 +124,6 @@ uint64_t splitmix64(uint64_t& state) {
   return z ^ (z >> 31);
 }
 
-// Uniform integer in [0, range), range > 0, without modulo bias: draws below
-// 2^64 mod range are rejected, so the accepted ones split evenly into `range` classes.
-uint64_t bounded_draw(std::mt19937_64& rng, uint64_t range) {
-  const uint64_t threshold = (0 - range) % range;
-  for (;;) {
-    const uint64_t r = rng();
-    if (r >= threshold) return r % range;
-  }
-}
-
 }  // namespace
 
 
@@ -226,139 +215,4 @@ int64_t caption_choice(uint64_t seed, int64_t epoch, int64_t index, int64_t coun
   return static_cast<int64_t>(h % static_cast<uint64_t>(count));  // bias below count / 2^64
 }
 
-std::vector<int64_t> epoch_permutation(int64_t n, uint64_t seed, int64_t epoch) {
-  if (n < 0) throw Error("epoch_permutation: negative size " + std::to_string(n));
-  uint64_t state = seed;
-  uint64_t mixed = splitmix64(state) ^ static_cast<uint64_t>(epoch);
-  std::mt19937_64 rng(splitmix64(mixed));
-  std::vector<int64_t> perm(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) perm[static_cast<size_t>(i)] = i;
-  for (int64_t i = n - 1; i > 0; --i) {
-    const auto j = static_cast<int64_t>(bounded_draw(rng, static_cast<uint64_t>(i) + 1));
-    std::swap(perm[static_cast<size_t>(i)], perm[static_cast<size_t>(j)]);
-  }
-  return perm;
-}
-
-BatchLoader::BatchLoader(const ImageDataset& data, Options opt) : opt_(opt) {
-  if (opt_.batch_size <= 0) {
-    throw Error("BatchLoader: batch_size must be > 0, got " + std::to_string(opt_.batch_size));
-  }
-  if (!(opt_.std > 0.0) || !std::isfinite(opt_.std) || !std::isfinite(opt_.mean)) {
-    throw Error("BatchLoader: normalisation needs a finite mean and a finite std > 0, got mean " +
-                std::to_string(opt_.mean) + ", std " + std::to_string(opt_.std));
-  }
-  if (!data.images.defined() || data.images.dim() != 3) {
-    throw Error("BatchLoader: dataset images must be an (N, H, W) tensor");
-  }
-  if (!data.labels.defined() || data.labels.dim() != 1 ||
-      data.labels.size(0) != data.images.size(0)) {
-    throw Error("BatchLoader: dataset labels must be an (N,) tensor matching the " +
-                std::to_string(data.images.size(0)) + " images");
-  }
-  const int64_t n = data.images.size(0);
-  images_ = data.images.to(at::kCPU, at::kFloat)
-                .reshape({n, 1, data.images.size(1), data.images.size(2)})
-                .contiguous();
-  if (images_.data_ptr() == data.images.data_ptr()) images_ = images_.clone();
-  images_.div_(255.0).sub_(opt_.mean).div_(opt_.std);
-  labels_ = data.labels.to(at::kCPU, at::kLong).contiguous();
-  if (labels_.data_ptr() == data.labels.data_ptr()) labels_ = labels_.clone();
-  if (opt_.captions != nullptr) encode_captions();
-  start_epoch(0);
-}
-
-void BatchLoader::encode_captions() {
-  const std::vector<ClassCaptions>& classes = *opt_.captions;
-  if (opt_.caption_len <= 0) {
-    throw Error("BatchLoader: caption_len must be > 0, got " + std::to_string(opt_.caption_len));
-  }
-  if (opt_.caption_key.empty() || opt_.caption_key == "image" || opt_.caption_key == "label") {
-    throw Error("BatchLoader: caption_key must be a new tensor name, got '" + opt_.caption_key + "'");
-  }
-  const int64_t classes_needed = labels_.numel() > 0 ? labels_.max().item<int64_t>() + 1 : 0;
-  if (static_cast<int64_t>(classes.size()) < classes_needed) {
-    throw Error("BatchLoader: captions cover " + std::to_string(classes.size()) + " classes, the labels " +
-                std::to_string(classes_needed));
-  }
-  std::vector<std::string> all;
-  for (size_t c = 0; c < classes.size(); ++c) {
-    if (classes[c].train.empty()) throw Error("BatchLoader: class " + std::to_string(c) + " has no train caption");
-    caption_first_.push_back(static_cast<int64_t>(all.size()));
-    caption_count_.push_back(static_cast<int64_t>(classes[c].train.size()));
-    all.insert(all.end(), classes[c].train.begin(), classes[c].train.end());
-  }
-  caption_ids_ = encode_caption_bytes(all, opt_.caption_len);
-}
-
-int64_t BatchLoader::size() const { return images_.size(0); }
-
-int64_t BatchLoader::batches_per_epoch() const {
-  const int64_t n = size();
-  return opt_.drop_last ? n / opt_.batch_size : (n + opt_.batch_size - 1) / opt_.batch_size;
-}
-
-const BatchLoader::Options& BatchLoader::options() const { return opt_; }
-
-void BatchLoader::start_epoch(int64_t epoch) {
-  epoch_ = epoch;
-  position_ = 0;
-  if (opt_.shuffle) {
-    std::vector<int64_t> perm = epoch_permutation(size(), opt_.seed, epoch);
-    order_ = at::empty({size()}, at::kLong);
-    if (!perm.empty()) {
-      std::memcpy(order_.data_ptr<int64_t>(), perm.data(), perm.size() * sizeof(int64_t));
-    }
-  } else {
-    order_ = at::Tensor();
-  }
-}
-
-int64_t BatchLoader::epoch() const { return epoch_; }
-
-bool BatchLoader::next(TensorMap& out) {
-  if (position_ >= batches_per_epoch()) return false;
-  const int64_t begin = position_ * opt_.batch_size;
-  const int64_t end = std::min(begin + opt_.batch_size, size());
-  at::Tensor image;    // (B, 1, H, W) float32
-  at::Tensor label;    // (B,) int64
-  at::Tensor caption;  // (B, caption_len) int64, with captions only
-  if (caption_ids_.defined()) {
-    const int64_t* order = opt_.shuffle ? order_.data_ptr<int64_t>() : nullptr;
-    const int64_t* labels = labels_.data_ptr<int64_t>();
-    at::Tensor rows = at::empty({end - begin}, at::kLong);  // (B,) row of caption_ids_ per example
-    int64_t* r = rows.data_ptr<int64_t>();
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t example = order != nullptr ? order[i] : i;
-      const auto c = static_cast<size_t>(labels[example]);
-      r[i - begin] = caption_first_[c] + caption_choice(opt_.seed, epoch_, example, caption_count_[c]);
-    }
-    caption = caption_ids_.index_select(0, rows);
-  }
-  if (opt_.shuffle) {
-    const at::Tensor idx = order_.slice(0, begin, end);
-    image = images_.index_select(0, idx);
-    label = labels_.index_select(0, idx);
-  } else {
-    image = images_.slice(0, begin, end).clone();
-    label = labels_.slice(0, begin, end).clone();
-  }
-  out.clear();
-  out.emplace("image", std::move(image));
-  out.emplace("label", std::move(label));
-  if (caption.defined()) out.emplace(opt_.caption_key, std::move(caption));
-  ++position_;
-  return true;
-}
-
-int64_t BatchLoader::position() const { return position_; }
-
-void BatchLoader::seek(int64_t batch_index) {
-  if (batch_index < 0 || batch_index > batches_per_epoch()) {
-    throw Error("BatchLoader: cannot seek to batch " + std::to_string(batch_index) +
-                "; an epoch has " + std::to_string(batches_per_epoch()) + " batches");
-  }
-  position_ = batch_index;
-}
-
-}  // namespace tessera
+}  // namespace tessera::fashion_mnist

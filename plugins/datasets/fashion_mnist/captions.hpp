@@ -1,4 +1,4 @@
-// tessera/core/captions.hpp — class captions for Fashion-MNIST built from WordNet noun synsets
+// plugins/datasets/fashion_mnist/captions.hpp — class captions for Fashion-MNIST built from WordNet noun synsets
 // (names and glosses), split into training and held-out (zero-shot) captions, and byte encoding.
 #pragma once
 #include <ATen/ATen.h>
@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-namespace tessera {
+namespace tessera::fashion_mnist {
 
 // Where Debian's wordnet-base package installs the WordNet 3.0 database.
 inline constexpr const char* kWordNetDefaultDir = "/usr/share/wordnet";
@@ -43,4 +43,4 @@ at::Tensor encode_caption_bytes(const std::vector<std::string>& captions, int64_
 // The inverse for one row of ids (stops at the first 0): for tests and logging.
 std::string decode_caption_bytes(const at::Tensor& ids);
 
-}  // namespace tessera
+}  // namespace tessera::fashion_mnist
