@@ -118,7 +118,7 @@ void inspect_data(const InspectOptions& o, std::ostream& out) {
   const double open_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   out << "dataset " << slot.label << " <- " << slot.lib->path() << " (opened in " << std::fixed << std::setprecision(2)
-      << open_s << " s)\n";
+      << open_s << " s)\n" << std::defaultfloat;
   out << "splits:\n";
   for (const auto& s : ds.splits()) out << "  " << std::left << std::setw(12) << s.name << s.size << " examples\n";
   out << "fields:\n";
@@ -201,7 +201,7 @@ void inspect_data(const InspectOptions& o, std::ostream& out) {
     while (batches < o.batches && loader.next(b)) ++batches, rows += b.at(ds.fields().front().name).size(0);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     out << "loader: " << batches << " batches of " << opt.data.batch_size << " with workers = " << opt.data.workers
-        << ": " << std::setprecision(1) << 1000.0 * s / std::max<int64_t>(batches, 1) << " ms/batch, "
+        << ": " << std::fixed << std::setprecision(1) << 1000.0 * s / std::max<int64_t>(batches, 1) << " ms/batch, "
         << std::setprecision(0) << rows / std::max(s, 1e-9) << " examples/s\n";
   }
 }

@@ -6,6 +6,9 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <tuple>
 #include <random>
 #include <set>
 
@@ -309,4 +312,66 @@ TEST(FashionMnistDataset, ImagesAreNormalisedLikeTheWholeSetAndPromptsComeFromMe
   ASSERT_EQ(text.size(), 20u);
   EXPECT_EQ(ds->decode_text("caption_ids", prompts->at("caption_ids")[5]), text[5]);
   EXPECT_THROW(make_dataset("fashion_mnist", "captions = true\ncaption_key = \"label\"\n"), PluginError);
+}
+
+// ---- [data] in a config, and `tessera data inspect` ------------------------------------------
+
+namespace {
+
+// Runs the CLI with `args`; returns (exit status, stdout + stderr).
+std::pair<int, std::string> cli(const std::string& args) {
+  const auto out = tessera::test::temp_dir("inspect", "out") / "out.txt";
+  const int rc = std::system((std::string(TESSERA_CLI) + " " + args + " > " + out.string() + " 2>&1").c_str());
+  return {WEXITSTATUS(rc), tessera::test::read_file(out)};
+}
+
+std::string seq_config(const std::string& data_keys) {
+  const auto dir = tessera::test::temp_dir("inspect", "cfg");
+  return tessera::test::write_file(dir / "seq.toml",
+                                   "[experiment]\nname = \"seq\"\nthreads = 1\noutput_dir = \"" + (dir / "run").string() +
+                                       "\"\nplugin_path = [\"" TESSERA_TEST_PLUGIN_DIR "\"]\n[data]\ndataset = "
+                                       "\"seq_dataset\"\nbatch_size = 4\n" + data_keys);
+}
+
+}  // namespace
+
+TEST(DataConfig, APluginKeyIsCheckedAgainstTheDatasetsSchemaWithTheNearestKey) {
+  auto [rc, out] = cli("check " + seq_config("fail_idex = 3\n"));
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("seq.toml:9:1: unknown key 'fail_idex' in [data]; did you mean 'fail_index'?"), std::string::npos) << out;
+  std::tie(rc, out) = cli("check " + seq_config("") + " --set data.dataset=mlp");
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("tessera.encoder/1"), std::string::npos) << out;  // not a dataset
+}
+
+TEST(DataInspect, PrintsSplitsFieldsExamplesAndLoaderSpeed) {
+  auto [rc, out] = cli("data inspect " + seq_config("workers = 2\ntrain_split = \"val\"\n") + " --examples 2 --batches 3");
+  ASSERT_EQ(rc, 0) << out;
+  for (const char* want : {"train       20 examples", "val         10 examples", "seq             Float     (-1)",
+                           "padded with -1, lengths in seq_len", "classes (2): even, odd", "example ",
+                           "loader: 3 batches of 4 with workers = 2"})
+    EXPECT_NE(out.find(want), std::string::npos) << want << "\n" << out;
+  std::tie(rc, out) = cli("data inspect");
+  EXPECT_EQ(rc, 2) << out;
+  std::tie(rc, out) = cli("data inspect " + seq_config("") + " --batches many");
+  EXPECT_EQ(rc, 2) << out;
+  EXPECT_NE(out.find("--batches expects a count"), std::string::npos) << out;
+}
+
+TEST(DataInspect, WritesAContactSheetOfTheImages) {
+  if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) GTEST_SKIP();
+  const auto sheet = tessera::test::temp_dir("inspect", "sheet") / "sheet.png";
+  auto [rc, out] = cli("data inspect " TESSERA_SOURCE_DIR "/configs/fashion_mnist.toml --set data.train_limit=20 --batches 0 --out " +
+                       sheet.string());
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("contact sheet: " + sheet.string() + " (20 images of field 'image')"), std::string::npos) << out;
+  const std::string png = tessera::test::read_file(sheet);
+  ASSERT_GT(png.size(), 33u);
+  EXPECT_EQ(png.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
+  auto be32 = [&](size_t at) {
+    return (uint32_t(uint8_t(png[at])) << 24) | (uint32_t(uint8_t(png[at + 1])) << 16) | (uint32_t(uint8_t(png[at + 2])) << 8) |
+           uint32_t(uint8_t(png[at + 3]));
+  };
+  EXPECT_EQ(be32(16), 8u * 30 + 2);  // 8 columns of 28 + 2 px gaps
+  EXPECT_EQ(be32(20), 3u * 30 + 2);  // 3 rows
 }
