@@ -8,6 +8,9 @@ packages=(
   libtomlplusplus-dev libspdlog-dev libboost-dev nlohmann-json3-dev libdlpack-dev zlib1g-dev
   libgtest-dev libgloo-dev                   # GoogleTest; Gloo headers for c10d ProcessGroupGloo
   dataset-fashion-mnist wordnet-base         # images; WordNet glosses for captions
+  libspng-dev libturbojpeg0-dev libsndfile1-dev libsamplerate0-dev   # dataset readers: PNG, JPEG, audio
+  libarchive-dev libsentencepiece-dev        # WebDataset tar shards; SentencePiece tokenizers
+  tuxpaint-stamps-default bible-kjv espeak-ng  # real image+text+audio stamps; English text; speech
   python3-matplotlib python3-numpy           # tools/plot_metrics, tools/read_safetensors.py
 )
 missing=()
