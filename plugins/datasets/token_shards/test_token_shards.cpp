@@ -1,7 +1,8 @@
 // test_token_shards.cpp — the token_shards dataset plugin through the core's DatasetInstance: every
 // window of llm.c (v1, v7) and nanoGPT shards written here by the test's own writer, concurrent
-// get, each bad input's message.
+// get, each bad input's message; and `tessera data tokenize` round trips through decode_text.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -366,4 +367,180 @@ TEST(TokenShards, BytesAreTheTokenizerOfA256Vocabulary) {
   auto none = open_shards("train = '" + shard + "'\nseq_len = 4\n");
   EXPECT_HAS(error_of([&] { none->encode_text("input_ids", "hi"); }), "token_shards has no tokenizer");
   EXPECT_HAS(error_of([&] { ds->encode_text("caption", "hi"); }), "no text field 'caption'");
+}
+
+// ---- tessera data tokenize ---------------------------------------------------------------------
+namespace {
+
+struct CliRun {
+  int code;
+  std::string output;  // stdout + stderr
+};
+
+CliRun tessera_cli(const std::string& args, const fs::path& dir) {
+  const fs::path log = dir / "cli.log";
+  const std::string cmd = std::string(TESSERA_CLI) + " " + args + " > " + log.string() + " 2>&1";
+  const int status = std::system(cmd.c_str());
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, tessera::test::read_file(log)};
+}
+
+// A few KB of English-like lines (with stray whitespace, a blank line and some UTF-8).
+std::vector<std::string> sample_lines(int n, uint32_t seed) {
+  const std::vector<std::string> words = {
+      "the",   "light",  "of",     "morning", "fell",   "upon",   "a",     "quiet",  "river",  "and",
+      "birds", "sang",   "in",     "tall",    "trees",  "while",  "old",   "men",    "walked", "slowly",
+      "along", "stone",  "roads",  "toward",  "market", "where",  "bread", "fish",   "wine",   "were",
+      "sold",  "by",     "caf\xc3\xa9", "keepers", "who", "knew", "every", "name",   "under",  "heaven"};
+  std::mt19937 rng(seed);
+  std::vector<std::string> lines;
+  for (int i = 0; i < n; ++i) {
+    std::string line = (i % 7 == 3) ? "  " : "";
+    const int len = 4 + static_cast<int>(rng() % 12);
+    for (int w = 0; w < len; ++w) line += (w ? (rng() % 9 == 0 ? "  " : " ") : "") + words[rng() % words.size()];
+    lines.push_back(line + (i % 5 == 0 ? "." : ",") + (i % 11 == 0 ? "   " : ""));
+    if (i % 13 == 6) lines.push_back("");
+  }
+  return lines;
+}
+
+// SentencePiece's default normalisation of this ASCII/UTF-8 text, line by line, then the lines
+// joined as decode shows them (each line's </s> decodes to nothing, its leading space stays).
+std::string normalised(const std::vector<std::string>& lines) {
+  std::string out;
+  for (const auto& line : lines) {
+    std::istringstream words(line);
+    for (std::string w; words >> w;) out += (out.empty() ? "" : " ") + w;
+  }
+  return out;
+}
+
+// Every token of every shard a glob names, in order, read back through the plugin with seq_len = 1
+// (window i = tokens i, i + 1), with each shard's size from its llm.c header.
+std::vector<int64_t> all_tokens(const DatasetInstance& d, const std::string& split,
+                                const std::vector<std::string>& files) {
+  std::vector<int64_t> out;
+  int64_t index = 0;
+  for (const auto& f : files) {
+    std::ifstream in(f, std::ios::binary);
+    int32_t header[3] = {0, 0, 0};
+    in.read(reinterpret_cast<char*>(header), sizeof header);
+    EXPECT_EQ(header[0], 20240520) << f;
+    for (int32_t i = 0; i + 1 < header[2]; ++i, ++index) {
+      TensorMap ex = d.get(split, index, 0, 0);
+      out.push_back(ex.at("input_ids")[0].item<int64_t>());
+      if (i + 2 == header[2]) out.push_back(ex.at("labels")[0].item<int64_t>());
+    }
+  }
+  EXPECT_EQ(index, d.split(split, "test").size);
+  return out;
+}
+
+std::vector<std::string> sorted_glob(const fs::path& dir, const std::string& prefix) {
+  std::vector<std::string> files;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path().filename().string().rfind(prefix, 0) == 0) files.push_back(e.path().string());
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+}  // namespace
+
+TEST(DataTokenize, ShardsDecodeBackToTheNormalisedText) {
+  const fs::path d = temp_dir("roundtrip");
+  const std::vector<std::string> a = sample_lines(60, 1), b = sample_lines(40, 2);
+  std::string text_a, text_b;
+  for (const auto& l : a) text_a += l + "\n";
+  for (const auto& l : b) text_b += l + "\r\n";  // CRLF too
+  tessera::test::write_file(d / "a.txt", text_a);
+  tessera::test::write_file(d / "b.txt", text_b);
+  const fs::path out = d / "out";
+  CliRun r = tessera_cli("data tokenize --out-dir " + out.string() + " --vocab-size 400 --val-fraction 0.2 " +
+                          "--shard-tokens 300 --name t " + (d / "a.txt").string() + " " + (d / "b.txt").string(),
+                      d);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_HAS(r.output, "trained a BPE model of 400 pieces");
+  EXPECT_HAS(r.output, "wrote " + (out / "t_val_000000.bin").string() + ": ");
+  EXPECT_HAS(r.output, "wrote " + (out / "t_train_000001.bin").string() + ": ");
+  EXPECT_HAS(r.output, "(llm.c v1 uint16)");
+  EXPECT_HAS(r.output, "train = \"" + (out / "t_train_*.bin").string() + "\"");
+
+  auto ds = open_shards("train = '" + (out / "t_train_*.bin").string() + "'\nval = '" +
+                        (out / "t_val_*.bin").string() + "'\nseq_len = 1\nvocab_size = 400\ntokenizer = '" +
+                        (out / "tokenizer.model").string() + "'\n");
+  const std::vector<std::string> train_files = sorted_glob(out, "t_train_"), val_files = sorted_glob(out, "t_val_");
+  ASSERT_GE(train_files.size(), 2u);
+  ASSERT_GE(val_files.size(), 1u);
+  std::vector<int64_t> tokens = all_tokens(*ds, "val", val_files);
+  const size_t val_tokens = tokens.size();
+  const std::vector<int64_t> train = all_tokens(*ds, "train", train_files);
+  tokens.insert(tokens.end(), train.begin(), train.end());
+  EXPECT_HAS(r.output, "val: " + std::to_string(val_tokens) + " tokens");
+  EXPECT_HAS(r.output, "train: " + std::to_string(train.size()) + " tokens in " + std::to_string(train_files.size()));
+
+  std::vector<std::string> all = a;
+  all.insert(all.end(), b.begin(), b.end());
+  EXPECT_EQ(ds->decode_text("input_ids", at::tensor(tokens, at::kLong)), normalised(all));
+  // The first line as the plugin encodes it, then </s> (id 2), opens the val split.
+  at::Tensor first = ds->encode_text("input_ids", a[0]);
+  ASSERT_GT(static_cast<int64_t>(tokens.size()), first.numel());
+  EXPECT_TRUE(at::equal(at::tensor(std::vector<int64_t>(tokens.begin(), tokens.begin() + first.numel()), at::kLong),
+                        first));
+  EXPECT_EQ(tokens[static_cast<size_t>(first.numel())], 2);
+
+  // The same text with the trained model loaded, as nanoGPT files: the same tokens, headerless.
+  const fs::path nano = d / "nano";
+  r = tessera_cli("data tokenize --out-dir " + nano.string() + " --model " + (out / "tokenizer.model").string() +
+                      " --format nanogpt --val-fraction 0 --shard-tokens 100000 " + (d / "a.txt").string() + " " +
+                      (d / "b.txt").string(),
+                  d);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_HAS(r.output, "(nanoGPT uint16)");
+  EXPECT_HAS(r.output, "val: 0 tokens in 0 shards");
+  const std::string nano_file = (nano / "tokens_train_000000.bin").string();
+  ASSERT_TRUE(fs::exists(nano_file)) << r.output;
+  EXPECT_EQ(fs::file_size(nano_file), 2 * tokens.size());
+  auto nd = open_shards("train = '" + nano_file + "'\nseq_len = " + std::to_string(tokens.size() - 1) +
+                        "\nvocab_size = 400\nformat = 'nanogpt'\n");
+  TensorMap whole = nd->get("train", 0, 0, 0);
+  EXPECT_TRUE(at::equal(whole.at("input_ids"), at::tensor(std::vector<int64_t>(tokens.begin(), tokens.end() - 1))));
+  EXPECT_EQ(whole.at("labels")[-1].item<int64_t>(), tokens.back());
+}
+
+TEST(DataTokenize, BadInputFileExitsOneNamingIt) {
+  const fs::path d = temp_dir("badinput");
+  const std::string missing = (d / "no_such_text.txt").string();
+  CliRun r = tessera_cli("data tokenize --out-dir " + (d / "out").string() + " --vocab-size 300 " + missing, d);
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_HAS(r.output, "error: input file " + missing + " does not exist or is not a file");
+  EXPECT_FALSE(fs::exists(d / "out"));  // nothing trained or written
+
+  const std::string model = (d / "no.model").string();
+  tessera::test::write_file(d / "a.txt", "some text\n");
+  r = tessera_cli("data tokenize --out-dir " + (d / "out").string() + " --model " + model + " " +
+                      (d / "a.txt").string(),
+                  d);
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_HAS(r.output, "error: " + model + " does not load as a SentencePiece model");
+}
+
+TEST(DataTokenize, BadUsageExitsTwo) {
+  const fs::path d = temp_dir("usage");
+  const std::string text = tessera::test::write_file(d / "a.txt", "hello\n");
+  struct Case {
+    std::string args, message;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"data tokenize " + text, "data tokenize needs --out-dir DIR"},
+           {"data tokenize --out-dir " + d.string() + " --vocab-size lots " + text,
+            "--vocab-size takes an integer in [4, 4194304], not 'lots'"},
+           {"data tokenize --out-dir " + d.string() + " --val-fraction 1 " + text, "--val-fraction takes a number in [0, 1)"},
+           {"data tokenize --out-dir " + d.string() + " --model m.model --vocab-size 100 " + text, "give one or the other"},
+           {"data tokenize --out-dir " + d.string() + " --shards 3 " + text, "unknown option '--shards'"},
+           {"data tokenise", "unknown command 'data tokenise'"},
+       }) {
+    CliRun r = tessera_cli(c.args, d);
+    EXPECT_EQ(r.code, 2) << c.args << "\n" << r.output;
+    EXPECT_HAS(r.output, c.message);
+  }
+  EXPECT_EQ(tessera_cli("data tokenize --help", d).code, 0);
 }
