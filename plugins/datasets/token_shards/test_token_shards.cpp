@@ -369,6 +369,21 @@ TEST(TokenShards, BytesAreTheTokenizerOfA256Vocabulary) {
   EXPECT_HAS(error_of([&] { ds->encode_text("caption", "hi"); }), "no text field 'caption'");
 }
 
+TEST(TokenShards, KjvConfigResolvesAgainstThePluginSchema) {
+  Config cfg = Config::load(std::string(TESSERA_SOURCE_DIR) + "/configs/kjv_tokens.toml");
+  toml::table data = cfg.table("data");
+  EXPECT_EQ(data["dataset"].value_or(std::string()), "token_shards");
+  for (const char* core : {"dataset", "batch_size", "eval_batch_size", "train_split", "eval_split", "train_limit",
+                           "test_limit", "shuffle", "drop_last", "workers", "prefetch"})
+    data.erase(core);
+  auto lib = registry().get("token_shards", TSR_KIND_DATASET, "test");
+  Section s = cfg.resolve(data, lib->schema(), "[data]");
+  EXPECT_EQ(s.get_int("seq_len"), 128);
+  EXPECT_EQ(s.get_int("vocab_size"), 8192);
+  EXPECT_HAS(s.get_string("train"), "kjv_train_*.bin");
+  EXPECT_HAS(s.get_string("val"), "kjv_val_*.bin");
+}
+
 // ---- tessera data tokenize ---------------------------------------------------------------------
 namespace {
 
