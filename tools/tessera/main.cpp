@@ -1,8 +1,14 @@
 // tools/tessera/main.cpp — the `tessera` executable: hands its arguments to the core's CLI.
-// Thin by design: parsing, building, training and reporting all live in core/.
+// Thin by design: parsing, building, training and reporting all live in core/; `tessera data ...`
+// (offline data preparation, which core/ knows nothing about) lives beside this file.
 #include <string>
 #include <vector>
 
+#include "data_tokenize.hpp"
 #include "tessera/core/cli.hpp"
 
-int main(int argc, char** argv) { return tessera::run_cli(std::vector<std::string>(argv, argv + argc)); }
+int main(int argc, char** argv) {
+  const std::vector<std::string> args(argv, argv + argc);
+  if (args.size() >= 2 && args[1] == "data") return tessera::tools::run_data_command(args);
+  return tessera::run_cli(args);
+}
