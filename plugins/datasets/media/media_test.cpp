@@ -231,6 +231,28 @@ TEST(MediaAudio, StereoMixdownAndResampledTone) {
   EXPECT_LT((t.slice(0, 1000, 15000, 2) - mono.slice(0, 500, 7500)).abs().max().item<float>(), 0.02f);
 }
 
+TEST(MediaAudio, FlacIsLossless) {
+  const auto dir = test::temp_dir("media", "flac");
+  const fs::path path = dir / "tone.flac";
+  SF_INFO info{};
+  info.samplerate = 48000;
+  info.channels = 1;
+  info.format = SF_FORMAT_FLAC | SF_FORMAT_PCM_16;
+  SNDFILE* f = sf_open(path.c_str(), SFM_WRITE, &info);
+  ASSERT_NE(f, nullptr) << sf_strerror(nullptr);
+  std::vector<short> pcm(4800);
+  for (size_t i = 0; i < pcm.size(); ++i) pcm[i] = static_cast<short>(std::lround(9000 * std::sin(0.01 * static_cast<double>(i))));
+  sf_writef_short(f, pcm.data(), static_cast<sf_count_t>(pcm.size()));
+  sf_close(f);
+  const Bytes b = read_bytes(path);
+  const media::Audio a = media::decode_audio(b.data(), b.size(), path.string());
+  EXPECT_EQ(a.rate, 48000);
+  ASSERT_EQ(a.samples.size(0), 4800);
+  for (size_t i = 0; i < pcm.size(); ++i) ASSERT_EQ(a.samples[static_cast<int64_t>(i)][0].item<float>(), pcm[i] / 32768.0f) << i;
+  media::AudioOptions o;  // 48 kHz -> 16 kHz
+  EXPECT_EQ(media::audio_tensor(a, o, "tone.flac").size(0), 1600);
+}
+
 TEST(MediaAudio, TruncatedOggAndDamagedAudioAreErrorsNamingTheSource) {
   const auto dir = test::temp_dir("media", "ogg");
   write_ogg(dir / "tone.ogg", 22050, 22050);
