@@ -8,6 +8,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <turbojpeg.h>
+
 #include "folder/folder_scan.hpp"
 #include "media/test_util.hpp"
 #include "support.hpp"
@@ -165,12 +167,23 @@ TEST(WebDatasetPlugin, ReadsTarsWrittenByPythonTarfile) {
   write_bytes(dir / "p1.png", rgb_png(3, 3, 2));
   write_bytes(dir / "p2.png", rgb_png(2, 7, 3));
   write_bytes(dir / "t.wav", pcm16_wav(16000, 1600, 0.1));
+  {  // a flat 4x4 JPEG
+    std::vector<uint8_t> rgb;
+    for (int i = 0; i < 16; ++i) rgb.insert(rgb.end(), {200, 100, 50});
+    tjhandle tj = tjInitCompress();
+    unsigned char* jpeg = nullptr;
+    unsigned long size = 0;
+    ASSERT_EQ(tjCompress2(tj, rgb.data(), 4, 0, 4, TJPF_RGB, &jpeg, &size, TJSAMP_444, 100, 0), 0);
+    write_bytes(dir / "flat.jpg", Bytes(jpeg, jpeg + size));
+    tjFree(jpeg);
+    tjDestroy(tj);
+  }
   const std::string long_key = "b/" + std::string(150, 'x');  // past ustar's 100 bytes: a pax record
   for (const char* mode : {"w", "gnu"}) {
     const fs::path tar = dir / (std::string("train-") + (mode[0] == 'w' ? "pax" : "gnu") + ".tar");
     python_tar(tar, mode, {"a/000.png=@" + (dir / "p0.png").string(), "a/000.txt=first sample", "a/000.cls=3",
                            "a/000.npy=npy:<f4:2,3:1", "a/000.json={}", "a/000.wav=@" + (dir / "t.wav").string(),
-                           "a/001.PNG=@" + (dir / "p1.png").string(), "a/001.cls= 7\n", "a/001.npy=npy:<f4:2,3:2",
+                           "a/001.PNG=@" + (dir / "p1.png").string(), "a/001.jpg=@" + (dir / "flat.jpg").string(), "a/001.cls= 7\n", "a/001.npy=npy:<f4:2,3:2",
                            long_key + ".png=@" + (dir / "p2.png").string(), long_key + ".cls=1",
                            long_key + ".npy=npy:<f4:2,3:1", "README=not a sample"});
     auto ds = make_dataset("webdataset", "train = \"" + tar.string() + "\"\nimage = \"png\"\nlabel = \"cls\"\nnpy = \"npy\"\naudio = \"wav\"\n");
@@ -191,6 +204,11 @@ TEST(WebDatasetPlugin, ReadsTarsWrittenByPythonTarfile) {
     EXPECT_EQ(b.at("audio").numel(), 0);
     EXPECT_EQ(b.at("label").item<int64_t>(), 7);
     EXPECT_TRUE(at::equal(ds->get("train", 2, 0, 0).at("image"), pixels(2, 7, 3))) << mode;
+    // Alternatives: the first extension present wins, whatever the member order.
+    auto jpg_first = make_dataset("webdataset", "train = \"" + tar.string() + "\"\nimage = \"jpg|png\"\n");
+    const at::Tensor flat = jpg_first->get("train", 1, 0, 0).at("image");
+    EXPECT_EQ(flat.sizes(), at::IntArrayRef({3, 4, 4}));
+    EXPECT_LE((flat.mul(255) - at::tensor({200.0f, 100.0f, 50.0f}).view({3, 1, 1})).abs().max().item<float>(), 2.5f);
     auto varying = make_dataset("webdataset", "train = \"" + tar.string() + "\"\nnpy = \"npy\"\nnpy_shape = \"-1 3\"\n");
     EXPECT_EQ(varying->fields()[2].shape_str(), "(-1, 3)");
   }
