@@ -35,11 +35,6 @@ std::string tree_keys(const fs::path& root) {
   return "root = \"" + root.string() + "\"\nimage = \"{stem}.png\"\ntext = \"{stem}.txt\"\naudio = \"{stem}_desc.wav\"\n";
 }
 
-at::Tensor pixels(int w, int h, int seed) {  // what rgb_png(w, h, seed) holds, as (3, H, W) f32 / 255
-  const Bytes s = rgb_samples(w, h, seed);
-  return at::tensor(std::vector<uint8_t>(s.begin(), s.end())).view({h, w, 3}).permute({2, 0, 1}).to(at::kFloat).div(255.0f);
-}
-
 }  // namespace
 
 TEST(FolderScan, PatternsStemsAndSplitPositions) {
@@ -73,7 +68,7 @@ TEST(FolderDataset, ServesExamplesByStemWithClassFolders) {
   EXPECT_EQ(ds->metadata_text("class_names"), (std::vector<std::string>{"cats", "dogs"}));
 
   const TensorMap a = ds->get("train", 0, 0, 0);
-  EXPECT_TRUE(at::equal(a.at("image"), pixels(6, 4, 1)));
+  EXPECT_TRUE(at::equal(a.at("image"), rgb_pixels(6, 4, 1)));
   EXPECT_TRUE(at::equal(a.at("text").slice(0, 0, 6), at::tensor({66, 33, 100, 98, 117, 47}, at::kLong)));  // "A cat." + 1
   EXPECT_EQ(ds->decode_text("text", a.at("text")), "A cat.\nfr.utf8=Un chat.");  // text_lines = "all"
   EXPECT_EQ(a.at("audio").numel(), 0);  // optional and absent: empty

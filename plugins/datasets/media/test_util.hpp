@@ -84,7 +84,13 @@ inline Bytes rgb_png(int width, int height, int seed) {
   return libpng_encode(width, height, PNG_COLOR_TYPE_RGB, 8, rgb_samples(width, height, seed));
 }
 
-// A 16-bit PCM mono WAV, RIFF header by hand: sample i = round(8000 * sin(i * freq)).
+// What rgb_png(width, height, seed) holds, as the (3, H, W) f32 pixels / 255 a reader serves.
+inline at::Tensor rgb_pixels(int width, int height, int seed) {
+  const Bytes s = rgb_samples(width, height, seed);
+  return at::tensor(std::vector<uint8_t>(s.begin(), s.end())).view({height, width, 3}).permute({2, 0, 1}).to(at::kFloat).div(255.0f);
+}
+
+// A 16-bit PCM WAV, RIFF header by hand: sample i of channel c = round(8000 * sin(i * freq * (c + 1))).
 inline Bytes pcm16_wav(int rate, int frames, double freq, int channels = 1) {
   Bytes b;
   auto u32 = [&](uint32_t v) { for (int i = 0; i < 4; ++i) b.push_back(static_cast<uint8_t>(v >> (8 * i))); };

@@ -63,11 +63,6 @@ void python_tar(const fs::path& out, const std::string& mode, const std::vector<
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
 }
 
-at::Tensor pixels(int w, int h, int seed) {
-  const Bytes s = rgb_samples(w, h, seed);
-  return at::tensor(std::vector<uint8_t>(s.begin(), s.end())).view({h, w, 3}).permute({2, 0, 1}).to(at::kFloat).div(255.0f);
-}
-
 // The decode keys of a resolved folder config, as TOML lines for another reader.
 std::string decode_keys(const Section& s) {
   std::string out;
@@ -193,17 +188,17 @@ TEST(WebDatasetPlugin, ReadsTarsWrittenByPythonTarfile) {
     for (const auto& f : ds->fields()) names.push_back(f.name + " " + f.shape_str());
     EXPECT_EQ(names, (std::vector<std::string>{"image (3, -1, -1)", "text (-1)", "audio (-1)", "npy (2, 3)", "label ()"}));
     const TensorMap a = ds->get("train", 0, 0, 0);
-    EXPECT_TRUE(at::equal(a.at("image"), pixels(5, 4, 1)));
+    EXPECT_TRUE(at::equal(a.at("image"), rgb_pixels(5, 4, 1)));
     EXPECT_EQ(ds->decode_text("text", a.at("text")), "first sample");
     EXPECT_EQ(a.at("label").item<int64_t>(), 3);
     EXPECT_TRUE(at::equal(a.at("npy"), at::arange(6, at::kFloat).mul(0.5).view({2, 3})));
     EXPECT_EQ(a.at("audio").size(0), 1600);
     const TensorMap b = ds->get("train", 1, 0, 0);
-    EXPECT_TRUE(at::equal(b.at("image"), pixels(3, 3, 2)));  // ".PNG": extensions match in any case
+    EXPECT_TRUE(at::equal(b.at("image"), rgb_pixels(3, 3, 2)));  // ".PNG": extensions match in any case
     EXPECT_EQ(b.at("text").numel(), 0);
     EXPECT_EQ(b.at("audio").numel(), 0);
     EXPECT_EQ(b.at("label").item<int64_t>(), 7);
-    EXPECT_TRUE(at::equal(ds->get("train", 2, 0, 0).at("image"), pixels(2, 7, 3))) << mode;
+    EXPECT_TRUE(at::equal(ds->get("train", 2, 0, 0).at("image"), rgb_pixels(2, 7, 3))) << mode;
     // Alternatives: the first extension present wins, whatever the member order.
     auto jpg_first = make_dataset("webdataset", "train = \"" + tar.string() + "\"\nimage = \"jpg|png\"\n");
     const at::Tensor flat = jpg_first->get("train", 1, 0, 0).at("image");
