@@ -101,7 +101,7 @@ std::vector<PackedSplit> pack_folder(const folder::FolderScan& scan, const std::
         std::string ext = rel.substr(dot + 1);
         for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
         for (const auto& m : members)
-          if (m.first == ext)
+          if (m.first == ext || (ext == "cls" && e.label >= 0))
             throw std::runtime_error("pack: two fields of '" + e.key + "' are ." + ext + " files; members are named by extension");
         members.emplace_back(ext, media::read_file((fs::path(scan.root) / rel).string()));
       }
