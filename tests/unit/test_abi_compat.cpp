@@ -1,4 +1,4 @@
-// tests/unit/test_abi_compat.cpp — ABI 1.0 plugins on a 1.1 core: a plain-C precision backend built
+// tests/unit/test_abi_compat.cpp — ABI 1.0 plugins on a 1.2 core: a plain-C precision backend built
 // against the frozen 1.0 header loads, trains and checkpoints; PrecisionInstance's 1.0 fallbacks.
 #include <gtest/gtest.h>
 
@@ -87,7 +87,7 @@ TEST(AbiCompat, OneZeroBackendLoadsAsAbi10WithItsKeys) {
   auto b = backend("v1_0_fp32", states);
   EXPECT_FALSE(b->has_master_io());
   EXPECT_EQ(b->loss_scale(), 1.0);  // a 1.0 table (56 bytes) still has its loss-scale entries
-  EXPECT_EQ(registry().get("fp32", TSR_KIND_PRECISION, "test")->abi_minor(), 1u);
+  EXPECT_EQ(registry().get("fp32", TSR_KIND_PRECISION, "test")->abi_minor(), static_cast<uint32_t>(TSR_ABI_MINOR));
 }
 
 TEST(AbiCompat, PrecisionInstanceFallsBackFor10Backends) {

@@ -9,6 +9,7 @@
 
 int main(int argc, char** argv) {
   const std::vector<std::string> args(argv, argv + argc);
-  if (args.size() >= 2 && args[1] == "data") return tessera::tools::run_data_command(args);
+  // `data tokenize` needs SentencePiece, which the core does not link; `data inspect` is the core's.
+  if (args.size() >= 3 && args[1] == "data" && args[2] == "tokenize") return tessera::tools::run_data_command(args);
   return tessera::run_cli(args);
 }

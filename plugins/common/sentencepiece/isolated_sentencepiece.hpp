@@ -18,7 +18,7 @@
 
 namespace tessera::spm {
 
-constexpr uint32_t kInterfaceVersion = 1;
+constexpr uint32_t kInterfaceVersion = 2;
 
 // One loaded .model. Call it from one thread at a time (SentencePiece does not promise more).
 class Model {
@@ -26,6 +26,7 @@ class Model {
   virtual ~Model() = default;
   virtual int piece_size() const = 0;
   virtual int eos_id() const = 0;  // -1 when the model has none
+  virtual int pad_id() const = 0;  // -1 when the model has none
   // Both throw std::runtime_error with SentencePiece's message.
   virtual std::vector<int> encode(const std::string& text) const = 0;
   virtual std::string decode(const std::vector<int>& ids) const = 0;  // ids in [0, piece_size)

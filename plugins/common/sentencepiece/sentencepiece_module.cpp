@@ -20,6 +20,7 @@ class SpModel : public Model {
   }
   int piece_size() const override { return sp_.GetPieceSize(); }
   int eos_id() const override { return sp_.eos_id(); }
+  int pad_id() const override { return sp_.pad_id(); }
   std::vector<int> encode(const std::string& text) const override {
     std::vector<int> ids;
     const auto status = sp_.Encode(text, &ids);
