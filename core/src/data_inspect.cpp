@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
+#include <cstdlib>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -171,12 +173,33 @@ void inspect_data(const InspectOptions& o, std::ostream& out) {
     }
   }
 
-  // A contact sheet of the first image field.
+  // Up to 64 examples in epoch-0 order: lengths of the varying fields, a contact sheet of images.
+  std::vector<TensorMap> sample;
+  for (int64_t i = 0; i < std::min<int64_t>(64, limit); ++i) sample.push_back(ds.get(train.name, index_at(i), 0, opt.experiment.seed));
+  const std::vector<std::string> rate = ds.metadata_text("sample_rate");
   for (const auto& f : ds.fields()) {
-    if (!looks_like_image(f)) continue;
+    if (!f.varies() || sample.empty()) continue;
+    int64_t lo = INT64_MAX, hi = 0, sum = 0, nonempty = 0;
+    for (const TensorMap& ex : sample) {
+      const at::Tensor& t = ex.at(f.name);
+      const int64_t n = t.dim() > 0 ? t.size(0) : 1;
+      lo = std::min(lo, n), hi = std::max(hi, n), sum += n, nonempty += n > 0;
+    }
+    out << "lengths of '" << f.name << "' in " << sample.size() << " examples: " << nonempty << " non-empty, min " << lo
+        << ", mean " << std::fixed << std::setprecision(1) << static_cast<double>(sum) / static_cast<double>(sample.size())
+        << ", max " << hi << std::defaultfloat;
+    if (rate.size() == 1 && at::isFloatingType(f.dtype) && f.shape.size() == 1) {
+      const double hz = std::atof(rate[0].c_str());
+      if (hz > 0)
+        out << " samples (" << std::fixed << std::setprecision(2) << static_cast<double>(hi) / hz << " s longest at "
+            << std::setprecision(0) << hz << " Hz)" << std::defaultfloat;
+    }
+    out << "\n";
+  }
+  for (const auto& f : ds.fields()) {
+    if (!looks_like_image(f) || sample.empty()) continue;
     std::vector<at::Tensor> images;
-    for (int64_t i = 0; i < std::min<int64_t>(64, limit); ++i)
-      images.push_back(ds.get(train.name, index_at(i), 0, opt.experiment.seed).at(f.name));
+    for (const TensorMap& ex : sample) images.push_back(ex.at(f.name));
     const std::string path = o.sheet.empty() ? opt.experiment.output_dir + "/contact_sheet.png" : o.sheet;
     write_contact_sheet(images, path);
     out << "contact sheet: " << path << " (" << images.size() << " images of field '" << f.name << "')\n";

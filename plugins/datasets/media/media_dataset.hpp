@@ -20,7 +20,9 @@ class MediaDataset : public sdk::Dataset {
     return out;
   }
   std::vector<std::string> metadata_text(const std::string& name) override {
-    return name == "class_names" ? class_names_ : std::vector<std::string>{};
+    if (name == "class_names") return class_names_;
+    if (name == "sample_rate") return {std::to_string(decoder_->options().audio.sample_rate)};  // of "audio"
+    return {};
   }
   at::Tensor encode_text(const std::string& field, const std::string& text) override {
     text_field(field);

@@ -11,6 +11,7 @@
 #include <memory>
 #include <numeric>
 #include <random>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -19,6 +20,7 @@
 #include "support.hpp"
 #include "tessera/core/config.hpp"
 #include "tessera/core/error.hpp"
+#include "tessera/core/loader.hpp"
 #include "tessera/core/plugin_host.hpp"
 #include "tessera/core/plugin_loader.hpp"
 
@@ -180,6 +182,43 @@ TEST(TokenShards, ServesEveryWindowOfLlmcV1V7AndNanoGptShards) {
   EXPECT_EQ(open_shards(mixed_keys(7, 0))->split("train", "test").size, 7 + 5 + 1);
   EXPECT_EQ(open_shards(mixed_keys(7, 3))->split("train", "test").size, 15 + 10 + 1);  // 42/3 + 1, 29/3 + 1, 1
   EXPECT_EQ(open_shards(mixed_keys(7, 0))->split("val", "test").size, 2);  // floor(19 / 7)
+}
+
+// Through the core's loader: two ranks read disjoint windows whose union is the one-rank global
+// batch, and starting an epoch at a checkpoint's batch continues the exact sequence.
+TEST(TokenShards, TwoRanksSeeDisjointWindowsAndResumeContinuesTheSequence) {
+  auto d = open_shards(mixed_keys(4, 4));
+  auto windows = [&](int rank, int world, int64_t from_batch, int64_t workers) {
+    DataLoader::Options o;
+    o.split = "train";
+    o.batch_size = 4;
+    o.seed = 3;
+    o.rank = rank, o.world = world;
+    o.workers = workers;
+    DataLoader loader(*d, o);
+    loader.start_epoch(1, from_batch);
+    std::vector<at::Tensor> rows;
+    TensorMap b;
+    while (loader.next(b)) rows.push_back(b.at("input_ids"));
+    return rows;  // per batch: (4 / world, T)
+  };
+  const auto whole = windows(0, 1, 0, 0);
+  const auto r0 = windows(0, 2, 0, 2), r1 = windows(1, 2, 0, 0);
+  ASSERT_EQ(whole.size(), r0.size());
+  ASSERT_EQ(whole.size(), r1.size());
+  std::set<std::vector<int64_t>> seen;
+  for (size_t b = 0; b + 1 < whole.size(); ++b) {  // the last, short batch may not split evenly
+    EXPECT_TRUE(at::equal(at::cat({r0[b], r1[b]}), whole[b])) << "batch " << b;
+    for (const auto& part : {r0[b], r1[b]})
+      for (int64_t i = 0; i < part.size(0); ++i) {
+        const at::Tensor row = part[i].contiguous();
+        EXPECT_TRUE(seen.insert({row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + row.numel()}).second)
+            << "a window served twice, batch " << b;
+      }
+  }
+  const auto resumed = windows(0, 1, 3, 2);
+  ASSERT_EQ(resumed.size(), whole.size() - 3);
+  for (size_t b = 0; b < resumed.size(); ++b) EXPECT_TRUE(at::equal(resumed[b], whole[b + 3])) << "batch " << b;
 }
 
 TEST(TokenShards, FormatKeyForcesTheReader) {
