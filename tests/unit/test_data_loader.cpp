@@ -375,3 +375,18 @@ TEST(DataInspect, WritesAContactSheetOfTheImages) {
   EXPECT_EQ(be32(16), 8u * 30 + 2);  // 8 columns of 28 + 2 px gaps
   EXPECT_EQ(be32(20), 3u * 30 + 2);  // 3 rows
 }
+
+TEST(DataInspect, ShowsTheStampsImagesCaptionsAndAudioLengths) {
+  if (!std::filesystem::exists(TESSERA_PLUGIN_DIR "/folder.so")) GTEST_SKIP() << "the folder plugin was not built";
+  if (!std::filesystem::exists("/usr/share/tuxpaint/stamps")) GTEST_SKIP() << "needs tuxpaint-stamps-default";
+  const auto sheet = tessera::test::temp_dir("inspect", "stamps") / "stamps.png";
+  auto [rc, out] = cli("data inspect " TESSERA_SOURCE_DIR "/configs/tuxpaint_stamps.toml --examples 2 --batches 2 --out " +
+                       sheet.string());
+  ASSERT_EQ(rc, 0) << out;
+  for (const char* want : {"train       730 examples", "val         66 examples", "image           Float     (3, 64, 64)",
+                           "classes (16): animals, clothes, food", "lengths of 'audio' in 64 examples:",
+                           " Hz)", "contact sheet: ", "(64 images of field 'image')", "loader: 2 batches of 32 with workers = 2"})
+    EXPECT_NE(out.find(want), std::string::npos) << want << "\n" << out;
+  EXPECT_NE(out.find("      \"A "), std::string::npos) << out;  // a decoded English caption
+  EXPECT_TRUE(std::filesystem::exists(sheet));
+}
