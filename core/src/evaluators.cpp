@@ -90,7 +90,7 @@ std::vector<std::unique_ptr<Evaluator>> make_evaluators(const EvalOptions& eval,
   if (!eval.zero_shot_image.empty()) {
     if (!data.prompts())
       throw ConfigError(eval.section.where("zero_shot_image").str() + ": zero-shot evaluation needs class prompts, and " +
-                        data.dataset().label() + " has no 'zero_shot_prompts' metadata (fashion_mnist: [data] captions = true)");
+                        data.dataset().label() + " has no 'zero_shot_prompts' metadata (a dataset with class prompts offers it)");
     out.push_back(std::make_unique<ZeroShotRetrieval>(eval, *data.prompts(), device));
   }
   return out;

@@ -119,7 +119,7 @@ const Schema& eval_schema() {
       key("logits", S, "\"logits\"", "batch tensor holding class scores (B, C); empty = no classifier accuracy"),
       key("label", S, "\"label\"", "batch tensor holding class indices (B,)"),
       key("zero_shot_image", S, "\"\"", "image embedding (B, D) for zero-shot accuracy; empty = off"),
-      key("zero_shot_text", S, "\"\"", "text embedding (N, D) the encoders write for [data] caption_key"),
+      key("zero_shot_text", S, "\"\"", "text embedding (N, D) the encoders write from the dataset's zero_shot_prompts"),
   }};
   return s;
 }
