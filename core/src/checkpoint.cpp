@@ -115,6 +115,27 @@ CheckpointTensors gather_checkpoint(FlatParams& params, const StateStore& states
 
 namespace {
 std::string temp_dir_for(const std::string& dir, int64_t step) { return dir + "/.step_" + std::to_string(step) + ".tmp"; }
+
+// "step_<digits>" -> the step; anything else (step_best, step_5_backup) is not a checkpoint name.
+bool checkpoint_step_of(const std::string& name, int64_t& step) {
+  if (name.size() <= 5 || name.size() > 5 + 18 || name.compare(0, 5, "step_") != 0) return false;
+  step = 0;
+  for (size_t i = 5; i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9') return false;
+    step = step * 10 + (name[i] - '0');
+  }
+  return true;
+}
+
+// The run id of a valid Tessera manifest, or "" (not one, unreadable, or written before run ids).
+std::string manifest_run_id(const fs::path& manifest) {
+  std::ifstream f(manifest);
+  if (!f) return "";
+  const nlohmann::json m = nlohmann::json::parse(f, nullptr, /*allow_exceptions=*/false);
+  if (!m.is_object() || m.value("magic", "") != kCheckpointMagic || !m.contains("run_id") || !m["run_id"].is_string())
+    return "";
+  return m["run_id"].get<std::string>();
+}
 }  // namespace
 
 void write_checkpoint_part(const std::string& dir, int64_t step, int rank, const CheckpointTensors& tensors) {
@@ -148,8 +169,17 @@ std::string publish_checkpoint(const std::string& dir, const CheckpointMeta& met
                               {"master_policy", meta.master_policy},
                               {"optimizer", meta.optimizer},
                               {"config_hash", meta.config_hash},
+                              {"run_id", meta.run_id},
                               {"files", files},
                               {"config", meta.config_toml}};
+  // Only the rank files and the manifest are published: a killed attempt at this step may have
+  // left its own temporaries (rank_0.safetensors.tmp.<pid>) in the temp directory.
+  for (const auto& e : fs::directory_iterator(tmp_dir)) {
+    const std::string n = e.path().filename().string();
+    bool listed = n == "manifest.json";
+    for (const auto& f : files) listed = listed || f["name"].get<std::string>() == n;
+    if (!listed) fs::remove_all(e.path());
+  }
   write_atomically(tmp_dir + "/manifest.json", m.dump(2) + "\n");
   fsync_path(tmp_dir);
   // Publish: the directory appears whole or not at all; `latest` moves only afterwards.
@@ -158,15 +188,17 @@ std::string publish_checkpoint(const std::string& dir, const CheckpointMeta& met
   fsync_path(dir);
   write_atomically(dir + "/latest", name + "\n");
   fsync_path(dir);
-  // Keep the newest `keep` complete checkpoints.
-  std::vector<std::pair<int64_t, fs::path>> all;
+  // Keep this run's newest `keep` checkpoints.
+  std::vector<std::pair<int64_t, fs::path>> mine;
   for (const auto& e : fs::directory_iterator(dir)) {
-    const std::string n = e.path().filename().string();
-    if (e.is_directory() && n.rfind("step_", 0) == 0 && fs::exists(e.path() / "manifest.json"))
-      all.emplace_back(std::stoll(n.substr(5)), e.path());
+    int64_t step = 0;
+    if (e.is_directory() && checkpoint_step_of(e.path().filename().string(), step) &&
+        manifest_run_id(e.path() / "manifest.json") == meta.run_id)
+      mine.emplace_back(step, e.path());
   }
-  std::sort(all.begin(), all.end());
-  for (size_t i = 0; keep > 0 && i + static_cast<size_t>(keep) < all.size(); ++i) fs::remove_all(all[i].second);
+  std::sort(mine.begin(), mine.end());
+  for (size_t i = 0; keep > 0 && !meta.run_id.empty() && i + static_cast<size_t>(keep) < mine.size(); ++i)
+    fs::remove_all(mine[i].second);
   spdlog::info("checkpoint saved: {} ({} file(s), {:.1f} MiB)", final_dir, world_size, static_cast<double>(total) / (1 << 20));
   return final_dir;
 }
@@ -208,6 +240,7 @@ CheckpointMeta read_checkpoint(const std::string& path, std::map<std::string, at
     meta.optimizer = m.value("optimizer", "");
     meta.config_hash = m.value("config_hash", "");
     meta.config_toml = m.value("config", "");
+    meta.run_id = m.value("run_id", "");
     for (const auto& f : m.at("files")) {
       const std::string file = path + "/" + f.at("name").get<std::string>();
       if (!fs::exists(file)) throw Error("checkpoint file " + file + " is missing");

@@ -337,3 +337,38 @@ TEST(Checkpoint, AnInterruptedSaveLeavesThePreviousOneLoadable) {
   EXPECT_TRUE(fs::exists(dir / "step_5"));
   EXPECT_TRUE(fs::exists(dir / "step_10"));
 }
+
+// Pruning removes only checkpoints this run wrote: an older run's (with higher step numbers), a
+// user's step_5_backup and step_best stay; `latest` names one that exists; and a dead attempt's
+// temporary file in the step's temp directory never reaches the published checkpoint.
+TEST(Checkpoint, PruningTouchesOnlyThisRunsCheckpointsAndPublishesNoTemporaries) {
+  if (!have_data()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  fs::path out = temp_dir("prune");
+  const std::string ckpt = "[checkpoint]\nevery_steps = 10\nkeep = 1\n";
+  {  // an older run of 30 steps into the same directory
+    Config cfg = Config::parse(config_text(out, "fp32", ckpt), "old.toml");
+    Experiment(cfg).train();
+  }
+  ASSERT_TRUE(fs::exists(out / "checkpoints/step_30/manifest.json"));
+  ASSERT_FALSE(fs::exists(out / "checkpoints/step_20"));  // the old run pruned its own
+  fs::create_directories(out / "checkpoints/step_5_backup");
+  tessera::test::write_file(out / "checkpoints/step_5_backup/notes.txt", "mine");
+  fs::create_directories(out / "checkpoints/step_best");
+  fs::create_directories(out / "checkpoints/.step_20.tmp");
+  tessera::test::write_file(out / "checkpoints/.step_20.tmp/rank_0.safetensors.tmp.999", "a dead attempt's bytes");
+  {  // a new run of 20 steps: its checkpoints have lower step numbers than the old run's
+    Config cfg = Config::parse(config_text(out, "fp32", ckpt), "new.toml", {"train.max_steps=20"});
+    Experiment(cfg).train();
+  }
+  EXPECT_TRUE(fs::exists(out / "checkpoints/step_30/manifest.json"));  // the old run's: kept
+  EXPECT_TRUE(fs::exists(out / "checkpoints/step_5_backup/notes.txt"));
+  EXPECT_TRUE(fs::exists(out / "checkpoints/step_best"));
+  EXPECT_TRUE(fs::exists(out / "checkpoints/step_20/manifest.json"));  // the new run's last
+  EXPECT_FALSE(fs::exists(out / "checkpoints/step_10"));               // its older one, pruned
+  EXPECT_EQ(tessera::test::read_file(out / "checkpoints/latest"), "step_20\n");
+  EXPECT_TRUE(fs::exists(out / "model.safetensors"));
+  for (const auto& e : fs::directory_iterator(out / "checkpoints/step_20")) {
+    const std::string n = e.path().filename().string();
+    EXPECT_TRUE(n == "manifest.json" || n == "rank_0.safetensors") << n;
+  }
+}

@@ -28,6 +28,7 @@ struct CheckpointMeta {
   std::string optimizer;       // "adamw" / "sgd"
   std::string config_toml;     // the resolved config
   std::string config_hash;
+  std::string run_id;          // which run wrote it (a resumed run keeps its first run's id)
 };
 
 // What one rank writes. Per-parameter data is stored in pieces by element range, written by
@@ -51,7 +52,11 @@ CheckpointTensors gather_checkpoint(FlatParams& params, const StateStore& states
 // Saving is two-phase so that every rank can contribute a file:
 //   1. every rank: write_checkpoint_part(dir, meta.step, rank, tensors)  (into a temp directory)
 //   2. (all ranks' parts written) rank 0: publish_checkpoint(dir, meta, world_size, keep):
-//      checksums, manifest, then the temp directory becomes dir/step_<N> and `latest` moves.
+//      checksums, manifest, then the temp directory becomes dir/step_<N> (holding only the
+//      manifest and the rank files: a dead earlier attempt's leftovers are removed first) and
+//      `latest` moves. Then the oldest checkpoints beyond `keep` are pruned, among only those
+//      named step_<digits> whose manifest is valid and carries meta.run_id: another run's
+//      checkpoints and a user's own directories are never touched.
 // A crash before publish leaves the previous checkpoint and `latest` untouched.
 void write_checkpoint_part(const std::string& dir, int64_t step, int rank, const CheckpointTensors& tensors);
 std::string publish_checkpoint(const std::string& dir, const CheckpointMeta& meta, int world_size, int64_t keep);

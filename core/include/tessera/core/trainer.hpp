@@ -89,6 +89,7 @@ class Experiment {
   std::unique_ptr<TrainingData> data_;
   std::vector<std::unique_ptr<Evaluator>> evaluators_;
   bool warned_unused_ = false;
+  std::string run_id_;  // in each checkpoint's manifest: pruning removes only this run's
 };
 
 }  // namespace tessera
