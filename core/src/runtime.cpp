@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <thread>
 
 namespace tessera {
@@ -21,9 +22,24 @@ void setup_process(const ExperimentOptions& experiment, const DistEnv& env) {
   // activations back in (~25% of a CPU step here). Keep them in the heap instead.
   mallopt(M_MMAP_THRESHOLD, 256 << 20);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
-  const int64_t threads = experiment.threads;
-  at::set_num_threads(threads > 0 ? static_cast<int>(threads)
-                                  : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  at::set_num_threads(intra_op_threads(experiment.threads));
+}
+
+int intra_op_threads(int64_t configured) {
+  if (configured > 0) return static_cast<int>(configured);
+  // 0: OMP_NUM_THREADS when set, else the cores divided among this machine's ranks
+  // (LOCAL_WORLD_SIZE, as tessera launch and torchrun set it), so ranks never oversubscribe.
+  auto positive_env = [](const char* name) -> int {
+    const char* v = std::getenv(name);
+    if (!v || !*v) return 0;
+    char* end = nullptr;
+    const long n = std::strtol(v, &end, 10);
+    return (*end == '\0' && n > 0 && n <= 4096) ? static_cast<int>(n) : 0;
+  };
+  if (const int omp = positive_env("OMP_NUM_THREADS")) return omp;
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int local = std::max(1, positive_env("LOCAL_WORLD_SIZE"));
+  return std::max(1, cores / local);
 }
 
 void setup_process(const Config& config) {

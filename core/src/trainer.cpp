@@ -148,6 +148,11 @@ TrainSummary Experiment::train_loop() {
   int64_t total_steps = steps_per_epoch * epochs;
   if (opt_.train.max_steps > 0) total_steps = std::min(total_steps, opt_.train.max_steps);
 
+  if (opt_.schedule.warmup_steps > total_steps && total_steps > resumed.step)
+    spdlog::warn("{}: warmup_steps = {} is longer than the run's {} optimizer steps: the learning rate never reaches "
+                 "its peak lr = {} (at most {:.3g})",
+                 opt_.schedule.section.where("warmup_steps").str(), opt_.schedule.warmup_steps, total_steps,
+                 opt_.optimizer.lr, scheduled_lr(opt_.optimizer, opt_.schedule, total_steps, total_steps));
   spdlog::info("model: {} parameters in {} flat buffer(s); {} optimizer steps ({} per epoch x {} epochs)",
                params_.num_params(), params_.buffers().size(), total_steps, steps_per_epoch, epochs);
   std::string mem;
@@ -211,6 +216,10 @@ TrainSummary Experiment::train_loop() {
   }
   progress.finish();
   summary.steps = step;
+  if (step > resumed.step && summary.skipped_steps - resumed.skipped_steps >= step - resumed.step)
+    throw NonFiniteError("every one of the " + std::to_string(step - resumed.step) +
+                         " steps of this run was skipped (non-finite loss or gradient overflow, [train] nonfinite = "
+                         "\"skip\"): nothing was learned; the weights in " + output_dir + " are not saved");
   summary.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (opt_.train.save_model && main) save_model(output_dir + "/model.safetensors");
   if (const int64_t staging = sync_->peak_staging_bytes(); staging > 0) {

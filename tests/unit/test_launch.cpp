@@ -5,9 +5,13 @@
 #include <unistd.h>
 
 #include <ATen/ATen.h>
+#include <algorithm>
+#include <cstdlib>
 #include <filesystem>
+#include <thread>
 
 #include "support.hpp"
+#include "tessera/core/runtime.hpp"
 #include "tessera/core/safetensors.hpp"
 
 namespace fs = std::filesystem;
@@ -77,4 +81,26 @@ TEST(Launch, TwoNodesOnLoopbackTrainLikeOneTwoRankLaunch) {
   auto b = tessera::load_safetensors((dir / "nodes/model.safetensors").string()).tensors;
   ASSERT_EQ(a.size(), b.size());
   for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(at::equal(a[i].second, b[i].second)) << a[i].first;
+}
+
+// [experiment] threads = 0 honours OMP_NUM_THREADS, else divides the cores among the local ranks.
+TEST(Launch, ThreadsZeroHonoursOmpNumThreadsAndLocalWorldSize) {
+  const char* omp = std::getenv("OMP_NUM_THREADS");
+  const char* local = std::getenv("LOCAL_WORLD_SIZE");
+  const std::string saved_omp = omp ? omp : "", saved_local = local ? local : "";
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  ::unsetenv("OMP_NUM_THREADS");
+  ::unsetenv("LOCAL_WORLD_SIZE");
+  EXPECT_EQ(tessera::intra_op_threads(0), cores);
+  EXPECT_EQ(tessera::intra_op_threads(5), 5);
+  ::setenv("LOCAL_WORLD_SIZE", "2", 1);
+  EXPECT_EQ(tessera::intra_op_threads(0), std::max(1, cores / 2));
+  ::setenv("LOCAL_WORLD_SIZE", "4096", 1);
+  EXPECT_EQ(tessera::intra_op_threads(0), 1);
+  ::setenv("OMP_NUM_THREADS", "3", 1);
+  EXPECT_EQ(tessera::intra_op_threads(0), 3);
+  ::setenv("OMP_NUM_THREADS", "lots", 1);  // not a number: ignored
+  EXPECT_EQ(tessera::intra_op_threads(0), 1);
+  if (omp) ::setenv("OMP_NUM_THREADS", saved_omp.c_str(), 1); else ::unsetenv("OMP_NUM_THREADS");
+  if (local) ::setenv("LOCAL_WORLD_SIZE", saved_local.c_str(), 1); else ::unsetenv("LOCAL_WORLD_SIZE");
 }

@@ -346,3 +346,28 @@ TEST(Cli, HelpAndUsage) {
   EXPECT_EQ(cli({"train"}).code, 2);
   EXPECT_EQ(cli({"train", "x.toml", "--bogus"}).code, 2);
 }
+
+// Silent mistakes get a word: a warm-up longer than the run is warned about, and a run whose
+// every step was skipped fails instead of reporting success.
+TEST(EndToEnd, WarmupLongerThanTheRunWarnsAndAllStepsSkippedFails) {
+  if (!have_data()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  fs::path out = temp_dir("warmup");
+  const std::string cfg = write_file(out / "w.toml", small_config(out / "run", 7, "max_steps = 3\n[eval]\nenabled = false\n"));
+  const std::string log = (out / "log.txt").string();
+  const int rc = std::system((std::string(TESSERA_CLI) + " train " + cfg + " --set schedule.warmup_steps=1000 > " + log + " 2>&1").c_str());
+  const std::string text = tessera::test::read_file(log);
+  EXPECT_EQ(WEXITSTATUS(rc), 0) << text;
+  EXPECT_NE(text.find("warmup_steps = 1000 is longer than the run's 3 optimizer steps"), std::string::npos) << text;
+
+  std::string all = small_config(out / "skip", 7, "max_steps = 4\nnonfinite = \"skip\"\n") +
+                    "[[loss]]\nplugin = \"nan_probe\"\nname = \"probe\"\nevery = 1\n";
+  all.insert(all.find("plugin_path = [") + 15, "\"" TESSERA_TEST_PLUGIN_DIR "\", ");
+  Config c = Config::parse(all, "skip.toml");
+  Experiment exp(c);
+  try {
+    exp.train();
+    FAIL() << "a run that skipped every step must not succeed";
+  } catch (const NonFiniteError& e) {
+    EXPECT_NE(std::string(e.what()).find("every one of the 4 steps of this run was skipped"), std::string::npos) << e.what();
+  }
+}

@@ -17,6 +17,11 @@ void setup_process(const ExperimentOptions& experiment, const DistEnv& env);
 // The same from a config file's [experiment] table (validated there).
 void setup_process(const Config& config);
 
+// The intra-op threads for [experiment] threads = `configured`: itself when > 0; for 0,
+// OMP_NUM_THREADS when it is a positive number, else the machine's cores / LOCAL_WORLD_SIZE
+// (at least 1).
+int intra_op_threads(int64_t configured);
+
 // SIGINT and SIGTERM ask training to stop at the next step boundary (a second one ends the
 // process at once, as usual). stop_requested() is the signal received, 0 for none.
 void install_stop_signals();
