@@ -311,9 +311,22 @@ size_t export_checkpoint(const std::string& checkpoint, const std::string& out) 
     if (v == values.end()) throw Error("checkpoint " + checkpoint + " has no values for parameter '" + name + "'");
     named.emplace_back(name, v->second.view(shape));
   }
-  save_safetensors(out, named, {{"format", "pt"}, {"source", checkpoint}, {"step", std::to_string(meta.step)},
-                                {"precision", meta.precision}});
+  for (auto it = tensors.lower_bound("buffer/"); it != tensors.end() && it->first.rfind("buffer/", 0) == 0; ++it)
+    named.emplace_back(it->first.substr(7), it->second);
+  save_safetensors(out, named, model_file_metadata(meta.precision, meta.config_toml, meta.step, checkpoint));
   return named.size();
+}
+
+std::map<std::string, std::string> model_file_metadata(const std::string& precision, const std::string& config_toml,
+                                                       int64_t step, const std::string& source) {
+  std::map<std::string, std::string> m = {{"format", "pt"},
+                                          {"tessera_version", TESSERA_VERSION},
+                                          {"precision", precision},
+                                          {"weights", "fp32 master parameters, then buffers"},
+                                          {"step", std::to_string(step)},
+                                          {"config", config_toml}};
+  if (!source.empty()) m["source"] = source;
+  return m;
 }
 
 void restore_checkpoint(const std::map<std::string, at::Tensor>& tensors, FlatParams& params, StateStore& states,

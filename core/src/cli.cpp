@@ -34,6 +34,7 @@ commands:
   plugins inspect NAME [--plugin-path DIR]... describe a plugin and every config key it takes
   launch --nproc N [--master-port P] -- ARGS... run N local ranks of `tessera ARGS` (data parallel)
   export CHECKPOINT OUT.safetensors           the weights of a checkpoint (any world size) as one file
+  eval CONFIG --weights FILE [--set k=v]...   evaluate a model file (model.safetensors, an export)
   bench CONFIG [--backends a,b,..] [--out DIR] [--set k=v]...
                                               train CONFIG once per precision backend, compare
   data inspect CONFIG [--set k=v]...          what CONFIG's dataset holds and how fast it loads
@@ -113,11 +114,18 @@ with the configured [data] batch_size and workers.
 `tessera data tokenize --help` describes turning text into llm.c token shards.
 )";
 
+const char* kEvalHelp = R"(usage: tessera eval CONFIG --weights FILE [--set section.key=value]...
+
+Builds the experiment CONFIG describes, loads the parameters and buffers of FILE (a
+model.safetensors or a `tessera export`, any precision backend) and runs the evaluators of
+[eval] on the evaluation split, in a process of its own: what the trained run reported.
+)";
+
 struct Parsed {
   std::vector<std::string> positional;
   std::vector<std::string> sets;
   std::vector<std::string> plugin_paths;
-  std::string backends, out;
+  std::string backends, out, weights;
   int64_t examples = 3, batches = 20;
   bool help = false;
 };
@@ -137,6 +145,7 @@ Parsed parse(const std::vector<std::string>& args, size_t from) {
     else if (a == "--plugin-path") p.plugin_paths.push_back(value(a));
     else if (a == "--backends") p.backends = value(a);
     else if (a == "--out") p.out = value(a);
+    else if (a == "--weights") p.weights = value(a);
     else if (a == "--examples" || a == "--batches") {
       const std::string v = value(a);
       size_t used = 0;
@@ -333,6 +342,20 @@ int run_cli(const std::vector<std::string>& args) {
     if (cmd == "check") return cmd_check(p);
     if (cmd == "plugins") return cmd_plugins(p);
     if (cmd == "bench") return cmd_bench(p);
+    if (cmd == "eval") {
+      if (p.help) return std::cout << kEvalHelp, 0;
+      if (p.positional.size() != 1 || p.weights.empty()) throw std::invalid_argument("eval needs CONFIG and --weights FILE");
+      Config cfg = Config::load(p.positional[0], p.sets);
+      setup_process(cfg);
+      Experiment exp(cfg);
+      exp.load_weights(p.weights);
+      const EvalResult r = exp.evaluate();
+      std::cout << std::fixed << std::setprecision(2) << "evaluated " << p.weights << ":";
+      if (r.accuracy >= 0) std::cout << " test accuracy " << 100.0 * r.accuracy << "%, test loss " << std::setprecision(4) << r.loss;
+      if (r.zero_shot_accuracy >= 0) std::cout << std::setprecision(2) << "; zero-shot accuracy " << 100.0 * r.zero_shot_accuracy << "%";
+      std::cout << "\n";
+      return 0;
+    }
     if (cmd == "data") {
       if (p.help || p.positional.empty()) return std::cout << kDataHelp, p.help ? 0 : 2;
       if (p.positional[0] != "inspect")

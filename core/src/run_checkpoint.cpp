@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <random>
 
+#include "tessera/core/checkpoint.hpp"
+#include "tessera/core/error.hpp"
 #include "tessera/core/safetensors.hpp"
 #include "tessera/core/trainer.hpp"
 
@@ -70,11 +72,72 @@ CheckpointMeta Experiment::resume_from(const std::string& spec) {
   return meta;
 }
 
-void Experiment::save_model(const std::string& path) const {
-  NamedTensors tensors;
-  for (auto& [name, t] : params_.named_parameters()) tensors.emplace_back(name, t.detach().cpu());
-  save_safetensors(path, tensors, {{"format", "pt"}, {"tessera_version", TESSERA_VERSION}, {"config", config_.dump()}});
-  spdlog::info("model weights saved to {}", path);
+NamedTensors Experiment::final_weights() {
+  at::NoGradGuard no_grad;
+  // Each parameter as its exact fp32 master (the backend's export_master: the fp32 copy of bf16
+  // backends, the widened parameters of fp32 ones), assembled from every owner's range.
+  std::map<std::string, at::Tensor> values;
+  const tsr_precision_info& info = components_->precision_info();
+  for (auto& b : params_.buffers()) {
+    at::Tensor full = at::zeros({b.numel()}, b.params.options().dtype(at::kFloat));  // (numel,) f32
+    const OwnedRange mine = plan_.range(b, env_.rank);
+    if (mine.numel() > 0) {
+      at::Tensor part = at::empty({mine.numel()}, full.options());
+      ShardView view(b, info, mine);
+      components_->precision().export_master(view.shard, part);
+      full.narrow(0, mine.begin, mine.numel()).copy_(part);
+    }
+    if (comm_ && plan_.partitioned())
+      for (int r = 0; r < env_.world_size; ++r) {
+        const OwnedRange owner = plan_.range(b, r);
+        if (owner.numel() == 0) continue;
+        at::Tensor slice = full.narrow(0, owner.begin, owner.numel()).clone();
+        comm_->broadcast(slice, r);
+        full.narrow(0, owner.begin, owner.numel()).copy_(slice);
+      }
+    for (const auto& s : b.slots) values[s.name] = full.narrow(0, s.offset, s.numel).view(s.shape).cpu().clone();
+  }
+  NamedTensors out;
+  for (const auto& [name, t] : params_.named_parameters()) out.emplace_back(name, values.at(name));
+  // Then the state that is not trained but the model needs (BatchNorm running statistics).
+  for (const auto& [name, t] : components_->encoder_buffers()) out.emplace_back(name, t.detach().cpu().clone());
+  return out;
+}
+
+void Experiment::save_model(const std::string& path, int64_t step) {
+  NamedTensors tensors = final_weights();  // collective under ZeRO: every rank takes part
+  if (env_.rank != 0) return;
+  save_safetensors(path, tensors, model_file_metadata(components_->precision().library().name(), config_.dump(), step));
+  spdlog::info("model weights saved to {} (fp32 parameters and buffers)", path);
+}
+
+void Experiment::load_weights(const std::string& path) {
+  at::NoGradGuard no_grad;
+  std::map<std::string, at::Tensor> file;
+  for (auto& [name, t] : load_safetensors(path).tensors) file[name] = t;
+  auto take = [&](const std::string& name, const at::Tensor& dst, const char* what) {
+    auto it = file.find(name);
+    if (it == file.end()) throw Error(path + " has no tensor '" + name + "' (" + what + " of this model)");
+    if (it->second.sizes() != dst.sizes())
+      throw Error(path + ": tensor '" + name + "' has shape " + c10::str(it->second.sizes()) + ", this model's " + what +
+                  " has " + c10::str(dst.sizes()));
+    return it->second;
+  };
+  // Parameters through the backend's import_master, so a bf16 backend gets its exact master.
+  const tsr_precision_info& info = components_->precision_info();
+  std::map<std::string, at::Tensor> params;
+  for (const auto& [name, t] : params_.named_parameters()) params[name] = take(name, t, "a parameter");
+  for (auto& b : params_.buffers()) {
+    at::Tensor full = at::empty({b.numel()}, b.params.options().dtype(at::kFloat));
+    for (const auto& s : b.slots) full.narrow(0, s.offset, s.numel).copy_(params.at(s.name).flatten());
+    const OwnedRange mine = plan_.range(b, env_.rank);
+    if (mine.numel() == 0) continue;
+    ShardView view(b, info, mine);
+    components_->precision().import_master(view.shard, full.narrow(0, mine.begin, mine.numel()).contiguous());
+  }
+  updater_->share_owned_parameters();  // under ZeRO: each owner's parameters to every rank
+  for (const auto& [name, t] : components_->encoder_buffers()) t.copy_(take(name, t, "a buffer"));
+  spdlog::info("weights loaded from {}", path);
 }
 
 }  // namespace tessera

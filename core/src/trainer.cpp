@@ -221,7 +221,7 @@ TrainSummary Experiment::train_loop() {
                          " steps of this run was skipped (non-finite loss or gradient overflow, [train] nonfinite = "
                          "\"skip\"): nothing was learned; the weights in " + output_dir + " are not saved");
   summary.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (opt_.train.save_model && main) save_model(output_dir + "/model.safetensors");
+  if (opt_.train.save_model) save_model(output_dir + "/model.safetensors", step);
   if (const int64_t staging = sync_->peak_staging_bytes(); staging > 0) {
     // Measured, not derived: what ZeRO-2 held beyond its gradient shard while reducing.
     const double per_param = static_cast<double>(staging) / static_cast<double>(std::max<int64_t>(params_.num_params(), 1));

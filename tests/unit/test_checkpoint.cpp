@@ -3,6 +3,10 @@
 // for a corrupt, truncated, foreign or mismatched checkpoint, with nothing already saved lost.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -370,5 +374,51 @@ TEST(Checkpoint, PruningTouchesOnlyThisRunsCheckpointsAndPublishesNoTemporaries)
   for (const auto& e : fs::directory_iterator(out / "checkpoints/step_20")) {
     const std::string n = e.path().filename().string();
     EXPECT_TRUE(n == "manifest.json" || n == "rank_0.safetensors") << n;
+  }
+}
+
+// model.safetensors and `tessera export` hold the whole model: fp32 masters (also under bf16)
+// and the BatchNorm statistics; loaded alone in a fresh process (`tessera eval`), either file
+// reproduces the trained run's final evaluation exactly.
+TEST(Checkpoint, ExportedWeightsAloneReproduceTheEvalAccuracyInAFreshProcess) {
+  if (!have_data()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  fs::path out = temp_dir("fresh_eval");
+  const std::string cfg = tessera::test::write_file(out / "m.toml", config_text(out / "run", "bf16", "[checkpoint]\nevery_steps = 30\n"));
+  {
+    Config c = Config::load(cfg);
+    Experiment(c).train();
+  }
+  double trained = -1;
+  for (const auto& r : tessera::test::read_jsonl(out / "run/metrics.jsonl"))
+    if (r.contains("eval_accuracy")) trained = r["eval_accuracy"].get<double>();
+  ASSERT_GT(trained, 0.3);
+  auto model = load_safetensors((out / "run/model.safetensors").string());
+  bool has_running_mean = false;
+  for (const auto& [name, t] : model.tensors) {
+    if (name.find("running_mean") != std::string::npos) has_running_mean = true;
+    if (name.find("weight") != std::string::npos) EXPECT_EQ(t.scalar_type(), at::kFloat) << name;  // the master, not bf16
+  }
+  EXPECT_TRUE(has_running_mean);
+  EXPECT_EQ(model.metadata.at("precision"), "bf16");
+  const std::string exported = (out / "exported.safetensors").string();
+  ASSERT_EQ(std::system((std::string(TESSERA_CLI) + " export " + (out / "run/checkpoints/step_30").string() + " " + exported +
+                         " > /dev/null 2>&1").c_str()), 0);
+  auto exp_file = load_safetensors(exported);
+  ASSERT_EQ(exp_file.tensors.size(), model.tensors.size());
+  std::map<std::string, at::Tensor> by_name(exp_file.tensors.begin(), exp_file.tensors.end());
+  for (const auto& [name, t] : model.tensors) {
+    ASSERT_EQ(by_name.count(name), 1u) << name;
+    EXPECT_TRUE(at::equal(by_name.at(name), t)) << name;
+  }
+  for (const char* key : {"format", "tessera_version", "precision", "weights", "step", "config"})
+    EXPECT_EQ(exp_file.metadata.count(key), 1u) << key;  // the same metadata as model.safetensors
+  for (const std::string& weights : {(out / "run/model.safetensors").string(), exported}) {
+    const std::string log = (out / "eval.txt").string();
+    const int rc = std::system((std::string(TESSERA_CLI) + " eval " + cfg + " --weights " + weights + " > " + log + " 2>&1").c_str());
+    const std::string text = tessera::test::read_file(log);
+    ASSERT_EQ(WEXITSTATUS(rc), 0) << text;
+    char want[64];
+    std::snprintf(want, sizeof want, "test accuracy %.2f%%", 100.0 * trained);
+    EXPECT_NE(text.find(want), std::string::npos) << want << "\n" << text;
   }
 }

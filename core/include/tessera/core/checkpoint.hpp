@@ -68,9 +68,14 @@ CheckpointMeta read_checkpoint(const std::string& path, std::map<std::string, at
 std::string resolve_checkpoint_path(const std::string& dir, const std::string& spec);
 
 // `tessera export`: the model's weights from a checkpoint (written by any number of ranks) as
-// one safetensors file, named by parameter, in their saved shapes and best precision.
-// Returns the number of tensors written.
+// one safetensors file: every parameter by name in its shape as the exact fp32 master, then the
+// encoders' buffers (BatchNorm statistics) — what model.safetensors holds. Returns the number of
+// tensors written.
 size_t export_checkpoint(const std::string& checkpoint, const std::string& out);
+
+// The metadata both model-file writers (model.safetensors, `tessera export`) give the file.
+std::map<std::string, std::string> model_file_metadata(const std::string& precision, const std::string& config_toml,
+                                                       int64_t step, const std::string& source = "");
 
 // Writes the loaded tensors into the current run, whatever world size and backend wrote them:
 // the fp32 values of this rank's owned ranges go through the backend's import_master (it sets

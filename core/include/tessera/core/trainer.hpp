@@ -18,6 +18,7 @@
 #include "tessera/core/options.hpp"
 #include "tessera/core/plugin_host.hpp"
 #include "tessera/core/plugin_loader.hpp"
+#include "tessera/core/safetensors.hpp"
 #include "tessera/core/shard.hpp"
 #include "tessera/core/training_data.hpp"
 #include "tessera/core/updater.hpp"
@@ -46,6 +47,9 @@ class Experiment {
 
   TrainSummary train();
   EvalResult evaluate();
+  // Sets the parameters (through the backend's import_master) and buffers from a model file as
+  // save_model / `tessera export` write it; an Error names a missing tensor or a shape mismatch.
+  void load_weights(const std::string& path);
 
   const Config& config() const { return config_; }
   const PluginRegistry& registry() const { return registry_; }
@@ -70,7 +74,10 @@ class Experiment {
   std::string checkpoint_dir() const;
   void save_checkpoint_at(int64_t step, int64_t epoch, int64_t batch, int64_t skipped);
   CheckpointMeta resume_from(const std::string& spec);
-  void save_model(const std::string& path) const;
+  // model.safetensors: final_weights() (collective under ZeRO), written by rank 0.
+  void save_model(const std::string& path, int64_t step);
+  // Every parameter as its exact fp32 master, by name and shape, then the encoders' buffers.
+  NamedTensors final_weights();
 
   const Config& config_;
   DistEnv env_;            // rank and world size (torchrun's variables)
