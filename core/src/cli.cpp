@@ -264,6 +264,11 @@ int cmd_bench(const Parsed& p) {
   std::ofstream(o.out_dir + "/bench.json") << bench_json(o, rows);
   std::ofstream(o.out_dir + "/bench.txt") << table;
   std::cout << "written: " << o.out_dir << "/bench.json\n";
+  for (const auto& r : rows)
+    if (!r.ok) {
+      std::cerr << "error: backend '" << r.backend << "' failed (see the table above)\n";
+      return 1;
+    }
   return 0;
 }
 

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <sstream>
@@ -381,6 +382,9 @@ toml::table Section::to_table() const {
 // Config: loading and overrides
 
 Config Config::load(const std::string& path, const std::vector<std::string>& overrides) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw ConfigError(path + ": is a directory, not a TOML config file");
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     const int err = errno;
@@ -424,7 +428,12 @@ void Config::apply_override(const std::string& arg) {
   // The new value, carrying src as its source path (so errors and where() name the --set).
   toml::table value_doc;
   {
-    auto doc = parse_literal_doc(parts->raw, src);
+    std::string why;
+    auto doc = parse_literal_doc(parts->raw, src, &why);
+    const char first = parts->raw.empty() ? '\0' : parts->raw[0];
+    if (!doc && (first == '"' || first == '\'' || first == '[' || first == '{'))  // meant as TOML, but broken
+      fail("the value " + parts->raw + " is not a TOML value (" + why +
+           "): close its quotes or brackets, or leave a plain string unquoted");
     const toml::node* v = doc ? doc->get("v") : nullptr;
     if (!v || v->is_date() || v->is_time() || v->is_date_time()) doc = parse_literal_doc(toml_quote(parts->raw), src);
     if (!doc) fail("cannot represent value '" + parts->raw + "'");

@@ -2,12 +2,16 @@
 // overrides, and the exact file:line:col of every validation error; plus nearest() and the
 // schema a plugin's key array becomes (allowed values, checked defaults, 1.0 and 1.1 strides).
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdlib>
 
 #include <string>
 #include <vector>
 
 #include <tessera/plugin.hpp>
 
+#include "support.hpp"
 #include "tessera/core/config.hpp"
 #include "tessera/core/plugin_loader.hpp"
 
@@ -582,4 +586,36 @@ TEST(PluginKeys, BadKeyArraysFailTheLoadNamingPluginAndKey) {
 }
 
 }  // namespace
+}  // namespace tessera
+
+namespace tessera {
+// Inputs a user gets wrong in passing: a directory given as the config, an override whose
+// quote or bracket is never closed (it was silently taken as text), a benchmark of a backend
+// that does not exist (it reported failure but exited 0).
+TEST(Config, ADirectoryOrAnUnclosedQuoteIsNamedAndABenchOfNoSuchBackendFails) {
+  const auto dir = tessera::test::temp_dir("config", "dir");
+  try {
+    Config::load(dir.string());
+    FAIL() << "a directory loaded as a config";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()), dir.string() + ": is a directory, not a TOML config file");
+  }
+  for (const char* bad : {"experiment.name=\"abc", "experiment.plugin_path=[\"a\"", "experiment.name='x"}) {
+    try {
+      Config::parse("", "t.toml", {bad});
+      FAIL() << bad;
+    } catch (const ConfigError& e) {
+      const std::string m = e.what();
+      EXPECT_EQ(m.rfind(std::string("--set ") + bad + ": the value ", 0), 0u) << m;
+      EXPECT_NE(m.find("is not a TOML value"), std::string::npos) << m;
+    }
+  }
+  const Config plain = Config::parse("", "t.toml", {"experiment.name=a\"b"});
+  EXPECT_EQ(plain.root()["experiment"]["name"].value<std::string>().value_or(""), "a\"b");  // a quote inside: plain text
+  const std::string log = (dir / "bench.txt").string();
+  const int rc = std::system((std::string(TESSERA_CLI) + " bench " TESSERA_SOURCE_DIR "/configs/fashion_mnist.toml --backends nosuch --out " +
+                              (dir / "bench").string() + " > " + log + " 2>&1").c_str());
+  EXPECT_EQ(WEXITSTATUS(rc), 1) << tessera::test::read_file(log);
+  EXPECT_NE(tessera::test::read_file(log).find("error: backend 'nosuch' failed"), std::string::npos);
+}
 }  // namespace tessera
