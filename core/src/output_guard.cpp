@@ -1,7 +1,15 @@
 // core/src/output_guard.cpp — an output must not be written inside the directory it is read
-// from: compared as canonical paths, and file by file for hard links.
+// from (compared as canonical paths, and file by file for hard links); one run at a time per
+// output directory (a flock holding the run's pid).
 #include "tessera/core/output_guard.hpp"
 
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <system_error>
 
@@ -34,6 +42,32 @@ void refuse_output_inside(const std::string& input_dir, const std::string& outpu
   if (!fs::exists(out, ec) || !fs::is_directory(in, ec)) return;
   for (const auto& entry : fs::directory_iterator(in, ec))
     if (fs::equivalent(entry.path(), out, ec)) throw Error(refuse + " (it is " + entry.path().string() + ")");
+}
+
+OutputDirLock::OutputDirLock(const std::string& dir) {
+  const std::string path = dir + "/.tessera.lock";
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw Error("cannot open the output directory's lock " + path + ": " + std::strerror(errno));
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    char buf[32] = {0};
+    const ssize_t n = ::pread(fd_, buf, sizeof buf - 1, 0);
+    ::close(fd_);
+    fd_ = -1;
+    std::string holder;
+    for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; ++i) holder += buf[i];
+    if (err == EWOULDBLOCK)
+      throw Error("output directory " + dir + " is in use by another run (pid " + (holder.empty() ? "unknown" : holder) +
+                  ", lock " + path + "): wait for it to finish, or give this run another [experiment] output_dir");
+    throw Error("cannot lock " + path + ": " + std::strerror(err));
+  }
+  const std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size()))
+    spdlog::warn("could not write this run's pid into {}", path);
+}
+
+OutputDirLock::~OutputDirLock() {
+  if (fd_ >= 0) ::close(fd_);  // closing drops the flock
 }
 
 }  // namespace tessera

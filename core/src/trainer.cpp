@@ -14,6 +14,7 @@
 #include "tessera/core/checkpoint_schedule.hpp"
 #include "tessera/core/error.hpp"
 #include "tessera/core/metrics.hpp"
+#include "tessera/core/output_guard.hpp"
 #include "tessera/core/runtime.hpp"
 
 namespace fs = std::filesystem;
@@ -112,6 +113,10 @@ void Experiment::note_unused(const StepStats& stats, int64_t step) {
 }
 
 TrainSummary Experiment::train() {
+  struct ReleaseLock {  // the output directory is free again when training ends, however it ends
+    std::unique_ptr<OutputDirLock>& lock;
+    ~ReleaseLock() { lock.reset(); }
+  } release{output_lock_};
   try {
     return train_loop();
   } catch (const std::exception& e) {
@@ -129,6 +134,7 @@ TrainSummary Experiment::train_loop() {
   const std::string& output_dir = opt_.experiment.output_dir;
   if (main) {
     fs::create_directories(output_dir);
+    output_lock_ = std::make_unique<OutputDirLock>(output_dir);  // before anything is written there
     std::ofstream(output_dir + "/config.resolved.toml") << config_.dump();
   }
   // Resume first: it decides where the loop starts and whether metrics are appended.

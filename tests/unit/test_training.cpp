@@ -16,6 +16,7 @@
 #include "tessera/core/cli.hpp"
 #include "tessera/core/error.hpp"
 #include "tessera/core/safetensors.hpp"
+#include "tessera/core/output_guard.hpp"
 #include "tessera/core/trainer.hpp"
 #include "support.hpp"
 
@@ -370,4 +371,30 @@ TEST(EndToEnd, WarmupLongerThanTheRunWarnsAndAllStepsSkippedFails) {
   } catch (const NonFiniteError& e) {
     EXPECT_NE(std::string(e.what()).find("every one of the 4 steps of this run was skipped"), std::string::npos) << e.what();
   }
+}
+
+// Two runs never write one output directory at once: the second is refused, naming the holder.
+TEST(EndToEnd, ASecondRunIntoABusyOutputDirectoryIsRefusedWithTheHoldersPid) {
+  if (!have_data()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  fs::path out = temp_dir("busy");
+  {
+    tessera::OutputDirLock held(out.string());  // as a run in progress holds it
+    const std::string pid = tessera::test::read_file(out / ".tessera.lock");
+    Config cfg = Config::parse(small_config(out, 7, "max_steps = 2\n"), "busy.toml");
+    Experiment exp(cfg);
+    try {
+      exp.train();
+      FAIL() << "a second run wrote into a busy output directory";
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find("output directory " + out.string() + " is in use by another run (pid " + pid.substr(0, pid.size() - 1)),
+                std::string::npos) << m;
+    }
+    EXPECT_FALSE(fs::exists(out / "metrics.jsonl"));  // nothing was written
+  }
+  Config cfg = Config::parse(small_config(out, 7, "max_steps = 2\n"), "free.toml");
+  Experiment exp(cfg);
+  EXPECT_NO_THROW(exp.train());  // free again once the holder is gone
+  Experiment again(cfg);
+  EXPECT_NO_THROW(again.train());  // and after a run ends, while its Experiment still lives
 }

@@ -1,5 +1,6 @@
 // tessera/core/output_guard.hpp — refuses an output path that would overwrite the input it is
-// made from (e.g. `tessera export CKPT CKPT/rank_0.safetensors`), before anything is read.
+// made from (e.g. `tessera export CKPT CKPT/rank_0.safetensors`), before anything is read; and
+// the lock that keeps two runs from writing one output directory at once.
 #pragma once
 #include <string>
 
@@ -9,5 +10,19 @@ namespace tessera {
 // and `..`), or names the same file (a hard link, say) as one of its entries. `what` names the
 // input in the message ("the checkpoint").
 void refuse_output_inside(const std::string& input_dir, const std::string& output, const std::string& what);
+
+// An exclusive lock on <dir>/.tessera.lock (flock: the kernel drops it when the process dies,
+// so a killed run leaves no stale lock) holding this process's pid. Throws Error naming the
+// directory and the holder's pid when another run holds it. Released on destruction.
+class OutputDirLock {
+ public:
+  explicit OutputDirLock(const std::string& dir);
+  ~OutputDirLock();
+  OutputDirLock(const OutputDirLock&) = delete;
+  OutputDirLock& operator=(const OutputDirLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
 
 }  // namespace tessera

@@ -16,6 +16,7 @@
 #include "tessera/core/grad_sync.hpp"
 #include "tessera/core/metrics_window.hpp"
 #include "tessera/core/options.hpp"
+#include "tessera/core/output_guard.hpp"
 #include "tessera/core/plugin_host.hpp"
 #include "tessera/core/plugin_loader.hpp"
 #include "tessera/core/safetensors.hpp"
@@ -96,7 +97,8 @@ class Experiment {
   std::unique_ptr<TrainingData> data_;
   std::vector<std::unique_ptr<Evaluator>> evaluators_;
   bool warned_unused_ = false;
-  std::string run_id_;  // in each checkpoint's manifest: pruning removes only this run's
+  std::string run_id_;
+  std::unique_ptr<OutputDirLock> output_lock_;  // rank 0, while training: no second run writes here  // in each checkpoint's manifest: pruning removes only this run's
 };
 
 }  // namespace tessera
