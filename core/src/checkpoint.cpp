@@ -7,6 +7,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <climits>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -209,6 +210,13 @@ std::string resolve_checkpoint_path(const std::string& dir, const std::string& s
   std::string name;
   if (!f || !std::getline(f, name) || name.empty())
     throw Error("resume = \"latest\": no checkpoint in " + dir + " (no readable 'latest' file)");
+  int64_t step = 0;
+  if (!checkpoint_step_of(name, step)) {
+    std::string shown;  // quoted short and printable: the file is untrusted
+    for (char c : name.substr(0, 40)) shown += (c >= 0x20 && c < 0x7f) ? std::string(1, c) : "?";
+    throw Error(dir + "/latest names '" + shown + "', not a checkpoint (step_<digits>); point resume at a checkpoint "
+                "directory instead");
+  }
   return dir + "/" + name;
 }
 
@@ -241,6 +249,15 @@ CheckpointMeta read_checkpoint(const std::string& path, std::map<std::string, at
     meta.config_hash = m.value("config_hash", "");
     meta.config_toml = m.value("config", "");
     meta.run_id = m.value("run_id", "");
+    auto check = [&](const char* field, int64_t v, int64_t lo, int64_t hi) {
+      if (v < lo || v > hi)
+        throw Error("checkpoint manifest " + manifest + ": " + field + " = " + std::to_string(v) + " is outside [" +
+                    std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    };
+    check("step", meta.step, 0, INT64_MAX / 2);
+    check("epoch", meta.epoch, 0, INT64_MAX / 2);
+    check("batch", meta.batch, 0, INT64_MAX / 2);
+    check("skipped_steps", meta.skipped_steps, 0, meta.step);
     for (const auto& f : m.at("files")) {
       const std::string file = path + "/" + f.at("name").get<std::string>();
       if (!fs::exists(file)) throw Error("checkpoint file " + file + " is missing");

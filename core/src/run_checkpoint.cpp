@@ -58,6 +58,10 @@ CheckpointMeta Experiment::resume_from(const std::string& spec) {
   const std::string path = resolve_checkpoint_path(checkpoint_dir(), spec);
   std::map<std::string, at::Tensor> tensors;
   CheckpointMeta meta = read_checkpoint(path, tensors);
+  if (data_ && meta.batch > data_->batches_per_epoch())
+    throw Error("checkpoint " + path + ": batch " + std::to_string(meta.batch) + " lies beyond the " +
+                std::to_string(data_->batches_per_epoch()) + " batches of an epoch of this run's data ([data] " +
+                "batch_size, train_limit or the dataset changed since it was written)");
   if (meta.optimizer != opt_.optimizer.name)
     spdlog::warn("checkpoint {} was written with optimizer {}, this run uses {}", path, meta.optimizer,
                  opt_.optimizer.name);

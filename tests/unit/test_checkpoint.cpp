@@ -422,3 +422,42 @@ TEST(Checkpoint, ExportedWeightsAloneReproduceTheEvalAccuracyInAFreshProcess) {
     EXPECT_NE(text.find(want), std::string::npos) << want << "\n" << text;
   }
 }
+
+// Values read back from a checkpoint are checked before they are used: a `latest` holding a NUL
+// byte (or any name not step_<digits>), a negative step in the manifest, a batch position beyond
+// this run's epoch; each an error naming the file and the value.
+TEST(Checkpoint, LatestManifestValuesAndThePositionAreRangeChecked) {
+  if (!have_data()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  fs::path out = temp_dir("ranges");
+  {
+    Config cfg = Config::parse(config_text(out, "fp32", "[checkpoint]\nevery_steps = 5\nkeep = 0\n"), "r.toml",
+                               {"train.max_steps=5"});
+    Experiment(cfg).train();
+  }
+  const fs::path ckpt = out / "checkpoints";
+  auto resume_error = [&](const std::string& spec, const std::vector<std::string>& sets = {}) {
+    std::vector<std::string> all = sets;
+    all.push_back("checkpoint.resume=" + spec);
+    Config cfg = Config::parse(config_text(out / "again", "fp32", "[checkpoint]\ndir = \"" + ckpt.string() + "\"\n"),
+                               "r.toml", all);
+    try {
+      Experiment(cfg).train();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("NO ERROR");
+  };
+  tessera::test::write_file(ckpt / "latest", std::string("step_5\0../../etc", 16) + "\n");
+  std::string m = resume_error("latest");
+  EXPECT_NE(m.find("/latest names 'step_5?../../etc', not a checkpoint"), std::string::npos) << m;
+  tessera::test::write_file(ckpt / "latest", "step_5\n");
+  m = resume_error("latest", {"data.batch_size=320"});  // 2 batches per epoch; the checkpoint is at batch 5
+  EXPECT_NE(m.find("batch 5 lies beyond the 2 batches of an epoch"), std::string::npos) << m;
+  std::string manifest = tessera::test::read_file(ckpt / "step_5/manifest.json");
+  const auto at = manifest.find("\"step\": 5");
+  ASSERT_NE(at, std::string::npos) << manifest;
+  manifest.replace(at, 9, "\"step\": -5");
+  tessera::test::write_file(ckpt / "step_5/manifest.json", manifest);
+  m = resume_error("latest");
+  EXPECT_NE(m.find("manifest.json: step = -5 is outside [0, "), std::string::npos) << m;
+}
