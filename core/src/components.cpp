@@ -21,15 +21,6 @@ void seed_for_instance(uint64_t seed, const std::string& name) {
 
 namespace {
 
-Schema merged(const Schema& core, const Schema& plugin, const std::string& slot) {
-  Schema s = core;
-  for (const auto& k : plugin.keys) {
-    if (core.find(k.name)) throw PluginError(slot + ": plugin declares key '" + k.name + "', which the core reserves");
-    s.keys.push_back(k);
-  }
-  return s;
-}
-
 // The `plugin` key of a slot table, read before the plugin (and so the full schema) is known.
 std::string plugin_name(const Config& cfg, const toml::table& t, const Schema& core, const std::string& slot) {
   const toml::node* n = t.get("plugin");
@@ -87,7 +78,7 @@ Slot resolve_slot(const Config& config, const PluginRegistry& registry, const to
   const std::string slot = slot_label(kind, i, "");
   Slot s;
   s.lib = registry.get(plugin_name(config, table, core, slot), kind_id, slot + " at " + config.path());
-  s.section = config.resolve(table, merged(core, s.lib->schema(), slot), slot);
+  s.section = config.resolve(table, core.with_plugin_keys(s.lib->schema(), slot), slot);
   s.name = s.section.get_string("name").empty() ? s.lib->name() : s.section.get_string("name");
   s.label = slot_label(kind, i, s.name) + " (" + s.lib->name() + ")";
   return s;
@@ -127,7 +118,7 @@ Components::Components(const Config& config, const PluginRegistry& registry, uin
   const std::string slot = "[precision]";
   auto lib = registry.get(plugin_name(config, prec_table, precision_slot_schema(), slot), TSR_KIND_PRECISION,
                           slot + " at " + config.path());
-  Section sec = config.resolve(prec_table, merged(precision_slot_schema(), lib->schema(), slot), slot);
+  Section sec = config.resolve(prec_table, precision_slot_schema().with_plugin_keys(lib->schema(), slot), slot);
   precision_ = std::make_unique<PrecisionInstance>(lib, sec, slot + " (" + lib->name() + ")", states);
   precision_info_ = precision_->describe();
   check_device_computes(precision_info_.param_dtype, "parameter", device);

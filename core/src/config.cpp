@@ -263,6 +263,15 @@ const KeySpec* Schema::find(std::string_view name) const {
   return nullptr;
 }
 
+Schema Schema::with_plugin_keys(const Schema& plugin, const std::string& slot) const {
+  Schema s = *this;
+  for (const auto& k : plugin.keys) {
+    if (find(k.name)) throw PluginError(slot + ": plugin declares key '" + k.name + "', which the core reserves");
+    s.keys.push_back(k);
+  }
+  return s;
+}
+
 std::string SourcePos::str() const {
   if (line == 0) return file;
   return file + ":" + std::to_string(line) + ":" + std::to_string(column);

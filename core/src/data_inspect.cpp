@@ -148,10 +148,14 @@ void inspect_data(const InspectOptions& o, std::ostream& out) {
   const std::vector<int64_t> order =
       opt.data.shuffle ? epoch_permutation(limit, opt.experiment.seed, 0) : std::vector<int64_t>{};
   auto index_at = [&](int64_t i) { return order.empty() ? i : order[static_cast<size_t>(i)]; };
+  // Decoded once: the printed examples, the lengths of varying fields and the contact sheet.
+  std::vector<TensorMap> sample;
+  for (int64_t i = 0; i < std::min(std::max<int64_t>(64, o.examples), limit); ++i)
+    sample.push_back(ds.get(train.name, index_at(i), 0, opt.experiment.seed));
   const bool tokenizer = ds.has_tokenizer();
   for (int64_t i = 0; i < std::min(o.examples, limit); ++i) {
     const int64_t index = index_at(i);
-    TensorMap ex = ds.get(train.name, index, 0, opt.experiment.seed);
+    const TensorMap& ex = sample[static_cast<size_t>(i)];
     out << "example " << index << " of " << train.name << ":\n";
     for (const auto& f : ds.fields()) {
       const at::Tensor& t = ex.at(f.name);
@@ -173,9 +177,7 @@ void inspect_data(const InspectOptions& o, std::ostream& out) {
     }
   }
 
-  // Up to 64 examples in epoch-0 order: lengths of the varying fields, a contact sheet of images.
-  std::vector<TensorMap> sample;
-  for (int64_t i = 0; i < std::min<int64_t>(64, limit); ++i) sample.push_back(ds.get(train.name, index_at(i), 0, opt.experiment.seed));
+  if (sample.size() > 64) sample.resize(64);  // lengths and the sheet: the first 64 in epoch-0 order
   const std::vector<std::string> rate = ds.metadata_text("sample_rate");
   for (const auto& f : ds.fields()) {
     if (!f.varies() || sample.empty()) continue;

@@ -9,15 +9,8 @@ namespace tessera {
 DatasetSlot DatasetSlot::resolve(const Config& config, const PluginRegistry& registry, const DataOptions& data) {
   DatasetSlot s;
   s.lib = registry.get(data.dataset, TSR_KIND_DATASET, "[data] dataset at " + data.section.where("dataset").str());
-  Schema schema = data_schema();
-  for (const auto& k : s.lib->schema().keys) {
-    if (schema.find(k.name))
-      throw PluginError("[data]: dataset plugin " + s.lib->label() + " declares key '" + k.name +
-                        "', which the core reserves");
-    schema.keys.push_back(k);
-  }
   s.label = "[data] (" + s.lib->name() + ")";
-  s.section = config.resolve(config.table("data"), schema, "[data]");
+  s.section = config.resolve(config.table("data"), data_schema().with_plugin_keys(s.lib->schema(), s.label), "[data]");
   return s;
 }
 

@@ -39,6 +39,9 @@ struct KeySpec {
 struct Schema {
   std::vector<KeySpec> keys;
   const KeySpec* find(std::string_view name) const;
+  // A slot's schema: these (the core's) keys, then the plugin's. Throws PluginError
+  // "<slot>: plugin declares key 'k', which the core reserves" when the two share a key.
+  Schema with_plugin_keys(const Schema& plugin, const std::string& slot) const;
 };
 
 using Value = std::variant<int64_t, double, bool, std::string, std::vector<std::string>>;
