@@ -390,3 +390,13 @@ TEST(DataInspect, ShowsTheStampsImagesCaptionsAndAudioLengths) {
   EXPECT_NE(out.find("      \"A "), std::string::npos) << out;  // a decoded English caption
   EXPECT_TRUE(std::filesystem::exists(sheet));
 }
+
+TEST(DataConfig, ZeroShotEvaluationOfADatasetWithoutPromptsIsRefused) {
+  if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) GTEST_SKIP();
+  const auto out = tessera::test::temp_dir("inspect", "noprompts");
+  auto [rc, text] = cli("train " TESSERA_SOURCE_DIR "/configs/fashion_clip.toml --set data.captions=false --set experiment.output_dir=" +
+                        out.string());
+  EXPECT_EQ(rc, 1) << text;
+  EXPECT_NE(text.find("zero_shot_image"), std::string::npos) << text;
+  EXPECT_NE(text.find("[data] (fashion_mnist) has no 'zero_shot_prompts' metadata"), std::string::npos) << text;
+}
