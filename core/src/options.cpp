@@ -85,6 +85,8 @@ TrainOptions TrainOptions::from(Section s) {
 EvalOptions EvalOptions::from(Section s) {
   EvalOptions o;
   o.enabled = s.get_bool("enabled");
+  o.loss = s.get_bool("loss");
+  o.every_steps = s.get_int("every_steps");
   o.logits = s.get_string("logits");
   o.label = s.get_string("label");
   o.zero_shot_image = s.get_string("zero_shot_image");

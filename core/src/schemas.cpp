@@ -118,7 +118,12 @@ const Schema& dist_schema() {
 }
 const Schema& eval_schema() {
   static const Schema s{{
-      key("enabled", B, "true", "evaluate on the test split after every epoch"),
+      key("enabled", B, "true", "evaluate on the evaluation split ([data] eval_split)"),
+      key("every_steps", I, "0", "evaluate every N optimizer steps and at the end of the run; 0 = after every epoch", 0,
+          1e12),
+      key("loss", B, "false",
+          "evaluate the training objective: every [[loss]] term on the split (per token for token-normalised "
+          "terms) and, when all are per token, the perplexity"),
       key("logits", S, "\"logits\"", "batch tensor holding class scores (B, C); empty = no classifier accuracy"),
       key("label", S, "\"label\"", "batch tensor holding class indices (B,)"),
       key("zero_shot_image", S, "\"\"", "image embedding (B, D) for zero-shot accuracy; empty = off"),

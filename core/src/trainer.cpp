@@ -205,6 +205,23 @@ TrainSummary Experiment::train_loop() {
                                                                                  : prec.param_dtype));
   MetricsWindow window(opt_.train.log_every, comm_.get(), peak_flops);
   const CheckpointSchedule checkpoints(opt_.checkpoint.every_steps);
+  // Evaluation on rank 0: after every epoch, or every [eval] every_steps and at the end.
+  const int64_t eval_every = opt_.eval.enabled ? opt_.eval.every_steps : 0;
+  auto run_eval = [&](int64_t at_step, int64_t epoch_done, const std::string& label) {
+    const auto eval_start = std::chrono::steady_clock::now();
+    progress.finish();
+    nlohmann::json rec = {{"eval", true}, {"step", at_step}, {"epoch", epoch_done}};
+    std::string line = label + ":";
+    EvalResult ev = tessera::evaluate(evaluators_, *components_, data_->test(), device_, rec, line);
+    rec["elapsed_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    summary.eval_accuracy = ev.accuracy;
+    summary.zero_shot_accuracy = ev.zero_shot_accuracy;
+    summary.eval_loss = ev.eval_loss;
+    summary.perplexity = ev.perplexity;
+    metrics->write(rec);
+    spdlog::info("{}", line);
+    window.exclude_since(eval_start);
+  };
   int64_t step = resumed.step;
   bool done = step >= total_steps;
   for (int64_t epoch = resumed.epoch; epoch < epochs && !done; ++epoch) {
@@ -232,6 +249,7 @@ TrainSummary Experiment::train_loop() {
           progress.update(line);
         }
       }
+      if (eval_every > 0 && main && (step % eval_every == 0 || done)) run_eval(step, epoch + 1, "step " + std::to_string(step));
       const CheckpointSchedule::When when = checkpoints.after_step(step, done, s + 1 == steps_per_epoch);
       if (when == CheckpointSchedule::When::Now) save_checkpoint_at(step, epoch, (s + 1) * accum, summary.skipped_steps);
       if (when == CheckpointSchedule::When::AfterEval) save_after_eval = true;
@@ -241,20 +259,7 @@ TrainSummary Experiment::train_loop() {
       }
     }
     summary.epochs = epoch + 1;
-    if (opt_.eval.enabled && main) {
-      const auto eval_start = std::chrono::steady_clock::now();
-      progress.finish();
-      nlohmann::json rec = {{"eval", true}, {"step", step}, {"epoch", epoch + 1}};
-      std::string line = fmt::format("epoch {}:", epoch + 1);
-      EvalResult ev = tessera::evaluate(evaluators_, *components_, data_->test(), device_, rec, line);
-      rec["elapsed_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-
-      summary.eval_accuracy = ev.accuracy;
-      summary.zero_shot_accuracy = ev.zero_shot_accuracy;
-      metrics->write(rec);
-      spdlog::info("{}", line);
-      window.exclude_since(eval_start);
-    }
+    if (opt_.eval.enabled && eval_every == 0 && main) run_eval(step, epoch + 1, fmt::format("epoch {}", epoch + 1));
     if (save_after_eval) save_checkpoint_at(step, epoch + 1, 0, summary.skipped_steps);
   }
   progress.finish();

@@ -75,6 +75,8 @@ struct TrainOptions {
 struct EvalOptions {
   Section section;
   bool enabled = true;
+  bool loss = false;        // evaluate the [[loss]] terms (and perplexity)
+  int64_t every_steps = 0;  // 0 = after every epoch
   std::string logits, label, zero_shot_image, zero_shot_text;
   static EvalOptions from(Section s);
 };
