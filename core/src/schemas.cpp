@@ -131,6 +131,14 @@ const Schema& eval_schema() {
   }};
   return s;
 }
+const Schema& metrics_schema() {
+  static const Schema s{{
+      key("csv", B, "true", "also write metrics.csv (training records) and eval.csv (evaluations) beside metrics.jsonl"),
+      key("tensorboard", B, "false", "also write TensorBoard event files (scalars train/<key> and eval/<key>)"),
+      key("tensorboard_dir", S, "\"\"", "where the event files go; empty = <output_dir>/tensorboard"),
+  }};
+  return s;
+}
 const Schema& encoder_slot_schema() {
   static const Schema s{{
       key("plugin", S, std::nullopt, "name of the encoder plugin"),

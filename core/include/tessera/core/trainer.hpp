@@ -77,6 +77,7 @@ class Experiment {
   // Per [[loss]]: the units (tokens) its sum terms cover in the whole global batch (this rank's
   // micro-batches, summed over ranks), at least 1.
   std::vector<double> global_units(const StepBatches& batches) const;
+  nlohmann::json header_record(int64_t step, bool resumed, int64_t total_steps) const;
   void note_unused(const StepStats& stats, int64_t step);
   // A signal asked every rank to stop after `step`: checkpoint (when on and not `saved` at this
   // step already) and throw Interrupted.
