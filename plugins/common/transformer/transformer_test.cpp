@@ -21,6 +21,13 @@ namespace tf = tessera::transformer;
 
 namespace {
 
+// The CPU, and the first CUDA device where there is one: every check runs on each.
+std::vector<at::Device> devices() {
+  std::vector<at::Device> d{at::kCPU};
+  if (at::hasCUDA()) d.emplace_back(at::kCUDA, 0);
+  return d;
+}
+
 double max_rel_diff(const at::Tensor& a, const at::Tensor& b) {
   const at::Tensor af = a.to(at::kDouble), bf = b.to(at::kDouble);
   return ((af - bf).abs().max() / bf.abs().max().clamp_min(1e-30)).item<double>();
@@ -36,7 +43,7 @@ at::Tensor reference_attention(const at::Tensor& q, const at::Tensor& k, const a
   const int64_t t = q.size(2);
   const double inf = std::numeric_limits<double>::infinity();
   at::Tensor bias = at::zeros({q.size(0), 1, t, t}, q.options());
-  if (mask.causal) bias = bias.masked_fill(at::ones({t, t}, at::kBool).triu(1), -inf);
+  if (mask.causal) bias = bias.masked_fill(at::ones({t, t}, q.options().dtype(at::kBool)).triu(1), -inf);
   if (mask.key_padding.defined()) {
     // An all-padding row attends to every key (the library's rule for rows with nothing to see).
     const at::Tensor keys = mask.key_padding.logical_or(mask.key_padding.logical_not().all(1, true));
@@ -66,18 +73,19 @@ at::Tensor padding_mask(const std::vector<int64_t>& lengths, int64_t t) {
   return m;
 }
 
-void expect_attention_agrees(at::ScalarType dtype, double tol) {
+void expect_attention_agrees(at::ScalarType dtype, double tol, at::Device device) {
   at::manual_seed(5);
   const int64_t b = 4, h = 3, t = 9, d = 8;
   // q, k, v as the blocks make them: views of one (B, T, 3, H, d) tensor, not contiguous.
-  const at::Tensor qkv = at::randn({b, t, 3, h, d}).to(dtype).permute({2, 0, 3, 1, 4});
+  const at::Tensor qkv = at::randn({b, t, 3, h, d}).to(device, dtype).permute({2, 0, 3, 1, 4});
   const at::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
-  const at::Tensor grad = at::randn({b, h, t, d}).to(dtype);
-  const at::Tensor pad = padding_mask({9, 5, 1, 0}, t);  // the last row is all padding
+  const at::Tensor grad = at::randn({b, h, t, d}).to(device, dtype);
+  const at::Tensor pad = padding_mask({9, 5, 1, 0}, t).to(device);  // the last row is all padding
   for (const tf::AttentionMask& mask : {tf::AttentionMask{true, {}}, tf::AttentionMask{false, pad},
                                         tf::AttentionMask{true, pad}, tf::AttentionMask{false, {}}}) {
     const std::string what = std::string(mask.causal ? "causal" : "bidirectional") +
-                             (mask.key_padding.defined() ? " with padding" : "") + " " + c10::toString(dtype);
+                             (mask.key_padding.defined() ? " with padding" : "") + " " + c10::toString(dtype) + " on " +
+                             device.str();
     AttentionRun ref = run_attention(true, q, k, v, mask, grad);
     AttentionRun got = run_attention(false, q, k, v, mask, grad);
     EXPECT_EQ(got.out.scalar_type(), dtype) << what;
@@ -99,28 +107,34 @@ tf::StackConfig small_config() {
   return c;
 }
 
-// bf16 autocast on the CPU for the scope, as the core's AutocastScope sets it.
-class CpuAutocast {
+// bf16 autocast on the device for the scope, as the core's AutocastScope sets it.
+class Autocast {
  public:
-  explicit CpuAutocast(bool on) : on_(on) {
+  Autocast(at::DeviceType type, bool on) : type_(type), on_(on) {
     if (on_) set(true);
   }
-  ~CpuAutocast() {
+  ~Autocast() {
     if (!on_) return;
     set(false);
     at::autocast::clear_cache();
   }
 
  private:
-  static void set(bool enabled) {
+  void set(bool enabled) const {
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-    at::autocast::set_autocast_enabled(at::kCPU, enabled);
-    at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+    at::autocast::set_autocast_enabled(type_, enabled);
+    at::autocast::set_autocast_dtype(type_, at::kBFloat16);
 #else
-    at::autocast::set_cpu_enabled(enabled);
-    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    if (type_ == at::kCPU) {
+      at::autocast::set_cpu_enabled(enabled);
+      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    } else {
+      at::autocast::set_enabled(enabled);
+      at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    }
 #endif
   }
+  at::DeviceType type_;
   bool on_;
 };
 
@@ -131,48 +145,59 @@ struct StackRun {
 };
 
 // Builds the stack from `seed` (same weights for the same seed), runs forward and backward.
-StackRun run_stack(tf::StackConfig cfg, bool checkpoint, const at::Tensor& x0, const tf::AttentionMask& mask,
-                   at::ScalarType param_dtype = at::kFloat, bool autocast = false) {
+StackRun run_stack(tf::StackConfig cfg, bool checkpoint, const at::Tensor& x0, tf::AttentionMask mask,
+                   at::Device device = at::kCPU, at::ScalarType param_dtype = at::kFloat, bool autocast = false) {
   cfg.checkpoint = checkpoint;
   at::manual_seed(21);
   tf::Stack stack(cfg);
   tessera::sdk::Params params;
   stack.append(params);
-  if (param_dtype != at::kFloat) {
+  {
     at::NoGradGuard no_grad;
-    for (auto& [name, p] : params) p.set_data(p.to(param_dtype));
+    for (auto& [name, p] : params) p.set_data(p.to(device, param_dtype));
   }
   // The input in the parameters' dtype, as the encoders' embeddings give it.
-  at::Tensor x = x0.detach().to(param_dtype == at::kFloat ? x0.scalar_type() : param_dtype).clone().requires_grad_(true);
+  at::Tensor x = x0.detach().to(device, param_dtype == at::kFloat ? x0.scalar_type() : param_dtype).clone().requires_grad_(true);
+  if (mask.key_padding.defined()) mask.key_padding = mask.key_padding.to(device);
   at::manual_seed(99);  // the dropout masks
   at::Tensor out;
   {
-    CpuAutocast scope(autocast);
+    Autocast scope(device.type(), autocast);
     out = stack.forward(x, mask, /*training=*/true);
   }
   (out.to(at::kFloat).square().sum() * 0.5).backward();
-  StackRun r{out.detach(), x.grad(), {}, at::rand({}).item<double>()};
+  StackRun r{out.detach(), x.grad(), {}, at::rand({}, at::TensorOptions().device(device)).item<double>()};
   for (auto& [name, p] : params) r.grads[name] = p.grad();
   return r;
 }
 
+// Bit for bit on the CPU; to 1e-6 relative on CUDA, whose attention backward kernels may
+// accumulate in a different order from one run to the next.
 void expect_same_run(const StackRun& a, const StackRun& b, const std::string& what) {
-  EXPECT_TRUE(at::equal(a.out, b.out)) << what << ": output";
-  EXPECT_TRUE(at::equal(a.dx, b.dx)) << what << ": input gradient";
+  const bool exact = a.out.is_cpu();
+  auto same = [exact](const at::Tensor& x, const at::Tensor& y) {
+    return exact ? at::equal(x, y) : max_rel_diff(x, y) <= 1e-6;
+  };
+  EXPECT_TRUE(same(a.out, b.out)) << what << ": output";
+  EXPECT_TRUE(same(a.dx, b.dx)) << what << ": input gradient";
   ASSERT_EQ(a.grads.size(), b.grads.size());
   for (const auto& [name, g] : a.grads) {
     ASSERT_TRUE(g.defined() && b.grads.at(name).defined()) << what << ": " << name;
-    EXPECT_TRUE(at::equal(g, b.grads.at(name))) << what << ": " << name << " max diff "
-                                                << (g - b.grads.at(name)).abs().max().item<double>();
+    EXPECT_TRUE(same(g, b.grads.at(name))) << what << ": " << name << " max diff "
+                                           << (g - b.grads.at(name)).abs().max().item<double>();
   }
   EXPECT_EQ(a.next_random, b.next_random) << what << ": generator state after backward";
 }
 
 }  // namespace
 
-TEST(TransformerAttention, ExplicitAgreesWithSdpaInFp32) { expect_attention_agrees(at::kFloat, 1e-5); }
+TEST(TransformerAttention, ExplicitAgreesWithSdpaInFp32) {
+  for (at::Device device : devices()) expect_attention_agrees(at::kFloat, device.is_cpu() ? 1e-5 : 1e-4, device);
+}
 
-TEST(TransformerAttention, ExplicitAgreesWithSdpaInBf16Loosely) { expect_attention_agrees(at::kBFloat16, 3e-2); }
+TEST(TransformerAttention, ExplicitAgreesWithSdpaInBf16Loosely) {
+  for (at::Device device : devices()) expect_attention_agrees(at::kBFloat16, 3e-2, device);
+}
 
 TEST(TransformerAttention, PaddingKeysGetNoWeight) {
   // A padded key changes nothing for the real queries: the same rows without the padding agree.
@@ -203,30 +228,28 @@ TEST(TransformerRotary, RotatesPairsJAndJPlusHalf) {
 TEST(TransformerBlock, SixteenBitParametersAndEveryVariant) {
   at::manual_seed(8);
   const at::Tensor x = at::randn({2, 6, 32});
-  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
-    for (int variant = 0; variant < 4; ++variant) {
-      tf::StackConfig cfg = small_config();
-      cfg.norm = variant & 1 ? tf::NormKind::RmsNorm : tf::NormKind::LayerNorm;
-      cfg.mlp = variant & 1 ? tf::MlpKind::SwiGlu : tf::MlpKind::Gelu;
-      cfg.rotary = variant & 2;
-      cfg.bias = !(variant & 2);
-      cfg.dropout = 0.1;
-      cfg.d_ff = 0;
-      cfg.validate();
-      const std::string what = std::string(c10::toString(dtype)) + " variant " + std::to_string(variant);
-      StackRun r;
-      try {
-        r = run_stack(cfg, false, x.to(dtype), tf::AttentionMask{true, padding_mask({6, 3}, 6)}, dtype);
-      } catch (const c10::Error& e) {
-        // LibTorch 1.13 has no fp16 matmul on the CPU; the CUDA check covers fp16 there.
-        if (dtype == at::kHalf) GTEST_SKIP() << "fp16 on this CPU: " << e.what_without_backtrace();
-        throw;
-      }
-      EXPECT_EQ(r.out.scalar_type(), dtype) << what;
-      EXPECT_TRUE(at::isfinite(r.out).all().item<bool>()) << what;
-      for (const auto& [name, g] : r.grads) {
-        EXPECT_EQ(g.scalar_type(), dtype) << what << " " << name;
-        EXPECT_TRUE(at::isfinite(g).all().item<bool>()) << what << " " << name;
+  for (at::Device device : devices()) {
+    // fp16 only on CUDA: LibTorch 1.13 has no fp16 layer_norm or matmul on the CPU.
+    std::vector<at::ScalarType> dtypes{at::kFloat, at::kBFloat16};
+    if (device.is_cuda()) dtypes.push_back(at::kHalf);
+    for (at::ScalarType dtype : dtypes) {
+      for (int variant = 0; variant < 4; ++variant) {
+        tf::StackConfig cfg = small_config();
+        cfg.norm = variant & 1 ? tf::NormKind::RmsNorm : tf::NormKind::LayerNorm;
+        cfg.mlp = variant & 1 ? tf::MlpKind::SwiGlu : tf::MlpKind::Gelu;
+        cfg.rotary = variant & 2;
+        cfg.bias = !(variant & 2);
+        cfg.dropout = 0.1;
+        cfg.d_ff = 0;
+        cfg.validate();
+        const std::string what = std::string(c10::toString(dtype)) + " variant " + std::to_string(variant) + " on " + device.str();
+        const StackRun r = run_stack(cfg, variant & 1, x, tf::AttentionMask{true, padding_mask({6, 3}, 6)}, device, dtype);
+        EXPECT_EQ(r.out.scalar_type(), dtype) << what;
+        EXPECT_TRUE(at::isfinite(r.out).all().item<bool>()) << what;
+        for (const auto& [name, g] : r.grads) {
+          EXPECT_EQ(g.scalar_type(), dtype) << what << " " << name;
+          EXPECT_TRUE(at::isfinite(g).all().item<bool>()) << what << " " << name;
+        }
       }
     }
   }
@@ -265,40 +288,47 @@ TEST(TransformerBlock, ParameterNamesShapesAndInit) {
 TEST(TransformerCheckpoint, GradientsAndGeneratorEqualNoCheckpointingWithDropout) {
   at::manual_seed(9);
   const at::Tensor x = at::randn({3, 10, 32});
-  for (int variant = 0; variant < 2; ++variant) {
+  for (at::Device device : devices()) {
+    for (int variant = 0; variant < 2; ++variant) {
+      tf::StackConfig cfg = small_config();
+      cfg.dropout = 0.2;
+      cfg.rotary = variant == 1;
+      if (variant == 1) cfg.attention = tf::AttentionImpl::Explicit;  // else SDPA where LibTorch has it
+      const tf::AttentionMask mask =
+          variant == 0 ? tf::AttentionMask{true, {}} : tf::AttentionMask{false, padding_mask({10, 4, 7}, 10)};
+      const StackRun plain = run_stack(cfg, false, x, mask, device);
+      const StackRun ckpt = run_stack(cfg, true, x, mask, device);
+      expect_same_run(plain, ckpt, "variant " + std::to_string(variant) + " on " + device.str());
+    }
+    // The dropout really is on (other masks than none).
     tf::StackConfig cfg = small_config();
     cfg.dropout = 0.2;
-    cfg.rotary = variant == 1;
-    cfg.attention = tf::AttentionImpl::Explicit;
-    const tf::AttentionMask mask = variant == 0 ? tf::AttentionMask{true, {}} : tf::AttentionMask{false, padding_mask({10, 4, 7}, 10)};
-    StackRun plain = run_stack(cfg, false, x, mask);
-    StackRun ckpt = run_stack(cfg, true, x, mask);
-    expect_same_run(plain, ckpt, "variant " + std::to_string(variant));
+    const StackRun a = run_stack(cfg, true, x, tf::AttentionMask{true, {}}, device);
+    cfg.dropout = 0.0;
+    const StackRun b = run_stack(cfg, true, x, tf::AttentionMask{true, {}}, device);
+    EXPECT_FALSE(at::equal(a.out, b.out));
   }
-  // The dropout really is on (another seed, other masks).
-  tf::StackConfig cfg = small_config();
-  cfg.dropout = 0.2;
-  StackRun a = run_stack(cfg, true, x, tf::AttentionMask{true, {}});
-  cfg.dropout = 0.0;
-  StackRun b = run_stack(cfg, true, x, tf::AttentionMask{true, {}});
-  EXPECT_FALSE(at::equal(a.out, b.out));
 }
 
 TEST(TransformerCheckpoint, RecomputesUnderTheForwardsAutocast) {
   at::manual_seed(10);
   const at::Tensor x = at::randn({2, 8, 32});
-  tf::StackConfig cfg = small_config();
-  cfg.dropout = 0.1;
-  StackRun plain = run_stack(cfg, false, x, tf::AttentionMask{true, {}}, at::kFloat, /*autocast=*/true);
-  StackRun ckpt = run_stack(cfg, true, x, tf::AttentionMask{true, {}}, at::kFloat, /*autocast=*/true);
-  expect_same_run(plain, ckpt, "bf16 autocast");
-  // ... and the gradients are autocast's (bf16 matmuls), not fp32's.
-  StackRun fp32 = run_stack(cfg, true, x, tf::AttentionMask{true, {}}, at::kFloat, /*autocast=*/false);
-  EXPECT_FALSE(at::equal(fp32.grads.at("h.0.attn.c_attn.weight"), ckpt.grads.at("h.0.attn.c_attn.weight")));
-  // bf16 parameters under bf16 autocast, as the bf16 backends run.
-  StackRun plain16 = run_stack(cfg, false, x, tf::AttentionMask{true, {}}, at::kBFloat16, true);
-  StackRun ckpt16 = run_stack(cfg, true, x, tf::AttentionMask{true, {}}, at::kBFloat16, true);
-  expect_same_run(plain16, ckpt16, "bf16 parameters");
+  const tf::AttentionMask causal{true, {}};
+  for (at::Device device : devices()) {
+    tf::StackConfig cfg = small_config();
+    cfg.dropout = 0.1;
+    const std::string on = " on " + device.str();
+    const StackRun plain = run_stack(cfg, false, x, causal, device, at::kFloat, /*autocast=*/true);
+    const StackRun ckpt = run_stack(cfg, true, x, causal, device, at::kFloat, /*autocast=*/true);
+    expect_same_run(plain, ckpt, "bf16 autocast" + on);
+    // ... and the gradients are autocast's (bf16 matmuls), not fp32's.
+    const StackRun fp32 = run_stack(cfg, true, x, causal, device, at::kFloat, /*autocast=*/false);
+    EXPECT_FALSE(at::equal(fp32.grads.at("h.0.attn.c_attn.weight"), ckpt.grads.at("h.0.attn.c_attn.weight"))) << on;
+    // bf16 parameters under bf16 autocast, as the bf16 backends run.
+    const StackRun plain16 = run_stack(cfg, false, x, causal, device, at::kBFloat16, true);
+    const StackRun ckpt16 = run_stack(cfg, true, x, causal, device, at::kBFloat16, true);
+    expect_same_run(plain16, ckpt16, "bf16 parameters" + on);
+  }
 }
 
 TEST(TransformerCheckpoint, ParametersGradientsPassTheirAccumulateGradHooks) {
