@@ -88,6 +88,7 @@ std::vector<BenchRow> run_bench(const BenchOptions& opt) {
       }
       if (r.contains("eval")) {
         if (r.contains("eval_accuracy")) row.eval_accuracy = r["eval_accuracy"];
+        if (r.contains("eval_loss") && !r.contains("eval_accuracy")) row.eval_loss = r["eval_loss"];
         prev_elapsed = r["elapsed_s"];  // evaluation time is not step time
         continue;
       }
@@ -114,7 +115,7 @@ std::string bench_table(const std::vector<BenchRow>& rows) {
   std::ostringstream o;
   o << std::left << std::setw(16) << "backend" << std::right << std::setw(10) << "step ms" << std::setw(11)
     << "samples/s" << std::setw(12) << "bytes/param" << std::setw(14) << "peak RSS MiB" << std::setw(12)
-    << "final loss" << std::setw(11) << "eval acc" << "\n";
+    << "final loss" << std::setw(11) << "eval acc" << std::setw(11) << "eval loss" << "\n";
   o << std::fixed;
   for (const auto& r : rows) {
     o << std::left << std::setw(16) << r.backend << std::right;
@@ -125,7 +126,8 @@ std::string bench_table(const std::vector<BenchRow>& rows) {
     o << std::setw(10) << std::setprecision(1) << r.step_ms << std::setw(11) << std::setprecision(0) << r.samples_per_s
       << std::setw(12) << std::setprecision(2) << r.bytes_per_param << std::setw(14) << std::setprecision(0)
       << r.peak_rss_mib << std::setw(12) << std::setprecision(4) << r.final_loss << std::setw(10)
-      << std::setprecision(2) << (r.eval_accuracy >= 0 ? 100 * r.eval_accuracy : NAN) << "%\n";
+      << std::setprecision(2) << (r.eval_accuracy >= 0 ? 100 * r.eval_accuracy : NAN) << "%" << std::setw(11)
+      << std::setprecision(4) << (r.eval_loss >= 0 ? r.eval_loss : NAN) << "\n";
   }
   return o.str();
 }
@@ -143,6 +145,7 @@ std::string bench_json(const BenchOptions& opt, const std::vector<BenchRow>& row
       x["peak_rss_mib"] = r.peak_rss_mib;
       x["final_loss"] = r.final_loss;
       x["eval_accuracy"] = r.eval_accuracy;
+      x["eval_loss"] = r.eval_loss;
       x["train_seconds"] = r.train_seconds;
     } else {
       x["error"] = r.error;

@@ -1,6 +1,6 @@
 // plugins/encoders/gpt/gpt.cpp — encoder plugin "gpt": a GPT-2 / nanoGPT language model (token and
 // position embeddings, causal pre-norm blocks, final norm, tied or separate lm head) over input_ids.
-// The model is exactly /work/briefs/gpt_spec.md: keys, parameter names and order, init, forward.
+// tools/bench_lm.py builds the same model in plain PyTorch (parameter names, init, forward).
 #include <tessera/plugin.hpp>
 
 #include "transformer.hpp"
@@ -28,7 +28,11 @@ class Gpt : public sdk::Encoder {
         wpe_(cfg_.rotary ? at::Tensor() : tf::normal_param({max_seq_len_, cfg_.d_model}, cfg_.init_std)),
         h_(cfg_), ln_f_(cfg_.d_model, cfg_.norm, cfg_.norm_eps, cfg_.bias),
         lm_head_(host.get_bool("tie_embeddings") ? at::Tensor()
-                                                 : tf::normal_param({wte_.size(0), cfg_.d_model}, cfg_.init_std)) {}
+                                                 : tf::normal_param({wte_.size(0), cfg_.d_model}, cfg_.init_std)) {
+    for (const auto& [name, p] : parameters())
+      if (name != "wpe.weight" && !(name == "wte.weight" && lm_head_.defined()))  // lookups are no matmuls
+        matmul_params_ += static_cast<double>(p.numel());
+  }
 
   sdk::Params parameters() override {
     sdk::Params p{{"wte.weight", wte_}};
@@ -39,6 +43,15 @@ class Gpt : public sdk::Encoder {
     return p;
   }
   void train(bool training) override { training_ = training; }
+
+  // Model FLOPs of forward + backward (PaLM's count): 6 per parameter per token (2 forward, 4
+  // backward; the tied head is the embedding's matmul), and attention's q k^T and p v,
+  // 12 x n_layers x d_model x T per token. Activation recomputation is not counted.
+  double flops(const sdk::TensorSet& batch) override {
+    const at::Tensor ids = batch.get(input_);  // (B, T)
+    const double tokens = static_cast<double>(ids.numel()), t = static_cast<double>(ids.size(1));
+    return tokens * (6.0 * matmul_params_ + 12.0 * static_cast<double>(cfg_.n_layers * cfg_.d_model) * t);
+  }
 
   void forward(sdk::TensorSet& batch) override {
     const at::Tensor ids = batch.get(input_);  // (B, T) int64
@@ -59,6 +72,7 @@ class Gpt : public sdk::Encoder {
   std::string input_, output_;
   int64_t max_seq_len_;
   bool training_ = true;
+  double matmul_params_ = 0;  // parameters but the position embedding
   tf::StackConfig cfg_;
   at::Tensor wte_;      // (V, d)
   at::Tensor wpe_;      // (max_seq_len, d); undefined for rotary positions

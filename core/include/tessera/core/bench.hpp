@@ -16,6 +16,7 @@ struct BenchRow {
   double peak_rss_mib = 0;      // the run's peak resident memory (getrusage of the child)
   double final_loss = 0;
   double eval_accuracy = -1;
+  double eval_loss = -1;  // [eval] loss: the objective on the evaluation split (per token)
   double train_seconds = 0;
 };
 
