@@ -182,6 +182,47 @@ TEST(BackwardDispatcher, DivisorFourSeedsOneQuarter) {
   EXPECT_DOUBLE_EQ(values[0].value, l.item<double>());
 }
 
+// A sum term (TSR_NORMALIZE_UNITS) is divided by its loss's units of the global batch, not by the
+// micro-batch divisor; a mean term beside it keeps the divisor; the reported value is the sum's
+// share of the per-unit mean.
+TEST(BackwardDispatcher, ASumTermIsDividedByItsLossesUnits) {
+  const Net net = make_net(21), ref = net.clone();
+  const at::Tensor x = input(22);
+  BackwardOptions opt;
+  opt.divisor = 2.0;
+  opt.loss_scale = 8.0;
+  opt.units = {1.0, 40.0};  // loss 0: the mean term; loss 1: the sum term, 40 units
+
+  const at::Tensor out = net.forward(x);
+  Term mean{"mean", "p0", loss1(out), {}, 1.0};
+  Term sum{"sum", "p1", loss2(out), {}, 0.5};
+  sum.per_unit = true;
+  sum.loss = 1;
+  const auto values = BackwardDispatcher().backward({mean, sum}, opt);
+  const at::Tensor r = ref.forward(x), r1 = loss1(r), r2 = loss2(r);
+  torch::autograd::backward({r1, r2}, {at::full_like(r1, 8.0 / 2.0), at::full_like(r2, 0.5 * 8.0 / 40.0)});
+  expect_grads_equal(net, ref);
+  EXPECT_DOUBLE_EQ(values[0].value, r1.item<double>());
+  EXPECT_NEAR(values[1].value, 0.5 * r2.item<double>() / 40.0, 1e-12);
+  EXPECT_TRUE(values[1].per_unit);
+
+  // Outside a training step (no units counted) or non-scalar, a sum term is refused by name.
+  const at::Tensor o2 = net.clone().forward(x);
+  Term lone{"sum", "p1", loss2(o2), {}, 1.0};
+  lone.per_unit = true;
+  lone.loss = 1;
+  EXPECT_THROW(
+      {
+        try {
+          BackwardDispatcher().backward({lone}, BackwardOptions{});
+        } catch (const tessera::Error& e) {
+          EXPECT_NE(std::string(e.what()).find("term 'sum' from p1: a sum over units"), std::string::npos) << e.what();
+          throw;
+        }
+      },
+      tessera::Error);
+}
+
 TEST(BackwardDispatcher, LossScaleAndDivisorFoldIntoTheSeed) {
   const Net net = make_net(13), ref = net.clone();
   const at::Tensor x = input(14);
