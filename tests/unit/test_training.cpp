@@ -310,7 +310,7 @@ TEST(Cli, CheckValidatesPluginKeysToo) {
 }
 
 TEST(Cli, CheckAcceptsTheShippedConfigs) {
-  for (const char* c : {"fashion_mnist.toml", "fashion_clip.toml"}) {
+  for (const char* c : {"fashion_mnist.toml", "fashion_clip.toml", "fashion_clip_vit.toml"}) {
     CliResult r = cli({"check", std::string(TESSERA_SOURCE_DIR) + "/configs/" + c,
                        "--set", std::string("experiment.plugin_path=[\"") + TESSERA_PLUGIN_DIR + "\"]"});
     EXPECT_EQ(r.code, 0) << c << ": " << r.err;

@@ -39,7 +39,9 @@ double max_rel_diff(const at::Tensor& a, const at::Tensor& b) {
 // bool mask as the plugins' Sdpa path passes them.
 at::Tensor reference_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                const tf::AttentionMask& mask) {
-  if (tf::kHaveSdpa) return tf::attention(q, k, v, mask, 0.0, tf::AttentionImpl::Sdpa);
+#if TORCH_VERSION_MAJOR >= 2
+  return tf::attention(q, k, v, mask, 0.0, tf::AttentionImpl::Sdpa);
+#else
   const int64_t t = q.size(2);
   const double inf = std::numeric_limits<double>::infinity();
   at::Tensor bias = at::zeros({q.size(0), 1, t, t}, q.options());
@@ -50,6 +52,7 @@ at::Tensor reference_attention(const at::Tensor& q, const at::Tensor& k, const a
     bias = bias.masked_fill(keys.logical_not().view({q.size(0), 1, 1, t}), -inf);
   }
   return std::get<0>(at::_scaled_dot_product_attention(q, k, v, bias, 0.0, false, false));
+#endif
 }
 
 struct AttentionRun {
