@@ -3,7 +3,7 @@
 # KJV token shards: peak RSS of `tessera train` (/usr/bin/time -v) and the step time, per sequence length.
 # usage: tools/bench_checkpointing.sh [STEPS] [SEQ_LENS]   (defaults: 12 steps, "128 512")
 #   D_MODEL=256 N_LAYERS=4 N_HEADS=4 BATCH=8 THREADS=2; data: tools/prepare_kjv.sh; build first.
-# The loss is the test plugin token_cross_entropy (build/tests/plugins). Prints a table and writes
+# The loss is cross_entropy per token. Prints a table and writes
 # it to runs/bench_checkpointing/bench_checkpointing.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +31,10 @@ n_heads = $n_heads
 dropout = 0.1
 
 [[loss]]
-plugin = "token_cross_entropy"
+plugin = "cross_entropy"
+logits = "logits"
+target = "labels"
+normalize = "tokens"
 
 [optimizer]
 lr = 0.001

@@ -173,7 +173,7 @@ RunResult train_gpt(const fs::path& out, const std::string& tokens, bool checkpo
       "vocab_size = 64\nbatch_size = 8\neval_split = \"train\"\n"
       "[[encoder]]\nplugin = \"gpt\"\nvocab_size = 64\nmax_seq_len = 16\nd_model = 32\nn_layers = 3\nn_heads = 4\n"
       "dropout = 0.1\ncheckpoint_activations = " + (checkpoint ? "true" : "false") + "\n"
-      "[[loss]]\nplugin = \"token_cross_entropy\"\n"
+      "[[loss]]\nplugin = \"cross_entropy\"\nlogits = \"logits\"\ntarget = \"labels\"\nnormalize = \"tokens\"\n"
       "[precision]\nplugin = \"" + precision + "\"\n"
       "[optimizer]\nlr = 0.01\n[train]\nmax_steps = 12\ngrad_accum = 2\nlog_every = 1\nclip_grad_norm = 1.0\n"
       "[eval]\nenabled = false\n";
