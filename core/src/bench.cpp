@@ -125,9 +125,13 @@ std::string bench_table(const std::vector<BenchRow>& rows) {
     }
     o << std::setw(10) << std::setprecision(1) << r.step_ms << std::setw(11) << std::setprecision(0) << r.samples_per_s
       << std::setw(12) << std::setprecision(2) << r.bytes_per_param << std::setw(14) << std::setprecision(0)
-      << r.peak_rss_mib << std::setw(12) << std::setprecision(4) << r.final_loss << std::setw(10)
-      << std::setprecision(2) << (r.eval_accuracy >= 0 ? 100 * r.eval_accuracy : NAN) << "%" << std::setw(11)
-      << std::setprecision(4) << (r.eval_loss >= 0 ? r.eval_loss : NAN) << "\n";
+      << r.peak_rss_mib << std::setw(12) << std::setprecision(4) << r.final_loss;
+    // A figure the run does not have (no classifier, no [eval] loss) is a dash.
+    std::ostringstream acc, loss;
+    acc << std::fixed << std::setprecision(2) << 100 * r.eval_accuracy << "%";
+    loss << std::fixed << std::setprecision(4) << r.eval_loss;
+    o << std::setw(11) << (r.eval_accuracy >= 0 ? acc.str() : "-") << std::setw(11) << (r.eval_loss >= 0 ? loss.str() : "-")
+      << "\n";
   }
   return o.str();
 }
