@@ -36,7 +36,6 @@ Prepared prepare(const std::vector<Term>& terms, const BackwardOptions& opt) {
   std::set<std::string> names;
   Prepared p;
   std::vector<at::Tensor> means;
-  const double factor = opt.loss_scale / opt.divisor;
   for (const auto& t : terms) {
     if (!names.insert(t.name).second)
       throw Error("backward at step " + std::to_string(opt.step) + ": two terms are named '" + t.name +
@@ -45,6 +44,12 @@ Prepared prepare(const std::vector<Term>& terms, const BackwardOptions& opt) {
     if (!t.value.requires_grad())
       throw Error(term_label(t) + ": element 0 of tensors does not require grad and does not have a grad_fn");
     if (!std::isfinite(t.weight)) throw Error(term_label(t) + ": weight is not finite");
+    if (t.per_unit && t.loss >= opt.units.size())
+      throw Error(term_label(t) + ": a sum over units (tokens) outside a training step, which counts them");
+    if (t.per_unit && t.value.numel() != 1)
+      throw Error(term_label(t) + ": a sum over units (tokens) must be a scalar (shape " + shape_str(t.value.sizes()) + ")");
+    const double divisor = t.per_unit ? opt.units[t.loss] : opt.divisor;
+    const double factor = opt.loss_scale / divisor;
     at::Tensor seed;
     if (t.grad.defined()) {
       if (!t.grad.sizes().equals(t.value.sizes()))
@@ -63,11 +68,12 @@ Prepared prepare(const std::vector<Term>& terms, const BackwardOptions& opt) {
                     shape_str(t.value.sizes()) + "); emit the term with an explicit gradient");
       seed = at::full_like(t.value, t.weight * factor, at::MemoryFormat::Contiguous);
     }
-    means.push_back(t.value.detach().to(at::kDouble).mean());
+    means.push_back(t.value.detach().to(at::kDouble).mean() / (t.per_unit ? divisor : 1.0));
     p.values.names.push_back(t.name);
     p.values.labels.push_back(term_label(t));
     p.values.weights.push_back(t.weight);
     p.values.logged.push_back(t.logged);
+    p.values.per_unit.push_back(t.per_unit);
     p.outputs.push_back(t.value);
     p.seeds.push_back(std::move(seed));
   }
@@ -113,7 +119,7 @@ std::vector<std::vector<TermValue>> read_term_values(const std::vector<PendingTe
         const double bad = std::isfinite(reported) ? *v : reported;
         *nonfinite = p.labels[i] + " is " + (std::isnan(bad) ? "NaN" : "infinite") + " at step " + std::to_string(step);
       }
-      out.back().push_back({p.names[i], reported * p.weights[i]});
+      out.back().push_back({p.names[i], reported * p.weights[i], p.per_unit[i]});
     }
   }
   return out;

@@ -35,6 +35,7 @@ commands:
   launch --nproc N [--master-port P] -- ARGS... run N local ranks of `tessera ARGS` (data parallel)
   export CHECKPOINT OUT.safetensors           the weights of a checkpoint (any world size) as one file
   eval CONFIG --weights FILE [--set k=v]...   evaluate a model file (model.safetensors, an export)
+  init CONFIG --out FILE [--set k=v]...       write the model's initial weights (step 0) as a model file
   bench CONFIG [--backends a,b,..] [--out DIR] [--set k=v]...
                                               train CONFIG once per precision backend, compare
   data inspect CONFIG [--set k=v]...          what CONFIG's dataset holds and how fast it loads
@@ -119,6 +120,14 @@ const char* kEvalHelp = R"(usage: tessera eval CONFIG --weights FILE [--set sect
 Builds the experiment CONFIG describes, loads the parameters and buffers of FILE (a
 model.safetensors or a `tessera export`, any precision backend) and runs the evaluators of
 [eval] on the evaluation split, in a process of its own: what the trained run reported.
+)";
+
+const char* kInitHelp = R"(usage: tessera init CONFIG --out FILE.safetensors [--set section.key=value]...
+
+Builds the experiment CONFIG describes (its seed, its plugins' initialisation), without its
+data, and writes the initial parameters and buffers as a model file in the same form as the
+model.safetensors a run ends with (fp32, named <encoder>.<parameter>): the starting point of
+a run, for a reference implementation to load.
 )";
 
 struct Parsed {
@@ -359,6 +368,15 @@ int run_cli(const std::vector<std::string>& args) {
       if (r.accuracy >= 0) std::cout << " test accuracy " << 100.0 * r.accuracy << "%, test loss " << std::setprecision(4) << r.loss;
       if (r.zero_shot_accuracy >= 0) std::cout << std::setprecision(2) << "; zero-shot accuracy " << 100.0 * r.zero_shot_accuracy << "%";
       std::cout << "\n";
+      return 0;
+    }
+    if (cmd == "init") {
+      if (p.help) return std::cout << kInitHelp, 0;
+      if (p.positional.size() != 1 || p.out.empty()) throw std::invalid_argument("init needs CONFIG and --out FILE");
+      Config cfg = Config::load(p.positional[0], p.sets);
+      setup_process(cfg);
+      Experiment exp(cfg);  // with its flat buffers: the weights as training would start from them
+      exp.save_model(p.out, 0);
       return 0;
     }
     if (cmd == "data") {

@@ -2,6 +2,7 @@
 // and runs them: encoders' forward, the losses' terms (optionally over all-gathered rows).
 #include "tessera/core/components.hpp"
 
+#include <algorithm>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <sstream>
@@ -112,6 +113,7 @@ Components::Components(const Config& config, const PluginRegistry& registry, uin
     for (auto& [pname, tensor] : inst->parameters()) params.add(s.name + "." + pname, tensor);
     loss_weights_.push_back(s.section.get_float("weight"));
     loss_inputs_.emplace_back();
+    counts_units_.push_back(inst->has_count_units());
     losses_.push_back(std::move(inst));
   }
   const toml::table& prec_table = config.table("precision");
@@ -164,9 +166,37 @@ std::vector<Term> Components::terms(const TensorMap& batch) const {
     const size_t first = terms.size();
     if (loss_inputs_[i]) losses_[i]->compute(loss_inputs_[i](batch), terms);
     else losses_[i]->compute(batch, terms);
-    for (size_t t = first; t < terms.size(); ++t) terms[t].weight *= loss_weights_[i];
+    for (size_t t = first; t < terms.size(); ++t) {
+      Term& term = terms[t];
+      term.weight *= loss_weights_[i];
+      term.loss = i;
+      if (term.per_unit && loss_inputs_[i])
+        throw Error("term '" + term.name + "' from " + losses_[i]->label() +
+                    " is a sum over units (tokens), which [[loss]] gather cannot normalise: drop gather for this loss");
+      if (term.per_unit && !counts_units_[i])
+        throw Error("term '" + term.name + "' from " + losses_[i]->label() +
+                    " is a sum over units (tokens), but the loss does not count units (count_units, ABI 1.3)");
+    }
   }
   return terms;
+}
+
+std::vector<int64_t> Components::count_units(const TensorMap& batch) const {
+  std::vector<int64_t> units(losses_.size(), -1);
+  for (size_t i = 0; i < losses_.size(); ++i)
+    if (counts_units_[i]) units[i] = *losses_[i]->count_units(batch);
+  return units;
+}
+
+bool Components::counts_units() const {
+  return std::find(counts_units_.begin(), counts_units_.end(), true) != counts_units_.end();
+}
+
+double Components::flops(const TensorMap& batch) const {
+  double total = 0;
+  for (const auto& e : encoders_)
+    if (const auto f = e->flops(batch)) total += *f;
+  return total;
 }
 
 void Components::set_training(bool training) const {

@@ -8,11 +8,14 @@
 
 namespace tessera {
 
-MetricsWindow::MetricsWindow(int64_t log_every, Comm* comm) : log_every_(log_every), comm_(comm) {}
+MetricsWindow::MetricsWindow(int64_t log_every, Comm* comm, double peak_flops)
+    : log_every_(log_every), comm_(comm), peak_flops_(peak_flops) {}
 
 void MetricsWindow::add(StepOutcome out) {
   samples_ += out.samples;
   wait_ms_ += out.data_wait_ms;
+  tokens_ += static_cast<double>(out.tokens);
+  flops_ += out.flops;
   ++window_steps_;
   lr_ = out.lr;
   last_applied_ = !out.skipped;
@@ -51,15 +54,23 @@ nlohmann::json MetricsWindow::flush(int64_t step, int64_t epoch, int64_t skipped
                         {"data_wait_ms", wait_ms_ / static_cast<double>(std::max<int64_t>(window_steps_, 1))},
                         {"elapsed_s", std::chrono::duration<double>(now - start_).count()}};
   for (const auto& [name, v] : terms_) rec["loss/" + name] = v / steps_;
+  // Wall-clock per optimizer step (data wait included), tokens/s of the global batch, and the
+  // model FLOPs utilisation of this rank's device.
+  rec["step_ms"] = 1000.0 * secs / static_cast<double>(std::max<int64_t>(window_steps_, 1));
+  if (tokens_ > 0) rec["tokens_per_s"] = tokens_ / std::max(secs, 1e-9);
+  if (flops_ > 0 && peak_flops_ > 0) rec["mfu"] = flops_ / std::max(secs, 1e-9) / peak_flops_;
   rec["skipped_steps"] = skipped;
   rec["loss_scale"] = loss_scale_;
   last_loss_ = loss_ / steps_;
-  if (progress)
+  if (progress) {
     *progress = fmt::format("epoch {}/{}  step {}/{}  loss {:.4f}  lr {:.2e}  {:.0f} samples/s", epoch + 1, epochs, step,
                             total_steps, last_loss_, lr_, samples_per_s);
+    if (tokens_ > 0) *progress += fmt::format("  {:.0f} tokens/s", tokens_ / std::max(secs, 1e-9));
+    if (rec.contains("mfu")) *progress += fmt::format("  MFU {:.1f}%", 100.0 * rec["mfu"].get<double>());
+  }
   window_start_ = now;
   samples_ = steps_ = window_steps_ = 0;
-  loss_ = wait_ms_ = 0;
+  loss_ = wait_ms_ = tokens_ = flops_ = 0;
   terms_.clear();
   return rec;
 }

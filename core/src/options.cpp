@@ -75,6 +75,7 @@ TrainOptions TrainOptions::from(Section s) {
   o.grad_accum = s.get_int("grad_accum");
   o.log_every = s.get_int("log_every");
   o.clip_grad_norm = s.get_float("clip_grad_norm");
+  o.peak_tflops = s.get_float("peak_tflops");
   o.save_model = s.get_bool("save_model");
   o.skip_nonfinite = s.get_string("nonfinite") == "skip";
   o.section = std::move(s);

@@ -5,6 +5,7 @@
 #include <ATen/DLConvertor.h>
 
 #include <atomic>
+#include <cmath>
 #include <mutex>
 #include <type_traits>
 
@@ -188,7 +189,8 @@ class HostContext {
     return TSR_OK;
   }
   static tsr_status emit_term(tsr_term_sink* sink, const tsr_term* term) {
-    if (!sink || !term || term->struct_size < sizeof(tsr_term) || !term->name || !term->tensor) {
+    // A 1.2 plugin's term ends before `normalize` (then a mean term).
+    if (!sink || !term || term->struct_size < offsetof(tsr_term, normalize) || !term->name || !term->tensor) {
       t_last_error = "emit_term: term is NULL, too small, or lacks a name or tensor";
       return TSR_ERR_INVALID_ARGUMENT;
     }
@@ -199,6 +201,14 @@ class HostContext {
     if (term->grad) t.grad = term->grad->t;
     t.weight = term->weight;
     if (term->has_value) t.logged = term->value;
+    if (term->struct_size >= offsetof(tsr_term, normalize) + sizeof(term->normalize)) {
+      if (term->normalize != TSR_NORMALIZE_MEAN && term->normalize != TSR_NORMALIZE_UNITS) {
+        t_last_error = "emit_term: term '" + std::string(term->name) + "' has normalize = " +
+                       std::to_string(term->normalize) + " (TSR_NORMALIZE_MEAN 0 or TSR_NORMALIZE_UNITS 1)";
+        return TSR_ERR_INVALID_ARGUMENT;
+      }
+      t.per_unit = term->normalize == TSR_NORMALIZE_UNITS;
+    }
     std::lock_guard<std::mutex> lock(sink->mu);
     sink->terms->push_back(std::move(t));
     return TSR_OK;
@@ -322,12 +332,16 @@ tsr_status collect_param(void* user, const char* name, tsr_tensor* t) {
 
 namespace {
 constexpr size_t kEncoderRequired = offsetof(tsr_encoder_vtable, buffers);
+// Whether a vtable the plugin wrote (struct_size bytes) holds a non-NULL `field`: an older
+// table ends before the later fields, and a NULL pointer means "not provided".
+#define TSR_VT_HAS(vt, field) \
+  ((vt)->struct_size >= offsetof(std::decay_t<decltype(*(vt))>, field) + sizeof((vt)->field) && (vt)->field)
 }
 
 std::vector<std::pair<std::string, at::Tensor>> EncoderInstance::buffers() const {
   auto* vt = static_cast<const tsr_encoder_vtable*>(vtable(kEncoderRequired));
   NamedParams out;
-  if (vt->struct_size >= sizeof(tsr_encoder_vtable) && vt->buffers) check(vt->buffers(raw(), &collect_param, &out), "buffers");
+  if (TSR_VT_HAS(vt, buffers)) check(vt->buffers(raw(), &collect_param, &out), "buffers");
   return out;
 }
 
@@ -341,7 +355,7 @@ std::vector<std::pair<std::string, at::Tensor>> EncoderInstance::parameters() co
 std::vector<std::pair<std::string, at::Tensor>> LossInstance::parameters() const {
   auto* vt = static_cast<const tsr_loss_vtable*>(vtable(offsetof(tsr_loss_vtable, parameters)));
   NamedParams out;
-  if (vt->struct_size >= sizeof(tsr_loss_vtable) && vt->parameters)
+  if (TSR_VT_HAS(vt, parameters))
     check(vt->parameters(raw(), &collect_param, &out), "parameters");
   return out;
 }
@@ -357,6 +371,31 @@ void EncoderInstance::forward(TensorMap& batch) const {
   check(vt->forward(raw(), &set), "forward");
 }
 
+std::optional<double> EncoderInstance::flops(const TensorMap& batch) const {
+  auto* vt = static_cast<const tsr_encoder_vtable*>(vtable(kEncoderRequired));
+  if (!TSR_VT_HAS(vt, flops)) return std::nullopt;
+  tsr_tensor_set set(const_cast<TensorMap*>(&batch), true);
+  double f = 0;
+  check(vt->flops(raw(), &set, &f), "flops");
+  if (!std::isfinite(f) || f < 0) throw Error(label() + ": flops returned " + std::to_string(f) + ", not a count");
+  return f;
+}
+
+bool LossInstance::has_count_units() const {
+  auto* vt = static_cast<const tsr_loss_vtable*>(vtable(offsetof(tsr_loss_vtable, parameters)));
+  return TSR_VT_HAS(vt, count_units);
+}
+
+std::optional<int64_t> LossInstance::count_units(const TensorMap& batch) const {
+  auto* vt = static_cast<const tsr_loss_vtable*>(vtable(offsetof(tsr_loss_vtable, parameters)));
+  if (!TSR_VT_HAS(vt, count_units)) return std::nullopt;
+  tsr_tensor_set set(const_cast<TensorMap*>(&batch), true);
+  int64_t units = -1;
+  check(vt->count_units(raw(), &set, &units), "count_units");
+  if (units < 0) throw Error(label() + ": count_units returned " + std::to_string(units) + " units");
+  return units;
+}
+
 void LossInstance::compute(const TensorMap& batch, std::vector<Term>& terms) const {
   auto* vt = static_cast<const tsr_loss_vtable*>(vtable(offsetof(tsr_loss_vtable, parameters)));
   tsr_tensor_set set(const_cast<TensorMap*>(&batch), true);
@@ -366,10 +405,6 @@ void LossInstance::compute(const TensorMap& batch, std::vector<Term>& terms) con
 
 namespace {
 constexpr size_t kPrecisionRequired = offsetof(tsr_precision_vtable, loss_scale);
-// Whether a vtable the plugin wrote (struct_size bytes) holds a non-NULL `field`: a 1.0 table
-// ends before the 1.1 fields, and a NULL pointer means "not provided".
-#define TSR_VT_HAS(vt, field) \
-  ((vt)->struct_size >= offsetof(std::decay_t<decltype(*(vt))>, field) + sizeof((vt)->field) && (vt)->field)
 }  // namespace
 
 tsr_precision_info PrecisionInstance::describe() const {

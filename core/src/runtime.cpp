@@ -12,7 +12,14 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <string>
 #include <thread>
+
+// The GPU's name for the peak-FLOPs table: only a build against LibTorch with CUDA has it.
+#if defined(TESSERA_HAVE_CUDA) && __has_include(<ATen/cuda/CUDAContext.h>) && __has_include(<cuda_runtime_api.h>)
+#include <ATen/cuda/CUDAContext.h>
+#define TESSERA_DEVICE_NAMES 1
+#endif
 
 namespace tessera {
 
@@ -73,6 +80,24 @@ at::Device training_device(const ExperimentOptions& experiment, const DistEnv& e
                       ": device = \"cuda\" but this build of LibTorch sees no CUDA device");
   const int gpus = std::max(1, static_cast<int>(c10::impl::getDeviceGuardImpl(at::kCUDA)->deviceCount()));
   return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank % gpus));
+}
+
+double device_peak_flops(at::Device device, at::ScalarType dtype) {
+  if (!device.is_cuda()) return 0;
+  std::string name;
+#ifdef TESSERA_DEVICE_NAMES
+  name = at::cuda::getDeviceProperties(device.index())->name;
+#endif
+  const bool half = dtype == at::kBFloat16 || dtype == at::kHalf;
+  struct Peak {
+    const char* name;  // a substring of the device's name
+    double half, fp32;  // dense TFLOP/s, SXM parts (vendors' data sheets)
+  };
+  static const Peak kTable[] = {{"H200", 989.4, 66.9}, {"H100", 989.4, 66.9}, {"A100", 312.0, 19.5},
+                                {"L40S", 362.1, 91.6}, {"V100", 125.0, 15.7}};
+  for (const Peak& p : kTable)
+    if (name.find(p.name) != std::string::npos) return 1e12 * (half ? p.half : p.fp32);
+  return 0;
 }
 
 }  // namespace tessera

@@ -89,6 +89,9 @@ const Schema& train_schema() {
       key("save_model", B, "true", "write model.safetensors at the end"),
       key("nonfinite", S, "\"error\"", "a NaN/Inf loss term: stop with an error, or skip the step and count it", 1, 0,
           {"error", "skip"}),
+      key("peak_tflops", F, "0.0",
+          "the device's peak dense TFLOP/s in the compute dtype, for the MFU metric; 0 = from Tessera's table of "
+          "GPUs (none for CPUs: no MFU is logged)", 0, 1e9),
   }};
   return s;
 }

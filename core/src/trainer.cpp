@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -53,6 +54,15 @@ StepOutcome Experiment::train_step(int64_t step, int64_t total_steps, StepBatche
   bo.loss_scale = out.loss_scale;
   bo.divisor = sync_->seed_divisor(opt_.train.grad_accum);
   bo.step = step;
+  // 0. Sequence losses are normalised by tokens, not by micro-batches: each loss that counts
+  //    units (e.g. the targets cross_entropy does not ignore) counts them in every micro-batch
+  //    of this rank, the counts are summed over ranks, and its sum terms are divided by that
+  //    total: the mean over the global batch's tokens, whatever the padding, the accumulation
+  //    or the world size (a per-micro-batch mean would weigh a short sequence's tokens more).
+  if (components_->counts_units()) {
+    bo.units = global_units(batches);
+    out.tokens = static_cast<int64_t>(*std::max_element(bo.units.begin(), bo.units.end()));
+  }
   // 1. Forward and backward over the micro-batches; gradients accumulate in the flat buffers
   //    and come together across ranks as the sync strategy does it.
   std::vector<PendingTermValues> pending;
@@ -65,6 +75,7 @@ StepOutcome Experiment::train_step(int64_t step, int64_t total_steps, StepBatche
         components_->forward(part, sync_.get());
         terms = components_->terms(part);
       }
+      out.flops += components_->flops(part);
       pending.push_back(engine_->backward_pending(terms, bo));
       sync_->end_pass();
     }
@@ -73,9 +84,12 @@ StepOutcome Experiment::train_step(int64_t step, int64_t total_steps, StepBatche
   sync_->finish();
   // 2. The accumulation boundary: every term value is read at once (one device sync).
   std::string nonfinite;
+  //    A mean term averages over this rank's passes; a sum term's values are already shares of
+  //    the global mean, and the window (which averages over ranks) must see their rank total.
   const int64_t passes = opt_.train.grad_accum * sync_->passes_per_micro();
+  const double world = comm_ ? static_cast<double>(comm_->world_size()) : 1.0;
   for (const auto& pass : read_term_values(pending, step, &nonfinite))
-    for (const auto& tv : pass) out.terms[tv.name] += tv.value / static_cast<double>(passes);
+    for (const auto& tv : pass) out.terms[tv.name] += tv.per_unit ? tv.value * world : tv.value / static_cast<double>(passes);
   note_unused(engine_->finish_step(), step);
   // 3. The update, or a step all ranks drop together.
   const UpdateOutcome u = updater_->step(step, out.lr, out.loss_scale, !nonfinite.empty(), stop_requested() != 0, *sync_);
@@ -89,6 +103,20 @@ StepOutcome Experiment::train_step(int64_t step, int64_t total_steps, StepBatche
   out.skipped = u.skip != UpdateOutcome::Skip::None;
   out.grad_norm = u.grad_norm;
   return out;
+}
+
+std::vector<double> Experiment::global_units(const StepBatches& batches) const {
+  std::vector<double> local;
+  for (const TensorMap& micro : batches.micro) {
+    const std::vector<int64_t> n = components_->count_units(micro);
+    local.resize(n.size(), 0.0);
+    for (size_t i = 0; i < n.size(); ++i) local[i] += static_cast<double>(std::max<int64_t>(n[i], 0));
+  }
+  at::Tensor units = at::tensor(local, at::kDouble);  // (losses,) f64: exact to 2^53 units
+  if (comm_) comm_->all_reduce_sum(units);
+  units.clamp_min_(1.0);  // a global batch without any unit: its sums are 0, and so the gradient
+  const double* p = units.data_ptr<double>();
+  return std::vector<double>(p, p + units.numel());
 }
 
 void Experiment::interrupt(int64_t step, int64_t epoch, int64_t batch, int64_t skipped, bool saved) {
@@ -169,7 +197,13 @@ TrainSummary Experiment::train_loop() {
   summary.output_dir = output_dir;
   summary.skipped_steps = resumed.skipped_steps;
   const auto t0 = std::chrono::steady_clock::now();
-  MetricsWindow window(opt_.train.log_every, comm_.get());
+  const tsr_precision_info& prec = components_->precision_info();
+  const double peak_flops =
+      opt_.train.peak_tflops > 0 ? 1e12 * opt_.train.peak_tflops
+                                 : device_peak_flops(device_, to_scalar_type(prec.autocast_dtype != TSR_DTYPE_NONE
+                                                                                 ? prec.autocast_dtype
+                                                                                 : prec.param_dtype));
+  MetricsWindow window(opt_.train.log_every, comm_.get(), peak_flops);
   const CheckpointSchedule checkpoints(opt_.checkpoint.every_steps);
   int64_t step = resumed.step;
   bool done = step >= total_steps;
@@ -208,15 +242,18 @@ TrainSummary Experiment::train_loop() {
     }
     summary.epochs = epoch + 1;
     if (opt_.eval.enabled && main) {
+      const auto eval_start = std::chrono::steady_clock::now();
       progress.finish();
       nlohmann::json rec = {{"eval", true}, {"step", step}, {"epoch", epoch + 1}};
       std::string line = fmt::format("epoch {}:", epoch + 1);
       EvalResult ev = tessera::evaluate(evaluators_, *components_, data_->test(), device_, rec, line);
       rec["elapsed_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
       summary.eval_accuracy = ev.accuracy;
       summary.zero_shot_accuracy = ev.zero_shot_accuracy;
       metrics->write(rec);
       spdlog::info("{}", line);
+      window.exclude_since(eval_start);
     }
     if (save_after_eval) save_checkpoint_at(step, epoch + 1, 0, summary.skipped_steps);
   }

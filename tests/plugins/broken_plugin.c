@@ -29,7 +29,7 @@ static tsr_status forward(tsr_instance* self, tsr_tensor_set* batch) {
   (void)self; (void)batch;
   return TSR_OK;
 }
-static const tsr_encoder_vtable vtable = {sizeof(tsr_encoder_vtable), parameters, NULL, forward, NULL};
+static const tsr_encoder_vtable vtable = {sizeof(tsr_encoder_vtable), parameters, NULL, forward, NULL, NULL};
 static const tsr_config_key keys[] = {
     {sizeof(tsr_config_key), "size", TSR_CONFIG_INT, "3", "a key", 1.0, 10.0, NULL}};
 

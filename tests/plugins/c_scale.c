@@ -96,7 +96,7 @@ static tsr_status forward(tsr_instance* self, tsr_tensor_set* batch) {
   return st;
 }
 
-static const tsr_encoder_vtable vtable = {sizeof(tsr_encoder_vtable), parameters, NULL, forward, NULL};
+static const tsr_encoder_vtable vtable = {sizeof(tsr_encoder_vtable), parameters, NULL, forward, NULL, NULL};
 static const tsr_config_key keys[] = {
     {sizeof(tsr_config_key), "factor", TSR_CONFIG_FLOAT, "2.0", "multiplier", 1.0, 0.0, NULL},
     {sizeof(tsr_config_key), "input", TSR_CONFIG_STRING, "\"x\"", "tensor to read", 1.0, 0.0, NULL},

@@ -75,7 +75,7 @@ static tsr_status compute(tsr_instance* self, const tsr_tensor_set* batch, tsr_t
   return st;
 }
 
-static const tsr_loss_vtable vtable = {sizeof(tsr_loss_vtable), compute, NULL};
+static const tsr_loss_vtable vtable = {sizeof(tsr_loss_vtable), compute, NULL, NULL};
 static const tsr_config_key keys[] = {
     {sizeof(tsr_config_key), "logits", TSR_CONFIG_STRING, "\"logits\"", "tensor whose shape the gradient takes", 1.0, 0.0, NULL},
     {sizeof(tsr_config_key), "every", TSR_CONFIG_INT, "3", "report NaN on every n-th call", 1.0, 1e9, NULL},

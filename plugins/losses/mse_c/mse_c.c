@@ -312,7 +312,7 @@ static tsr_status compute(tsr_instance* self, const tsr_tensor_set* batch, tsr_t
   return TSR_OK;
 }
 
-static const tsr_loss_vtable vtable = {sizeof(tsr_loss_vtable), compute, NULL};
+static const tsr_loss_vtable vtable = {sizeof(tsr_loss_vtable), compute, NULL, NULL};
 static const tsr_config_key keys[] = {
     {sizeof(tsr_config_key), "prediction", TSR_CONFIG_STRING, "\"prediction\"",
      "batch tensor of predictions, float32, any shape (backwarded with the explicit gradient)", 1.0, 0.0, NULL},

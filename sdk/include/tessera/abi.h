@@ -81,6 +81,13 @@
  *   global batch (accumulation steps x ranks, or the deterministic groups): so a term should be
  *   the mean over the rows of its micro-batch, and the update sees the mean over the global
  *   batch. The logged value of a term is (has_value ? value : mean of tensor) x both weights.
+ *   Since 1.3 a term with normalize = TSR_NORMALIZE_UNITS is instead the SUM over units (tokens)
+ *   of its micro-batch, and N is replaced by U, the units of the whole global batch (every
+ *   micro-batch of the step on every rank, as the loss's count_units counts them; the core sums
+ *   the counts before the step's first forward and all-reduces them). So a sequence loss is the
+ *   mean over the global batch's tokens, whatever the padding, the accumulation or the world
+ *   size: a micro-batch with more real tokens weighs more. Its logged value is the per-unit mean
+ *   over the global batch, x both weights. A loss with [[loss]] gather cannot emit such terms.
  *   A non-finite term stops (or, with [train] nonfinite = "skip", skips) the step.
  *   What dtype a loss receives: dataset tensors keep the dtype the dataset gave them (e.g. i64
  *   labels); encoder outputs come in the backend's param_dtype, or autocast's dtype for the
@@ -110,7 +117,7 @@ extern "C" {
 #endif
 
 #define TSR_ABI_MAJOR 1
-#define TSR_ABI_MINOR 2
+#define TSR_ABI_MINOR 3
 #define TSR_ENTRY_SYMBOL "tessera_plugin_entry"
 
 #if defined(_WIN32)
@@ -211,7 +218,16 @@ typedef struct tsr_term {
                          metrics log, e.g. for a non-scalar term with an explicit gradient);
                          zero: the core logs the mean of `tensor` */
   double value;
+  int32_t normalize;  /* since 1.3: TSR_NORMALIZE_*; a term of a 1.2 plugin (struct_size 56) is
+                         TSR_NORMALIZE_MEAN. See section 7. */
 } tsr_term;
+
+/* How the core turns a term into the global batch's loss (tsr_term.normalize, since 1.3). */
+enum {
+  TSR_NORMALIZE_MEAN = 0, /* the term is a mean over its micro-batch: seed / N (N micro-batches) */
+  TSR_NORMALIZE_UNITS = 1 /* the term is a SUM over units (e.g. target tokens): seed / U, U the
+                             units of the whole global batch, counted by the loss's count_units */
+};
 
 /* ---- parameters ------------------------------------------------------------------ */
 /* The core's callback, called by a plugin's `parameters`/`buffers` once per tensor, on the
@@ -338,6 +354,12 @@ typedef struct tsr_encoder_vtable {
    * BatchNorm running statistics), visited like parameters at each checkpoint save and load;
    * the core writes restored values into the same tensors in place. */
   tsr_status (*buffers)(tsr_instance* self, tsr_param_visitor visit, void* user);
+  /* Since 1.3; optional (NULL = unknown). The model FLOPs of this encoder's forward AND backward
+   * over batch (called after forward returned: batch holds its inputs and outputs; borrowed,
+   * read-only, valid until return), counting a multiply-add as 2 FLOPs and no recomputation
+   * (e.g. 6 x parameters x tokens + attention's 12 x layers x d x T per token for a GPT). The core
+   * divides it by the step time and the device's peak for the MFU it logs. */
+  tsr_status (*flops)(tsr_instance* self, const tsr_tensor_set* batch, double* flops);
 } tsr_encoder_vtable;
 
 /* ---- kind: tessera.loss/1 --------------------------------------------------------- */
@@ -353,6 +375,12 @@ typedef struct tsr_loss_vtable {
   /* Optional (NULL = none): trainable parameters of the loss itself, e.g. a learned
    * temperature; same contract as the encoder's `parameters`. */
   tsr_status (*parameters)(tsr_instance* self, tsr_param_visitor visit, void* user);
+  /* Since 1.3; optional (NULL = the loss emits no TSR_NORMALIZE_UNITS terms). How many units
+   * (e.g. target tokens that are not ignored) this micro-batch holds for the terms compute will
+   * emit with TSR_NORMALIZE_UNITS. Called on every micro-batch of an optimizer step, BEFORE the
+   * step's first forward, with the dataset's tensors only (batch: borrowed, read-only, valid
+   * until return; not gathered). *units: 0 or more. */
+  tsr_status (*count_units)(tsr_instance* self, const tsr_tensor_set* batch, int64_t* units);
 } tsr_loss_vtable;
 
 /* ---- kind: tessera.precision/1 ---------------------------------------------------- */
@@ -566,14 +594,17 @@ TSR_STATIC_ASSERT(sizeof(tsr_config_key) == 64, "tsr_config_key layout changed")
 TSR_STATIC_ASSERT(offsetof(tsr_config_key, allowed_values) == 56, "tsr_config_key layout (1.1)");
 TSR_STATIC_ASSERT(offsetof(tsr_config_key, default_toml) == 24, "tsr_config_key layout");
 TSR_STATIC_ASSERT(offsetof(tsr_config_key, max_value) == 48, "tsr_config_key layout (1.0 size: 56)");
-TSR_STATIC_ASSERT(sizeof(tsr_term) == 56, "tsr_term layout changed");
+TSR_STATIC_ASSERT(sizeof(tsr_term) == 64, "tsr_term layout changed (1.3)");
+TSR_STATIC_ASSERT(offsetof(tsr_term, normalize) == 56, "tsr_term layout (1.2 size: 56)");
 TSR_STATIC_ASSERT(offsetof(tsr_term, weight) == 32, "tsr_term layout");
 TSR_STATIC_ASSERT(offsetof(tsr_host, log) == 24, "tsr_host layout");
 TSR_STATIC_ASSERT(offsetof(tsr_host, alloc_state) == 184, "tsr_host layout");
 TSR_STATIC_ASSERT(sizeof(tsr_host) == 216, "tsr_host layout changed");
 TSR_STATIC_ASSERT(offsetof(tsr_host, torch_version) == 192, "tsr_host layout");
-TSR_STATIC_ASSERT(sizeof(tsr_encoder_vtable) == 40, "tsr_encoder_vtable layout changed");
-TSR_STATIC_ASSERT(sizeof(tsr_loss_vtable) == 24, "tsr_loss_vtable layout changed");
+TSR_STATIC_ASSERT(sizeof(tsr_encoder_vtable) == 48, "tsr_encoder_vtable layout changed (1.3)");
+TSR_STATIC_ASSERT(offsetof(tsr_encoder_vtable, flops) == 40, "tsr_encoder_vtable layout (1.2 size: 40)");
+TSR_STATIC_ASSERT(sizeof(tsr_loss_vtable) == 32, "tsr_loss_vtable layout changed (1.3)");
+TSR_STATIC_ASSERT(offsetof(tsr_loss_vtable, count_units) == 24, "tsr_loss_vtable layout (1.2 size: 24)");
 TSR_STATIC_ASSERT(offsetof(tsr_precision_vtable, update_scale) == 48, "tsr_precision_vtable layout");
 TSR_STATIC_ASSERT(offsetof(tsr_precision_vtable, init_shard_for) == 56, "tsr_precision_vtable layout (1.1)");
 TSR_STATIC_ASSERT(offsetof(tsr_precision_vtable, export_master) == 64, "tsr_precision_vtable layout (1.1)");

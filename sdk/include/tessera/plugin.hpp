@@ -31,6 +31,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -178,13 +179,22 @@ class Terms {
     TensorRef v(host_, host_.wrap(value));
     std::unique_ptr<TensorRef> g;
     if (grad.defined()) g = std::make_unique<TensorRef>(host_, host_.wrap(grad));
-    tsr_term term{sizeof(tsr_term), name.c_str(), v.get(), g ? g->get() : nullptr, weight,
-                  logged ? 1 : 0, logged.value_or(0.0)};
-    tsr_status s = host_.raw()->emit_term(sink_, &term);
-    if (s != TSR_OK) throw Error(s, "term '" + name + "' was refused");
+    emit_raw(name, v.get(), g ? g->get() : nullptr, weight, logged, TSR_NORMALIZE_MEAN);
+  }
+  // A term that is the SUM over the micro-batch's units (e.g. tokens): the core divides it by
+  // the units of the whole global batch, as the loss's count_units counts them (ABI section 7).
+  void emit_sum(const std::string& name, const at::Tensor& sum, double weight = 1.0) {
+    TensorRef v(host_, host_.wrap(sum));
+    emit_raw(name, v.get(), nullptr, weight, std::nullopt, TSR_NORMALIZE_UNITS);
   }
 
  private:
+  void emit_raw(const std::string& name, tsr_tensor* v, tsr_tensor* g, double weight, std::optional<double> logged,
+                int32_t normalize) {
+    tsr_term term{sizeof(tsr_term), name.c_str(), v, g, weight, logged ? 1 : 0, logged.value_or(0.0), normalize};
+    tsr_status s = host_.raw()->emit_term(sink_, &term);
+    if (s != TSR_OK) throw Error(s, "term '" + name + "' was refused");
+  }
   const Host& host_;
   tsr_term_sink* sink_;
 };
@@ -208,6 +218,8 @@ class Encoder {
   virtual Params buffers() { return {}; }
   virtual void train(bool /*training*/) {}
   virtual void forward(TensorSet& batch) = 0;
+  // ABI 1.3, optional: model FLOPs of forward + backward over `batch` (after forward), for MFU.
+  virtual double flops(const TensorSet& /*batch*/) { return 0; }
 };
 
 class Loss {
@@ -217,6 +229,9 @@ class Loss {
   virtual void compute(const TensorSet& batch, Terms& terms) = 0;
   // Trainable parameters of the loss itself (e.g. a learned temperature); none by default.
   virtual Params parameters() { return {}; }
+  // ABI 1.3, needed by a loss that emits Terms::emit_sum terms: the units (e.g. target tokens
+  // that are not ignored) of this micro-batch, from the dataset's tensors, before any forward.
+  virtual int64_t count_units(const TensorSet& /*batch*/) { return 0; }
 };
 
 class Precision {
@@ -361,6 +376,19 @@ tsr_status visit_parameters(tsr_instance* p, tsr_param_visitor visit, void* user
   });
 }
 
+// An optional table entry is set only when T (or a base between T and Base) overrides it:
+// &T::f names Base::f, with that class type, exactly when nobody overrode f.
+template <class P>
+struct member_class;
+template <class M, class C>
+struct member_class<M C::*> {
+  using type = C;
+};
+template <class Base, class P>
+constexpr bool overridden(P) {
+  return !std::is_same_v<typename member_class<P>::type, Base>;
+}
+
 template <class T>
 struct EncoderTable {
   static tsr_status set_training(tsr_instance* p, int32_t training) noexcept {
@@ -374,8 +402,16 @@ struct EncoderTable {
       s->impl->forward(set);
     });
   }
+  static tsr_status flops(tsr_instance* p, const tsr_tensor_set* batch, double* out) noexcept {
+    auto* s = self<T>(p);
+    return guard(s->host.raw(), [&] {
+      TensorSet set(s->host, batch);
+      *out = s->impl->flops(set);
+    });
+  }
   static constexpr tsr_encoder_vtable vtable{sizeof(tsr_encoder_vtable), &visit_parameters<T>,
-                                             &set_training, &forward, &visit_parameters<T, true>};
+                                             &set_training, &forward, &visit_parameters<T, true>,
+                                             overridden<Encoder>(&T::flops) ? &flops : nullptr};
 };
 
 template <class T>
@@ -389,7 +425,15 @@ struct LossTable {
       s->impl->compute(set, terms);
     });
   }
-  static constexpr tsr_loss_vtable vtable{sizeof(tsr_loss_vtable), &compute, &visit_parameters<T>};
+  static tsr_status count_units(tsr_instance* p, const tsr_tensor_set* batch, int64_t* out) noexcept {
+    auto* s = self<T>(p);
+    return guard(s->host.raw(), [&] {
+      TensorSet set(s->host, batch);
+      *out = s->impl->count_units(set);
+    });
+  }
+  static constexpr tsr_loss_vtable vtable{sizeof(tsr_loss_vtable), &compute, &visit_parameters<T>,
+                                          overridden<Loss>(&T::count_units) ? &count_units : nullptr};
 };
 
 template <class T>
@@ -431,17 +475,11 @@ struct PrecisionTable {
     auto* s = self<T>(p);
     return guard(s->host.raw(), [&] { s->impl->import_master(*shard, in); });
   }
-  // An optional entry is set only when T (or a base between T and Precision) overrides it:
-  // &T::f names Precision::f, with that class type, exactly when nobody overrode f.
-  template <class M>
-  static constexpr bool overridden(M Precision::*) { return false; }
-  template <class M, class C>
-  static constexpr bool overridden(M C::*) { return true; }
   static constexpr tsr_precision_vtable vtable{
       sizeof(tsr_precision_vtable), &describe, &init_shard, &step, &loss_scale, &find_overflow, &update_scale,
-      overridden(&T::init_shard_for) ? &init_shard_for : nullptr,
-      overridden(&T::export_master) ? &export_master : nullptr,
-      overridden(&T::import_master) ? &import_master : nullptr};
+      overridden<Precision>(&T::init_shard_for) ? &init_shard_for : nullptr,
+      overridden<Precision>(&T::export_master) ? &export_master : nullptr,
+      overridden<Precision>(&T::import_master) ? &import_master : nullptr};
 };
 
 template <class T>

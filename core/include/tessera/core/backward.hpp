@@ -15,6 +15,9 @@ namespace tessera {
 struct BackwardOptions {
   double loss_scale = 1.0;    // from the precision backend
   double divisor = 1.0;       // gradient accumulation: micro-batches per optimizer step
+  // Per [[loss]] (Term::loss): the units (tokens) of the whole global batch, which divide the
+  // loss's sum terms (Term::per_unit) instead of `divisor`; at least 1 each.
+  std::vector<double> units;
   bool retain_graph = false;
   bool create_graph = false;
   bool check_finite = true;   // a NaN/Inf term value is an error naming term, plugin, step
@@ -31,7 +34,9 @@ class NonFiniteError : public Error {
 // What each term contributed, for metrics: the weighted value of scalar terms.
 struct TermValue {
   std::string name;
-  double value = 0.0;  // weight * mean(value) (a scalar's own value times its weight)
+  double value = 0.0;  // weight * mean(value) (a scalar's own value times its weight); for a
+                       // sum term weight * sum / the global batch's units: its share of the mean
+  bool per_unit = false;
 };
 
 // The values of a backwarded term set, still where they were computed: reading them is a
@@ -41,6 +46,7 @@ struct PendingTermValues {
   std::vector<std::string> labels;    // "term 'x' from <plugin>", for messages
   std::vector<double> weights;
   std::vector<std::optional<double>> logged;  // the plugin's own scalar, when it gives one
+  std::vector<bool> per_unit;
   at::Tensor means;                   // (terms,) float64: mean of each term's value
 };
 
@@ -52,8 +58,8 @@ std::vector<std::vector<TermValue>> read_term_values(const std::vector<PendingTe
 
 class BackwardDispatcher {
  public:
-  // Seeds: a scalar term gets weight * loss_scale / divisor; a non-scalar term its explicit
-  // gradient times the same factor. Throws Error for an empty set, duplicate names, a term
+  // Seeds: a scalar term gets weight * loss_scale / divisor (a sum term: / units of its loss);
+  // a non-scalar term its explicit gradient times the same factor. Throws Error for an empty set, duplicate names, a term
   // that does not require grad, a non-scalar term without gradient (PyTorch's wording plus
   // the term and plugin), a gradient whose shape/dtype/device differs, a non-finite value.
   std::vector<TermValue> backward(const std::vector<Term>& terms, const BackwardOptions& opt) const;

@@ -39,8 +39,17 @@ class Components {
   // `sync` (optional) is told before and after each encoder runs: the seam where ZeRO-3 will
   // gather an encoder's parameters and free them again.
   void forward(TensorMap& batch, GradSync* sync = nullptr) const;
-  // The terms of every loss reducer for `batch`, each weighted by its [[loss]] weight.
+  // The terms of every loss reducer for `batch`, each weighted by its [[loss]] weight and
+  // tagged with the index of its [[loss]].
   std::vector<Term> terms(const TensorMap& batch) const;
+  // Per [[loss]]: the units (tokens) its sum terms cover in `batch` (the dataset's tensors),
+  // -1 for a loss that does not count units.
+  std::vector<int64_t> count_units(const TensorMap& batch) const;
+  bool counts_units() const;  // whether any loss counts units
+  // Model FLOPs of forward + backward over `batch` (after forward), summed over the encoders
+  // that count them; 0 when none does.
+  double flops(const TensorMap& batch) const;
+  const std::string& loss_label(size_t i) const { return losses_[i]->label(); }
   void set_training(bool training) const;
   // Every encoder's non-trained buffers by qualified name ("<instance>.<buffer>").
   std::vector<std::pair<std::string, at::Tensor>> encoder_buffers() const;
@@ -59,6 +68,7 @@ class Components {
   std::vector<std::unique_ptr<LossInstance>> losses_;
   std::vector<double> loss_weights_;
   std::vector<InputView> loss_inputs_;  // empty entries: the batch as it is
+  std::vector<bool> counts_units_;      // per loss: it has count_units (ABI 1.3)
   std::unique_ptr<PrecisionInstance> precision_;
   tsr_precision_info precision_info_{};
 };

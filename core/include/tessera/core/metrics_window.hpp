@@ -23,12 +23,15 @@ struct StepOutcome {
   double loss_scale = 1.0;
   bool stop = false;                    // the run was asked to stop after this step (a signal)
   double data_wait_ms = 0.0;            // how long the step waited for its batches
+  int64_t tokens = 0;                   // units (tokens) of the global batch, when a loss counts them
+  double flops = 0.0;                   // model FLOPs this rank's encoders counted for the step
 };
 
 class MetricsWindow {
  public:
   // `comm` (null on one rank): each step's terms are averaged over ranks before they count.
-  MetricsWindow(int64_t log_every, Comm* comm);
+  // `peak_flops`: the device's peak FLOP/s for the compute dtype; 0 = unknown (no MFU logged).
+  MetricsWindow(int64_t log_every, Comm* comm, double peak_flops = 0.0);
 
   // Counts a step. A skipped step adds its samples (and lr) but no loss. Collective for an
   // applied step when data parallel (every rank applies or skips the same steps).
@@ -41,14 +44,18 @@ class MetricsWindow {
                        int64_t total_steps);
   // The mean training loss of the last flushed window.
   double last_loss() const { return last_loss_; }
+  // Time spent outside training steps since `since` (an evaluation) does not count in the window.
+  void exclude_since(std::chrono::steady_clock::time_point since) { window_start_ += Clock::now() - since; }
 
  private:
   using Clock = std::chrono::steady_clock;
   int64_t log_every_;
   Comm* comm_;
+  double peak_flops_;
   Clock::time_point start_ = Clock::now(), window_start_ = start_;
   int64_t samples_ = 0, steps_ = 0, window_steps_ = 0;  // steps_: applied ones; window_steps_: all
   double wait_ms_ = 0;  // data wait summed over the window's steps
+  double tokens_ = 0, flops_ = 0;  // summed over the window's steps
   std::map<std::string, double> terms_;
   double loss_ = 0, lr_ = 0, grad_norm_ = 0, loss_scale_ = 1, last_loss_ = 0;
   bool last_applied_ = false;

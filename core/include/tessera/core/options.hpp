@@ -66,6 +66,7 @@ struct TrainOptions {
   Section section;
   int64_t epochs = 1, max_steps = 0, grad_accum = 1, log_every = 50;
   double clip_grad_norm = 0;
+  double peak_tflops = 0;  // 0 = from the device table
   bool save_model = true;
   bool skip_nonfinite = false;  // nonfinite = "skip" (else "error")
   static TrainOptions from(Section s);

@@ -26,6 +26,8 @@ struct Term {
   at::Tensor grad;     // undefined: implicit one (scalar value only); else same shape as value
   double weight = 1.0;
   std::optional<double> logged;  // the scalar loss for metrics, when the plugin gives one
+  bool per_unit = false;         // TSR_NORMALIZE_UNITS: value is a sum over units (tokens)
+  size_t loss = 0;               // index of the [[loss]] that emitted it (whose units divide it)
 };
 
 // A buffer a precision backend allocated through the host (optimizer states, masters).
@@ -88,6 +90,8 @@ class EncoderInstance : public PluginInstance {
   std::vector<std::pair<std::string, at::Tensor>> buffers() const;
   void set_training(bool training) const;
   void forward(TensorMap& batch) const;
+  // Model FLOPs of forward + backward over `batch` (after forward), when the plugin counts them.
+  std::optional<double> flops(const TensorMap& batch) const;
 };
 
 class LossInstance : public PluginInstance {
@@ -97,6 +101,10 @@ class LossInstance : public PluginInstance {
   void compute(const TensorMap& batch, std::vector<Term>& terms) const;
   // The loss's own trainable parameters (empty when its table has none).
   std::vector<std::pair<std::string, at::Tensor>> parameters() const;
+  // The units (tokens) of `batch` its TSR_NORMALIZE_UNITS terms sum over; nullopt when the
+  // loss has no count_units (it then emits only mean terms).
+  std::optional<int64_t> count_units(const TensorMap& batch) const;
+  bool has_count_units() const;
 };
 
 class PrecisionInstance : public PluginInstance {

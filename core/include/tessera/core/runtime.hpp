@@ -31,4 +31,9 @@ int stop_requested();
 // GPUs when there are fewer). Throws ConfigError when this LibTorch sees no CUDA device.
 at::Device training_device(const ExperimentOptions& experiment, const DistEnv& env);
 
+// The peak dense FLOP/s of `device` computing in `dtype`, from a table of data-centre GPUs
+// (tensor cores for 16-bit types, plain fp32 otherwise: LibTorch does not use TF32 by default);
+// 0 when unknown, e.g. for every CPU.
+double device_peak_flops(at::Device device, at::ScalarType dtype);
+
 }  // namespace tessera

@@ -51,6 +51,9 @@ class Experiment {
   // Sets the parameters (through the backend's import_master) and buffers from a model file as
   // save_model / `tessera export` write it; an Error names a missing tensor or a shape mismatch.
   void load_weights(const std::string& path);
+  // A model file (model.safetensors at the end of a run, `tessera init` at step 0):
+  // final_weights() (collective under ZeRO), written by rank 0.
+  void save_model(const std::string& path, int64_t step);
 
   const Config& config() const { return config_; }
   const PluginRegistry& registry() const { return registry_; }
@@ -67,6 +70,9 @@ class Experiment {
  private:
   TrainSummary train_loop();
   StepOutcome train_step(int64_t step, int64_t total_steps, StepBatches batches);
+  // Per [[loss]]: the units (tokens) its sum terms cover in the whole global batch (this rank's
+  // micro-batches, summed over ranks), at least 1.
+  std::vector<double> global_units(const StepBatches& batches) const;
   void note_unused(const StepStats& stats, int64_t step);
   // A signal asked every rank to stop after `step`: checkpoint (when on and not `saved` at this
   // step already) and throw Interrupted.
@@ -75,8 +81,6 @@ class Experiment {
   std::string checkpoint_dir() const;
   void save_checkpoint_at(int64_t step, int64_t epoch, int64_t batch, int64_t skipped);
   CheckpointMeta resume_from(const std::string& spec);
-  // model.safetensors: final_weights() (collective under ZeRO), written by rank 0.
-  void save_model(const std::string& path, int64_t step);
   // Every parameter as its exact fp32 master, by name and shape, then the encoders' buffers.
   NamedTensors final_weights();
 
