@@ -14,7 +14,6 @@
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
-#include <regex>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -71,12 +70,8 @@ std::vector<BenchRow> run_bench(const BenchOptions& opt) {
     const int code = run_child(args, log, row.peak_rss_mib);
     std::ifstream lf(log);
     std::string line;
-    const std::regex bpp("model-state bytes/param:.* total ([0-9.]+)");
-    while (std::getline(lf, line)) {
-      std::smatch m;
-      if (std::regex_search(line, m, bpp)) row.bytes_per_param = std::stod(m[1]);
+    while (std::getline(lf, line))
       if (row.error.empty() && line.rfind("error: ", 0) == 0) row.error = line.substr(7);
-    }
     row.ok = code == 0;
     if (!row.ok && row.error.empty()) row.error = "exit status " + std::to_string(code);
     std::ifstream mf(dir + "/metrics.jsonl");
@@ -86,6 +81,11 @@ std::vector<BenchRow> run_bench(const BenchOptions& opt) {
     bool first = true;
     while (row.ok && std::getline(mf, line)) {
       auto r = nlohmann::json::parse(line);
+      if (r.value("header", false)) {  // what the run is: its model-state bytes per parameter
+        if (r.contains("bytes_per_param") && r["bytes_per_param"].contains("total"))
+          row.bytes_per_param = r["bytes_per_param"]["total"];
+        continue;
+      }
       if (r.contains("eval")) {
         if (r.contains("eval_accuracy")) row.eval_accuracy = r["eval_accuracy"];
         prev_elapsed = r["elapsed_s"];  // evaluation time is not step time

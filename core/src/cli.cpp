@@ -7,14 +7,17 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "tessera/core/bench.hpp"
 #include "tessera/core/checkpoint.hpp"
 #include "tessera/core/data_inspect.hpp"
 #include "tessera/core/error.hpp"
+#include "tessera/core/generate.hpp"
 #include "tessera/core/launch.hpp"
 #include "tessera/core/output_guard.hpp"
 #include "tessera/core/runtime.hpp"
@@ -36,6 +39,7 @@ commands:
   export CHECKPOINT OUT.safetensors           the weights of a checkpoint (any world size) as one file
   eval CONFIG --weights FILE [--set k=v]...   evaluate a model file (model.safetensors, an export)
   init CONFIG --out FILE [--set k=v]...       write the model's initial weights (step 0) as a model file
+  generate RUN_OR_CHECKPOINT --prompt TEXT    sample text from a trained language model
   bench CONFIG [--backends a,b,..] [--out DIR] [--set k=v]...
                                               train CONFIG once per precision backend, compare
   data inspect CONFIG [--set k=v]...          what CONFIG's dataset holds and how fast it loads
@@ -130,12 +134,33 @@ model.safetensors a run ends with (fp32, named <encoder>.<parameter>): the start
 a run, for a reference implementation to load.
 )";
 
+const char* kGenerateHelp = R"(usage: tessera generate RUN_OR_CHECKPOINT --prompt TEXT [options] [--set section.key=value]...
+
+Samples a continuation of TEXT from a trained language model and prints the decoded text.
+RUN_OR_CHECKPOINT is a run's output directory (its model.safetensors, else its latest
+checkpoint), a checkpoint directory, or a model file; the model is rebuilt from the config
+stored with the weights, and the prompt is encoded and the result decoded by its dataset's
+tokenizer.
+
+options:
+  --prompt TEXT            the text to continue (required)
+  --max-new-tokens N       tokens to generate (default 64)
+  --temperature T          divide the logits by T before sampling; 0 = greedy (default 1.0)
+  --top-k K                sample among the K most likely tokens only; 0 = all (default 0)
+  --seed S                 the sampler's seed (default 0): the same seed gives the same text
+  --context N              the model sees the last N tokens; default: its max_seq_len
+  --input NAME             the tokens' batch tensor and tokenizer field (default input_ids)
+  --output NAME            the (B, T, V) logits the model writes (default logits)
+)";
+
 struct Parsed {
   std::vector<std::string> positional;
   std::vector<std::string> sets;
   std::vector<std::string> plugin_paths;
   std::string backends, out, weights;
   int64_t examples = 3, batches = 20;
+  std::optional<std::string> prompt;
+  GenerateOptions gen;
   bool help = false;
 };
 
@@ -155,6 +180,33 @@ Parsed parse(const std::vector<std::string>& args, size_t from) {
     else if (a == "--backends") p.backends = value(a);
     else if (a == "--out") p.out = value(a);
     else if (a == "--weights") p.weights = value(a);
+    else if (a == "--prompt") p.prompt = value(a);
+    else if (a == "--input") p.gen.input = value(a);
+    else if (a == "--output") p.gen.output = value(a);
+    else if (a == "--max-new-tokens" || a == "--top-k" || a == "--context" || a == "--seed") {
+      const std::string v = value(a);
+      size_t used = 0;
+      long long n = -1;
+      try {
+        n = std::stoll(v, &used);
+      } catch (const std::exception&) {
+      }
+      if (n < 0 || used != v.size()) throw std::invalid_argument(a + " expects a whole number, 0 or more, got '" + v + "'");
+      if (a == "--max-new-tokens") p.gen.max_new_tokens = n;
+      else if (a == "--top-k") p.gen.top_k = n;
+      else if (a == "--context") p.gen.context = n;
+      else p.gen.seed = static_cast<uint64_t>(n);
+    } else if (a == "--temperature") {
+      const std::string v = value(a);
+      size_t used = 0;
+      double t = -1;
+      try {
+        t = std::stod(v, &used);
+      } catch (const std::exception&) {
+      }
+      if (!(t >= 0) || used != v.size()) throw std::invalid_argument("--temperature expects a number, 0 or more, got '" + v + "'");
+      p.gen.temperature = t;
+    }
     else if (a == "--examples" || a == "--batches") {
       const std::string v = value(a);
       size_t used = 0;
@@ -189,6 +241,8 @@ int cmd_train(const Parsed& p) {
   if (s.eval_accuracy >= 0) std::cout << std::setprecision(2) << "; test accuracy " << 100.0 * s.eval_accuracy << "%";
   if (s.zero_shot_accuracy >= 0)
     std::cout << std::setprecision(2) << "; zero-shot accuracy " << 100.0 * s.zero_shot_accuracy << "%";
+  if (s.eval_loss >= 0) std::cout << std::setprecision(4) << "; eval loss " << s.eval_loss;
+  if (s.perplexity >= 0) std::cout << std::setprecision(2) << " (perplexity " << s.perplexity << ")";
   std::cout << "\noutputs: " << s.output_dir << "\n";
   return 0;
 }
@@ -368,6 +422,18 @@ int run_cli(const std::vector<std::string>& args) {
       if (r.accuracy >= 0) std::cout << " test accuracy " << 100.0 * r.accuracy << "%, test loss " << std::setprecision(4) << r.loss;
       if (r.zero_shot_accuracy >= 0) std::cout << std::setprecision(2) << "; zero-shot accuracy " << 100.0 * r.zero_shot_accuracy << "%";
       std::cout << "\n";
+      return 0;
+    }
+    if (cmd == "generate") {
+      if (p.help) return std::cout << kGenerateHelp, 0;
+      if (p.positional.size() != 1 || !p.prompt) throw std::invalid_argument("generate needs RUN_OR_CHECKPOINT and --prompt TEXT");
+      // The text alone goes to stdout (for pipes); the log goes to stderr.
+      spdlog::set_default_logger(spdlog::stderr_color_mt("tessera-generate"));
+      GenerateOptions g = p.gen;
+      g.source = p.positional[0];
+      g.prompt = *p.prompt;
+      g.sets = p.sets;
+      generate(g, std::cout);
       return 0;
     }
     if (cmd == "init") {

@@ -160,11 +160,11 @@ void Components::forward(TensorMap& batch, GradSync* sync) const {
   }
 }
 
-std::vector<Term> Components::terms(const TensorMap& batch) const {
+std::vector<Term> Components::terms(const TensorMap& batch, bool gather) const {
   std::vector<Term> terms;
   for (size_t i = 0; i < losses_.size(); ++i) {
     const size_t first = terms.size();
-    if (loss_inputs_[i]) losses_[i]->compute(loss_inputs_[i](batch), terms);
+    if (gather && loss_inputs_[i]) losses_[i]->compute(loss_inputs_[i](batch), terms);
     else losses_[i]->compute(batch, terms);
     for (size_t t = first; t < terms.size(); ++t) {
       Term& term = terms[t];

@@ -4,6 +4,9 @@
 
 #include <spdlog/fmt/fmt.h>
 
+#include <cmath>
+#include <map>
+
 #include "tessera/core/autocast.hpp"
 #include "tessera/core/error.hpp"
 
@@ -81,11 +84,63 @@ class ZeroShotRetrieval final : public Evaluator {
   int64_t correct_ = 0, seen_ = 0;
 };
 
+// The training objective on the evaluation split: every [[loss]] term, weighted as in training.
+// A mean term averages over batches by their rows; a sum term (per token) is divided by the
+// units of the whole split, so a language model's value is its mean loss per token, and its
+// perplexity exp of that.
+class LossEvaluator final : public Evaluator {
+ public:
+  explicit LossEvaluator(const Components& components) : components_(components) {}
+  void begin() override { sums_.clear(), rows_ = 0; }
+  void observe(const TensorMap& batch) override {
+    const std::vector<int64_t> units = components_.count_units(batch);
+    const int64_t rows = batch.begin()->second.size(0);
+    for (const Term& t : components_.terms(batch, /*gather=*/false)) {
+      Sum& s = sums_[t.name];
+      const double v = t.logged ? *t.logged : t.value.to(at::kDouble).mean().item<double>();
+      s.per_unit = t.per_unit;
+      s.value += t.weight * (t.per_unit ? t.value.to(at::kDouble).sum().item<double>() : v * static_cast<double>(rows));
+      s.units += t.per_unit ? units[t.loss] : rows;
+    }
+    rows_ += rows;
+  }
+  void finish(EvalResult& r, nlohmann::json& rec, std::string& line) const override {
+    if (!rows_) return;
+    double total = 0;
+    bool per_token = true;
+    for (const auto& [name, s] : sums_) {
+      const double mean = s.value / static_cast<double>(std::max<int64_t>(s.units, 1));
+      rec["eval_loss/" + name] = mean;
+      total += mean;
+      per_token = per_token && s.per_unit;
+    }
+    r.eval_loss = total;
+    rec["eval_loss"] = total;
+    line += fmt::format("  eval loss {:.4f}", total);
+    if (per_token && !sums_.empty()) {
+      r.perplexity = std::exp(total);
+      rec["eval_perplexity"] = r.perplexity;
+      line += fmt::format(" (perplexity {:.2f})", r.perplexity);
+    }
+  }
+
+ private:
+  struct Sum {
+    double value = 0;   // weighted, summed over rows or units
+    int64_t units = 0;  // rows (mean terms) or units (sum terms)
+    bool per_unit = false;
+  };
+  const Components& components_;
+  std::map<std::string, Sum> sums_;
+  int64_t rows_ = 0;
+};
+
 }  // namespace
 
 std::vector<std::unique_ptr<Evaluator>> make_evaluators(const EvalOptions& eval, const TrainingData& data,
-                                                        at::Device device) {
+                                                        const Components& components, at::Device device) {
   std::vector<std::unique_ptr<Evaluator>> out;
+  if (eval.loss) out.push_back(std::make_unique<LossEvaluator>(components));
   if (!eval.logits.empty()) out.push_back(std::make_unique<ClassifierAccuracy>(eval, device));
   if (!eval.zero_shot_image.empty()) {
     if (!data.prompts())

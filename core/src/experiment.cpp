@@ -51,7 +51,7 @@ Experiment::Experiment(const Config& config, bool load_data)
                                          opt_.optimizer, opt_.train.clip_grad_norm);
     updater_->init_shards();
     data_ = std::make_unique<TrainingData>(data_slot_, opt_.data, opt_.experiment.seed, env_);
-    evaluators_ = make_evaluators(opt_.eval, *data_, device_);
+    evaluators_ = make_evaluators(opt_.eval, *data_, *components_, device_);
   } catch (const std::exception& e) {
     // Peers waiting in a collective then report this rank's own reason.
     if (comm_) comm_->record_exit(e.what());

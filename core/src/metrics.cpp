@@ -3,6 +3,7 @@
 #include "tessera/core/metrics.hpp"
 
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -47,6 +48,16 @@ MetricsWriter::MetricsWriter(const std::string& path, bool append) : path_(path)
   if (needs_newline && (std::fputc('\n', file_.get()) == EOF || std::fflush(file_.get()) != 0)) {
     throw Error("cannot write metrics file " + path + ": " + std::strerror(errno));
   }
+}
+
+double unix_time() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+double peak_rss_mib() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) / 1024.0;  // Linux reports KiB
 }
 
 int64_t truncate_metrics_after(const std::string& path, int64_t step) {

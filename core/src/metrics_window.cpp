@@ -6,10 +6,13 @@
 
 #include <algorithm>
 
+#include "tessera/core/metrics.hpp"
+#include "tessera/core/runtime.hpp"
+
 namespace tessera {
 
-MetricsWindow::MetricsWindow(int64_t log_every, Comm* comm, double peak_flops)
-    : log_every_(log_every), comm_(comm), peak_flops_(peak_flops) {}
+MetricsWindow::MetricsWindow(int64_t log_every, Comm* comm, double peak_flops, at::Device device)
+    : log_every_(log_every), comm_(comm), peak_flops_(peak_flops), device_(device) {}
 
 void MetricsWindow::add(StepOutcome out) {
   samples_ += out.samples;
@@ -59,6 +62,12 @@ nlohmann::json MetricsWindow::flush(int64_t step, int64_t epoch, int64_t skipped
   rec["step_ms"] = 1000.0 * secs / static_cast<double>(std::max<int64_t>(window_steps_, 1));
   if (tokens_ > 0) rec["tokens_per_s"] = tokens_ / std::max(secs, 1e-9);
   if (flops_ > 0 && peak_flops_ > 0) rec["mfu"] = flops_ / std::max(secs, 1e-9) / peak_flops_;
+  rec["rss_peak_mib"] = peak_rss_mib();  // this rank's process
+  if (const auto mem = device_memory(device_)) {
+    rec["cuda_allocated_mib"] = mem->allocated_mib;
+    rec["cuda_peak_mib"] = mem->peak_mib;
+  }
+  rec["time"] = unix_time();
   rec["skipped_steps"] = skipped;
   rec["loss_scale"] = loss_scale_;
   last_loss_ = loss_ / steps_;

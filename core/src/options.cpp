@@ -85,6 +85,8 @@ TrainOptions TrainOptions::from(Section s) {
 EvalOptions EvalOptions::from(Section s) {
   EvalOptions o;
   o.enabled = s.get_bool("enabled");
+  o.loss = s.get_bool("loss");
+  o.every_steps = s.get_int("every_steps");
   o.logits = s.get_string("logits");
   o.label = s.get_string("label");
   o.zero_shot_image = s.get_string("zero_shot_image");
@@ -113,9 +115,18 @@ DistOptions DistOptions::from(Section s) {
   return o;
 }
 
+MetricsOptions MetricsOptions::from(Section s) {
+  MetricsOptions o;
+  o.csv = s.get_bool("csv");
+  o.tensorboard = s.get_bool("tensorboard");
+  o.tensorboard_dir = s.get_string("tensorboard_dir");
+  o.section = std::move(s);
+  return o;
+}
+
 CoreOptions CoreOptions::resolve(const Config& config, const DistEnv& env) {
   config.check_sections(
-      {"experiment", "data", "encoder", "loss", "precision", "optimizer", "schedule", "train", "eval", "checkpoint", "dist"});
+      {"experiment", "data", "encoder", "loss", "precision", "optimizer", "schedule", "train", "eval", "checkpoint", "dist", "metrics"});
   auto section = [&](const char* name, const Schema& schema) {
     return config.resolve(config.table(name), schema, std::string("[") + name + "]");
   };
@@ -127,6 +138,7 @@ CoreOptions CoreOptions::resolve(const Config& config, const DistEnv& env) {
   o.schedule = ScheduleOptions::from(section("schedule", schedule_schema()));
   o.train = TrainOptions::from(section("train", train_schema()));
   o.eval = EvalOptions::from(section("eval", eval_schema()));
+  o.metrics = MetricsOptions::from(section("metrics", metrics_schema()));
   o.checkpoint = CheckpointOptions::from(section("checkpoint", checkpoint_schema()));
   o.dist = DistOptions::from(section("dist", dist_schema()));
 

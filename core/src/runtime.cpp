@@ -18,6 +18,7 @@
 // The GPU's name for the peak-FLOPs table: only a build against LibTorch with CUDA has it.
 #if defined(TESSERA_HAVE_CUDA) && __has_include(<ATen/cuda/CUDAContext.h>) && __has_include(<cuda_runtime_api.h>)
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #define TESSERA_DEVICE_NAMES 1
 #endif
 
@@ -80,6 +81,17 @@ at::Device training_device(const ExperimentOptions& experiment, const DistEnv& e
                       ": device = \"cuda\" but this build of LibTorch sees no CUDA device");
   const int gpus = std::max(1, static_cast<int>(c10::impl::getDeviceGuardImpl(at::kCUDA)->deviceCount()));
   return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank % gpus));
+}
+
+std::optional<DeviceMemory> device_memory(at::Device device) {
+  if (!device.is_cuda()) return std::nullopt;
+#ifdef TESSERA_DEVICE_NAMES
+  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+  const auto& a = stats.allocated_bytes[static_cast<size_t>(c10::cuda::CUDACachingAllocator::StatType::AGGREGATE)];
+  return DeviceMemory{static_cast<double>(a.current) / (1 << 20), static_cast<double>(a.peak) / (1 << 20)};
+#else
+  return std::nullopt;
+#endif
 }
 
 double device_peak_flops(at::Device device, at::ScalarType dtype) {

@@ -118,11 +118,24 @@ const Schema& dist_schema() {
 }
 const Schema& eval_schema() {
   static const Schema s{{
-      key("enabled", B, "true", "evaluate on the test split after every epoch"),
+      key("enabled", B, "true", "evaluate on the evaluation split ([data] eval_split)"),
+      key("every_steps", I, "0", "evaluate every N optimizer steps and at the end of the run; 0 = after every epoch", 0,
+          1e12),
+      key("loss", B, "false",
+          "evaluate the training objective: every [[loss]] term on the split (per token for token-normalised "
+          "terms) and, when all are per token, the perplexity"),
       key("logits", S, "\"logits\"", "batch tensor holding class scores (B, C); empty = no classifier accuracy"),
       key("label", S, "\"label\"", "batch tensor holding class indices (B,)"),
       key("zero_shot_image", S, "\"\"", "image embedding (B, D) for zero-shot accuracy; empty = off"),
       key("zero_shot_text", S, "\"\"", "text embedding (N, D) the encoders write from the dataset's zero_shot_prompts"),
+  }};
+  return s;
+}
+const Schema& metrics_schema() {
+  static const Schema s{{
+      key("csv", B, "true", "also write metrics.csv (training records) and eval.csv (evaluations) beside metrics.jsonl"),
+      key("tensorboard", B, "false", "also write TensorBoard event files (scalars train/<key> and eval/<key>)"),
+      key("tensorboard_dir", S, "\"\"", "where the event files go; empty = <output_dir>/tensorboard"),
   }};
   return s;
 }

@@ -15,6 +15,7 @@
 #include "tessera/core/checkpoint_schedule.hpp"
 #include "tessera/core/error.hpp"
 #include "tessera/core/metrics.hpp"
+#include "tessera/core/metrics_sinks.hpp"
 #include "tessera/core/output_guard.hpp"
 #include "tessera/core/runtime.hpp"
 
@@ -105,6 +106,32 @@ StepOutcome Experiment::train_step(int64_t step, int64_t total_steps, StepBatche
   return out;
 }
 
+// The first record of a run (and of each resumed segment): what produced the records after it.
+nlohmann::json Experiment::header_record(int64_t step, bool resumed, int64_t total_steps) const {
+  nlohmann::json bytes = nlohmann::json::object();
+  for (const auto& [cat, b] : bytes_per_param()) bytes[cat] = b;
+  uint64_t hash = 14695981039346656037ull;  // FNV-1a 64 of the resolved config
+  for (unsigned char c : config_.dump()) hash = (hash ^ c) * 1099511628211ull;
+  return {{"header", true},
+          {"step", step},  // the step the records after it continue from
+          {"resumed", resumed},
+          {"time", unix_time()},
+          {"tessera_version", TESSERA_VERSION},
+          {"plugin_abi", fmt::format("{}.{}", TSR_ABI_MAJOR, TSR_ABI_MINOR)},
+          {"torch_version", core_torch_version()},
+          {"config", config_.path()},
+          {"config_hash", fmt::format("fnv1a64:{:016x}", hash)},
+          {"run_id", run_id_},
+          {"world_size", env_.world_size},
+          {"device", device_.str()},
+          {"precision", components_->precision().library().name()},
+          {"optimizer", opt_.optimizer.name},
+          {"params", params_.num_params()},
+          {"global_batch", opt_.data.batch_size * opt_.train.grad_accum},
+          {"total_steps", total_steps},
+          {"bytes_per_param", bytes}};
+}
+
 std::vector<double> Experiment::global_units(const StepBatches& batches) const {
   std::vector<double> local;
   for (const TensorMap& micro : batches.micro) {
@@ -169,13 +196,18 @@ TrainSummary Experiment::train_loop() {
   CheckpointMeta resumed;
   const bool resuming = !opt_.checkpoint.resume.empty();
   if (resuming) resumed = resume_from(opt_.checkpoint.resume);
-  std::optional<MetricsWriter> metrics;
+  std::optional<MetricsSinks> metrics;
   if (main && resuming) {
     // Steps after the checkpoint were logged by the run that died; this run logs them again.
     if (const int64_t dropped = truncate_metrics_after(output_dir + "/metrics.jsonl", resumed.step))
       spdlog::info("metrics.jsonl: dropped {} record(s) after step {}, which this run repeats", dropped, resumed.step);
   }
-  if (main) metrics.emplace(output_dir + "/metrics.jsonl", /*append=*/resuming);
+  if (main) {
+    const MetricsOptions& m = opt_.metrics;
+    metrics.emplace(output_dir, m.csv,
+                    m.tensorboard ? (m.tensorboard_dir.empty() ? output_dir + "/tensorboard" : m.tensorboard_dir) : "",
+                    resuming ? resumed.step : -1);
+  }
   ProgressLine progress;
   const int64_t accum = opt_.train.grad_accum, epochs = opt_.train.epochs;
   const int64_t steps_per_epoch = data_->batches_per_epoch() / accum;
@@ -192,6 +224,7 @@ TrainSummary Experiment::train_loop() {
   std::string mem;
   for (const auto& [cat, b] : bytes_per_param()) mem += fmt::format(" {} {:.2f}", cat, b);
   spdlog::info("model-state bytes/param:{}", mem);
+  if (main) metrics->write(header_record(resumed.step, resuming, total_steps));
 
   TrainSummary summary;
   summary.output_dir = output_dir;
@@ -203,8 +236,25 @@ TrainSummary Experiment::train_loop() {
                                  : device_peak_flops(device_, to_scalar_type(prec.autocast_dtype != TSR_DTYPE_NONE
                                                                                  ? prec.autocast_dtype
                                                                                  : prec.param_dtype));
-  MetricsWindow window(opt_.train.log_every, comm_.get(), peak_flops);
+  MetricsWindow window(opt_.train.log_every, comm_.get(), peak_flops, device_);
   const CheckpointSchedule checkpoints(opt_.checkpoint.every_steps);
+  // Evaluation on rank 0: after every epoch, or every [eval] every_steps and at the end.
+  const int64_t eval_every = opt_.eval.enabled ? opt_.eval.every_steps : 0;
+  auto run_eval = [&](int64_t at_step, int64_t epoch_done, const std::string& label) {
+    const auto eval_start = std::chrono::steady_clock::now();
+    progress.finish();
+    nlohmann::json rec = {{"eval", true}, {"step", at_step}, {"epoch", epoch_done}, {"time", unix_time()}};
+    std::string line = label + ":";
+    EvalResult ev = tessera::evaluate(evaluators_, *components_, data_->test(), device_, rec, line);
+    rec["elapsed_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    summary.eval_accuracy = ev.accuracy;
+    summary.zero_shot_accuracy = ev.zero_shot_accuracy;
+    summary.eval_loss = ev.eval_loss;
+    summary.perplexity = ev.perplexity;
+    metrics->write(rec);
+    spdlog::info("{}", line);
+    window.exclude_since(eval_start);
+  };
   int64_t step = resumed.step;
   bool done = step >= total_steps;
   for (int64_t epoch = resumed.epoch; epoch < epochs && !done; ++epoch) {
@@ -232,6 +282,7 @@ TrainSummary Experiment::train_loop() {
           progress.update(line);
         }
       }
+      if (eval_every > 0 && main && (step % eval_every == 0 || done)) run_eval(step, epoch + 1, "step " + std::to_string(step));
       const CheckpointSchedule::When when = checkpoints.after_step(step, done, s + 1 == steps_per_epoch);
       if (when == CheckpointSchedule::When::Now) save_checkpoint_at(step, epoch, (s + 1) * accum, summary.skipped_steps);
       if (when == CheckpointSchedule::When::AfterEval) save_after_eval = true;
@@ -241,20 +292,7 @@ TrainSummary Experiment::train_loop() {
       }
     }
     summary.epochs = epoch + 1;
-    if (opt_.eval.enabled && main) {
-      const auto eval_start = std::chrono::steady_clock::now();
-      progress.finish();
-      nlohmann::json rec = {{"eval", true}, {"step", step}, {"epoch", epoch + 1}};
-      std::string line = fmt::format("epoch {}:", epoch + 1);
-      EvalResult ev = tessera::evaluate(evaluators_, *components_, data_->test(), device_, rec, line);
-      rec["elapsed_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-
-      summary.eval_accuracy = ev.accuracy;
-      summary.zero_shot_accuracy = ev.zero_shot_accuracy;
-      metrics->write(rec);
-      spdlog::info("{}", line);
-      window.exclude_since(eval_start);
-    }
+    if (opt_.eval.enabled && eval_every == 0 && main) run_eval(step, epoch + 1, fmt::format("epoch {}", epoch + 1));
     if (save_after_eval) save_checkpoint_at(step, epoch + 1, 0, summary.skipped_steps);
   }
   progress.finish();

@@ -36,11 +36,14 @@ inline std::string read_file(const fs::path& p) {
   return s.str();
 }
 
-// Every record of a JSON Lines file (metrics.jsonl).
+// Every record of a JSON Lines file (metrics.jsonl) but its header records ("header": true).
 inline std::vector<nlohmann::json> read_jsonl(const fs::path& p) {
   std::vector<nlohmann::json> out;
   std::ifstream f(p);
-  for (std::string line; std::getline(f, line);) out.push_back(nlohmann::json::parse(line));
+  for (std::string line; std::getline(f, line);) {
+    nlohmann::json r = nlohmann::json::parse(line);
+    if (!r.value("header", false)) out.push_back(std::move(r));
+  }
   return out;
 }
 

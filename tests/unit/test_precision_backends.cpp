@@ -47,7 +47,7 @@ std::vector<double> losses(const fs::path& out) {
   std::ifstream f(out / "metrics.jsonl");
   for (std::string line; std::getline(f, line);) {
     auto r = nlohmann::json::parse(line);
-    if (!r.contains("eval")) l.push_back(r["loss"]);
+    if (!r.contains("eval") && !r.contains("header")) l.push_back(r["loss"]);
   }
   return l;
 }

@@ -40,8 +40,9 @@ class Components {
   // gather an encoder's parameters and free them again.
   void forward(TensorMap& batch, GradSync* sync = nullptr) const;
   // The terms of every loss reducer for `batch`, each weighted by its [[loss]] weight and
-  // tagged with the index of its [[loss]].
-  std::vector<Term> terms(const TensorMap& batch) const;
+  // tagged with the index of its [[loss]]. gather = false: every loss sees this rank's batch
+  // as it is (an evaluation on one rank).
+  std::vector<Term> terms(const TensorMap& batch, bool gather = true) const;
   // Per [[loss]]: the units (tokens) its sum terms cover in `batch` (the dataset's tensors),
   // -1 for a loss that does not count units.
   std::vector<int64_t> count_units(const TensorMap& batch) const;

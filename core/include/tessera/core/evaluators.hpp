@@ -19,6 +19,8 @@ struct EvalResult {
   double accuracy = -1.0;            // classifier: argmax of [eval] logits
   double loss = -1.0;                // its mean cross-entropy
   double zero_shot_accuracy = -1.0;  // nearest class caption embedding
+  double eval_loss = -1.0;           // [eval] loss: the [[loss]] terms' total on the split
+  double perplexity = -1.0;          // exp of it, when every term is per token
 };
 
 class Evaluator {
@@ -34,7 +36,7 @@ class Evaluator {
 // The evaluators [eval] asks for, in a fixed order (classifier, then zero-shot). Throws
 // ConfigError when zero-shot is asked of a dataset without prompts ("zero_shot_prompts" metadata).
 std::vector<std::unique_ptr<Evaluator>> make_evaluators(const EvalOptions& eval, const TrainingData& data,
-                                                        at::Device device);
+                                                        const Components& components, at::Device device);
 
 // Runs `evaluators` over `test` in eval mode without gradients (autocast as in training):
 // one forward per batch, every evaluator sees it. Leaves the encoders in training mode.

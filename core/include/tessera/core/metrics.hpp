@@ -9,6 +9,11 @@
 
 namespace tessera {
 
+// Seconds since the Unix epoch (wall clock), for the records' "time".
+double unix_time();
+// This process's peak resident set size so far, MiB (getrusage).
+double peak_rss_mib();
+
 // One JSON object per line, written with a single write and flushed after each record.
 // Doubles are written by nlohmann's dump: shortest text that reads back to the same double,
 // identical on every run. Non-finite doubles (NaN, +-Inf) have no JSON form and are written as

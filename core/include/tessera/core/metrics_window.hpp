@@ -31,7 +31,8 @@ class MetricsWindow {
  public:
   // `comm` (null on one rank): each step's terms are averaged over ranks before they count.
   // `peak_flops`: the device's peak FLOP/s for the compute dtype; 0 = unknown (no MFU logged).
-  MetricsWindow(int64_t log_every, Comm* comm, double peak_flops = 0.0);
+  // `device`: where the step runs (its allocator's memory is logged on a GPU).
+  MetricsWindow(int64_t log_every, Comm* comm, double peak_flops = 0.0, at::Device device = at::kCPU);
 
   // Counts a step. A skipped step adds its samples (and lr) but no loss. Collective for an
   // applied step when data parallel (every rank applies or skips the same steps).
@@ -52,6 +53,7 @@ class MetricsWindow {
   int64_t log_every_;
   Comm* comm_;
   double peak_flops_;
+  at::Device device_;
   Clock::time_point start_ = Clock::now(), window_start_ = start_;
   int64_t samples_ = 0, steps_ = 0, window_steps_ = 0;  // steps_: applied ones; window_steps_: all
   double wait_ms_ = 0;  // data wait summed over the window's steps

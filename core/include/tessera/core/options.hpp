@@ -18,6 +18,7 @@ const Schema& optimizer_schema();
 const Schema& schedule_schema();
 const Schema& train_schema();
 const Schema& eval_schema();
+const Schema& metrics_schema();
 const Schema& checkpoint_schema();
 const Schema& dist_schema();
 const Schema& encoder_slot_schema();    // keys of [[encoder]] the core owns (plugin, name)
@@ -75,6 +76,8 @@ struct TrainOptions {
 struct EvalOptions {
   Section section;
   bool enabled = true;
+  bool loss = false;        // evaluate the [[loss]] terms (and perplexity)
+  int64_t every_steps = 0;  // 0 = after every epoch
   std::string logits, label, zero_shot_image, zero_shot_text;
   static EvalOptions from(Section s);
 };
@@ -94,6 +97,13 @@ struct DistOptions {
 };
 
 // Every core section of one experiment, resolved and cross-checked against the world size.
+struct MetricsOptions {
+  Section section;
+  bool csv = true, tensorboard = false;
+  std::string tensorboard_dir;  // empty = <output_dir>/tensorboard
+  static MetricsOptions from(Section s);
+};
+
 struct CoreOptions {
   ExperimentOptions experiment;
   DataOptions data;
@@ -103,6 +113,7 @@ struct CoreOptions {
   EvalOptions eval;
   CheckpointOptions checkpoint;
   DistOptions dist;
+  MetricsOptions metrics;
   // Throws ConfigError naming the file, key and the rule broken.
   static CoreOptions resolve(const Config& config, const DistEnv& env);
 };

@@ -3,6 +3,8 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <optional>
+
 #include "tessera/core/comm.hpp"
 #include "tessera/core/config.hpp"
 #include "tessera/core/options.hpp"
@@ -35,5 +37,12 @@ at::Device training_device(const ExperimentOptions& experiment, const DistEnv& e
 // (tensor cores for 16-bit types, plain fp32 otherwise: LibTorch does not use TF32 by default);
 // 0 when unknown, e.g. for every CPU.
 double device_peak_flops(at::Device device, at::ScalarType dtype);
+
+// What the CUDA caching allocator holds for tensors on `device` now and at its peak, MiB; nullopt
+// on a CPU (or a build without CUDA).
+struct DeviceMemory {
+  double allocated_mib = 0, peak_mib = 0;
+};
+std::optional<DeviceMemory> device_memory(at::Device device);
 
 }  // namespace tessera

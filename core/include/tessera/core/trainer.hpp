@@ -33,6 +33,8 @@ struct TrainSummary {
   double final_loss = 0.0;      // mean training loss over the last logging window
   double eval_accuracy = -1.0;  // last evaluation; -1 when none ran
   double zero_shot_accuracy = -1.0;
+  double eval_loss = -1.0;      // [eval] loss: the objective on the evaluation split
+  double perplexity = -1.0;     // exp of it, for per-token terms
   double train_seconds = 0.0;   // training loop only (excludes building and data loading)
   int64_t skipped_steps = 0;    // steps dropped for a non-finite loss ([train] nonfinite = "skip")
   std::string output_dir;
@@ -62,6 +64,8 @@ class Experiment {
   bool is_main_rank() const { return env_.rank == 0; }
   const StateStore& states() const { return states_; }
   TrainingData* data() { return data_.get(); }  // null when built without data
+  const Components& components() const { return *components_; }
+  at::Device device() const { return device_; }
   // Bytes per parameter by category ("parameters", "gradients", "master", "optimizer_states").
   std::vector<std::pair<std::string, double>> bytes_per_param() const;
   // One line per component, for the log and `tessera check`.
@@ -73,6 +77,7 @@ class Experiment {
   // Per [[loss]]: the units (tokens) its sum terms cover in the whole global batch (this rank's
   // micro-batches, summed over ranks), at least 1.
   std::vector<double> global_units(const StepBatches& batches) const;
+  nlohmann::json header_record(int64_t step, bool resumed, int64_t total_steps) const;
   void note_unused(const StepStats& stats, int64_t step);
   // A signal asked every rank to stop after `step`: checkpoint (when on and not `saved` at this
   // step already) and throw Interrupted.
