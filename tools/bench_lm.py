@@ -291,6 +291,8 @@ SETTINGS = {
     "decay": ("schedule", "decay", "cosine", str),
     "min_lr_ratio": ("schedule", "min_lr_ratio", 0.0, float),
     "clip_grad_norm": ("train", "clip_grad_norm", 0.0, float),
+    "epochs": ("train", "epochs", 1, int),
+    "max_steps": ("train", "max_steps", 0, int),
     "grad_accum": ("train", "grad_accum", 1, int),
     "precision": ("precision", "plugin", "fp32", str),
 }
@@ -307,8 +309,9 @@ def parse_args():
     p.add_argument("--weights", help="initial weights, safetensors as `tessera init` writes them")
     p.add_argument("--steps", type=int, default=30, help="timed steps (default 30)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps before them (default 5)")
-    p.add_argument("--total-steps", type=int, help="steps the lr schedule spans (default warmup + steps, as "
-                                                   "Tessera's max_steps)")
+    p.add_argument("--total-steps", type=int, help="steps the lr schedule spans (default: the run's, as Tessera "
+                                                   "counts them from [train] epochs and max_steps; without "
+                                                   "max_steps, warmup + steps)")
     p.add_argument("--precision", choices=PRECISIONS, help="[precision] plugin, default fp32")
     p.add_argument("--device", choices=("cpu", "cuda"), help="[experiment] device, default cpu")
     for name, (section, key, default, kind) in SETTINGS.items():
@@ -348,7 +351,6 @@ def resolve(args):
         s[name] = given if given is not None else table.get(key, default)
     s["encoder"] = args.encoder or enc.get("name", "lm")
     s["d_ff"] = s["d_ff"] or 4 * s["d_model"]
-    s["total_steps"] = args.total_steps or args.warmup + args.steps
     if s["threads"] <= 0:  # Tessera's rule for 0: OMP_NUM_THREADS, else all cores
         s["threads"] = int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or os.cpu_count()
     checks = [(s["optimizer"] == "adamw", f"optimizer {s['optimizer']!r}: only adamw"),
@@ -415,13 +417,14 @@ def main():
                 else contextlib.nullcontext)
     data = Batches(Shards(s["train"], s["seq_len"], s["train_limit"]), s["batch_size"], s["seed"], s["shuffle"],
                    s["drop_last"])
+    # The schedule's length as Tessera's trainer counts it: the epochs' batches, capped by max_steps.
+    s["total_steps"] = args.total_steps or (min(data.per_epoch * s["epochs"], s["max_steps"]) if s["max_steps"] > 0
+                                            else args.warmup + args.steps)
     log(f"bench_lm.py: {n_params} parameters, {precision}, {device}, {s['threads']} threads, "
         f"B={s['batch_size']} T={s['seq_len']}, {args.warmup} + {args.steps} steps"
         + (f", weights {args.weights}" if args.weights else ", seeded init"))
 
     cuda = device.type == "cuda"
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
     losses, times = [], []
     for i in range(args.warmup + args.steps):
         if cuda:

@@ -4,7 +4,7 @@
 # (one metrics record per step), then tools/bench_lm.py trains the same model from those weights
 # on the same batches with the same optimizer and threads (it reads the run's
 # config.resolved.toml). Prints median step times and their ratio (Tessera / PyTorch), tokens/s,
-# model-state bytes/param, peak RSS (CPU) or peak allocated memory (CUDA, PyTorch only), and the
+# model-state bytes/param, peak RSS (CPU) or the CUDA allocator's peak, and the
 # first step's loss of each (identical weights and batch: fp32 agrees to ~1e-4).
 # usage: tools/bench_lm.sh [--device cpu|cuda] [CONFIG] [STEPS] [BACKEND...]
 #        (defaults: cpu, configs/lm_small_bench.toml, 30 steps, fp32 bf16_pure; WARMUP=5 steps
@@ -29,14 +29,6 @@ out=${OUT_DIR:-runs/bench_lm}/$name
 report=${REPORT:-tools/results/bench_lm_${name}_${device}.txt}
 mkdir -p "$out" tools/results
 
-# Runs a command with stdout+stderr to LOG; prints the peak RSS (MiB) of what it started.
-peak_rss() {
-  "$py" -c 'import resource, subprocess, sys
-rc = subprocess.run(sys.argv[2:], stdout=open(sys.argv[1], "w"), stderr=subprocess.STDOUT).returncode
-print(f"{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f}")
-sys.exit(rc)' "$@"
-}
-
 sets=(--set experiment.device=\""$device"\" --set train.max_steps=$((warmup + steps)) --set train.log_every=1
       --set eval.enabled=false --set train.save_model=false)
 "$bin" init "$config" "${sets[@]}" --out "$out/init.safetensors" > "$out/init.log" 2>&1 ||
@@ -47,55 +39,49 @@ for backend in "${backends[@]}"; do
   run="$out/$backend"
   rm -rf "$run"
   mkdir -p "$run"
-  if ! tessera_rss=$(peak_rss "$run/train.log" "$bin" train "$config" "${sets[@]}" --set precision.plugin=\""$backend"\" \
-      --set experiment.output_dir=\""$run"\"); then
+  if ! "$bin" train "$config" "${sets[@]}" --set precision.plugin=\""$backend"\" --set experiment.output_dir=\""$run"\" \
+      > "$run/train.log" 2>&1; then
     echo "bench_lm.sh: tessera train failed for $backend:" >&2
     grep -m3 -i "error" "$run/train.log" >&2 || tail -3 "$run/train.log" >&2
     rows+=("$backend failed: $(grep -m1 '^error: ' "$run/train.log" | cut -c8-100 || echo "see $run/train.log")")
     continue
   fi
-  total=$(sed -n 's/.* \([0-9]*\) optimizer steps (.*/\1/p' "$run/train.log" | head -1)
   "$py" tools/bench_lm.py --config "$run/config.resolved.toml" --weights "$out/init.safetensors" --precision "$backend" \
-    --device "$device" --steps "$steps" --warmup "$warmup" --total-steps "${total:-$((warmup + steps))}" \
+    --device "$device" --steps "$steps" --warmup "$warmup" \
     > "$run/pytorch.json" 2> "$run/pytorch.log" ||
     { tail -5 "$run/pytorch.log" >&2; echo "bench_lm.sh: tools/bench_lm.py failed for $backend" >&2; exit 1; }
-  rows+=("$("$py" - "$run" "$warmup" "$tessera_rss" <<'PY'
-import json, re, statistics, sys
-run, warmup, tessera_rss = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+  rows+=("$("$py" - "$run" "$warmup" <<'PY'
+import json, statistics, sys
+run, warmup = sys.argv[1], int(sys.argv[2])
 recs = [json.loads(l) for l in open(run + "/metrics.jsonl")]
-steps = [r for r in recs if "step" in r and "loss" in r and "eval" not in r]
-# step_ms: the mean over the record's window (one step here); older builds: elapsed_s differences.
-ms, prev = {}, None
-for r in steps:
-    if "step_ms" in r:
-        ms[r["step"]] = r["step_ms"]
-    elif prev is not None:
-        ms[r["step"]] = 1000.0 * (r["elapsed_s"] - prev["elapsed_s"]) / (r["step"] - prev["step"])
-    prev = r
-timed = [v for s, v in ms.items() if s > warmup]
+steps = [r for r in recs if "loss" in r and not r.get("eval") and not r.get("header")]
+timed = [r["step_ms"] for r in steps if r["step"] > warmup]  # one step per record here
 t_ms = statistics.median(timed)
-# Model-state bytes/param: a record that carries it, else the log line.
-bpp = next((r[k]["total"] for r in recs for k in ("bytes_per_param", "model_state_bytes_per_param")
-            if isinstance(r.get(k), dict) and "total" in r[k]), None)
-if bpp is None:
-    m = re.search(r"model-state bytes/param:.* total ([0-9.]+)", open(run + "/train.log").read())
-    bpp = float(m.group(1)) if m else float("nan")
-cfg = open(run + "/config.resolved.toml").read()
+header = next(r for r in recs if r.get("header"))  # what the run is, its model-state bytes/param
+bpp = header["bytes_per_param"]["total"]
 py = json.loads(open(run + "/pytorch.json").read().strip().splitlines()[-1])
 tokens = py["batch_size"] * py["seq_len"]
 t_loss, p_loss = steps[0]["loss"], py["first_loss"]
 backend = run.rstrip("/").split("/")[-1]
-mem_p = f"{py['cuda_max_allocated_mib']:.0f}" if py["cuda_max_allocated_mib"] is not None else f"{py['peak_rss_mib']:.0f}"
-mem_t = f"{tessera_rss:.0f}" if py["device"] == "cpu" else next(
-    (f"{steps[-1][k]:.0f}" for k in ("cuda_max_allocated_mib", "memory_allocated_mib") if k in steps[-1]), "n/a")
+# Peak memory: RSS on CPU, the CUDA allocator's peak on a GPU (both as each process reports it).
+if py["device"] == "cpu":
+    mem_t, mem_p = steps[-1].get("rss_peak_mib", float("nan")), py["peak_rss_mib"]
+else:
+    mem_t, mem_p = steps[-1].get("cuda_peak_mib", float("nan")), py["cuda_max_allocated_mib"]
 print(f"{backend:<10} {t_ms:>9.1f} {py['step_ms_median']:>9.1f} {t_ms / py['step_ms_median']:>6.2f} "
       f"{tokens * 1000 / t_ms:>9.0f} {py['tokens_per_s']:>9.0f} {bpp:>7.2f} {py['bytes_per_param']['total']:>7.2f} "
-      f"{mem_t:>7} {mem_p:>7} {t_loss:>10.6f} {p_loss:>10.6f} {abs(t_loss - p_loss):>8.1e}")
+      f"{mem_t:>7.0f} {mem_p:>7.0f} {t_loss:>10.6f} {p_loss:>10.6f} {abs(t_loss - p_loss):>8.1e}")
+# The whole loss curve, step by step, for the note under the table.
+diffs = [abs(r["loss"] - p) for r, p in zip(steps, py["losses"])]
+worst = max(range(len(diffs)), key=diffs.__getitem__)
+with open(run + "/agreement.txt", "w") as f:
+    f.write(f"{backend}: loss at step {len(diffs)} Tessera {steps[len(diffs) - 1]['loss']:.6f} PyTorch "
+            f"{py['losses'][-1]:.6f}; largest |diff| {diffs[worst]:.1e} at step {worst + 1}\n")
 PY
 )")
 done
 
-mem=$([ "$device" = cpu ] && echo "RSS MiB" || echo "mem MiB")
+mem=$([ "$device" = cpu ] && echo "RSS MiB" || echo "CUDA MiB")
 {
   echo "# tools/bench_lm.sh --device $device $config $steps ${backends[*]}   (WARMUP=$warmup)"
   echo "# $(date -u +%F), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at the end;" \
@@ -104,5 +90,6 @@ mem=$([ "$device" = cpu ] && echo "RSS MiB" || echo "mem MiB")
   printf "$fmt" "" "ms/step" "" "ratio" "tokens/s" "" "B/param" "" "peak" "$mem" "first" "loss" ""
   printf "$fmt" backend Tessera PyTorch T/P Tessera PyTorch Tessera PyTorch Tessera PyTorch Tessera PyTorch "|diff|"
   printf '%s\n' "${rows[@]}"
+  for backend in "${backends[@]}"; do cat "$out/$backend/agreement.txt" 2>/dev/null || true; done
 } > "$report"
 cat "$report"
