@@ -183,8 +183,11 @@ std::vector<Term> Components::terms(const TensorMap& batch, bool gather) const {
 
 std::vector<int64_t> Components::count_units(const TensorMap& batch) const {
   std::vector<int64_t> units(losses_.size(), -1);
-  for (size_t i = 0; i < losses_.size(); ++i)
-    if (counts_units_[i]) units[i] = *losses_[i]->count_units(batch);
+  for (size_t i = 0; i < losses_.size(); ++i) {
+    if (!counts_units_[i]) continue;
+    units[i] = *losses_[i]->count_units(batch);
+    if (units[i] < 0) counts_units_[i] = false;  // this instance emits mean terms only: stop asking
+  }
   return units;
 }
 

@@ -392,7 +392,7 @@ std::optional<int64_t> LossInstance::count_units(const TensorMap& batch) const {
   tsr_tensor_set set(const_cast<TensorMap*>(&batch), true);
   int64_t units = -1;
   check(vt->count_units(raw(), &set, &units), "count_units");
-  if (units < 0) throw Error(label() + ": count_units returned " + std::to_string(units) + " units");
+  if (units < -1) throw Error(label() + ": count_units returned " + std::to_string(units) + " units");
   return units;
 }
 

@@ -62,7 +62,8 @@ StepOutcome Experiment::train_step(int64_t step, int64_t total_steps, StepBatche
   //    or the world size (a per-micro-batch mean would weigh a short sequence's tokens more).
   if (components_->counts_units()) {
     bo.units = global_units(batches);
-    out.tokens = static_cast<int64_t>(*std::max_element(bo.units.begin(), bo.units.end()));
+    if (components_->counts_units())  // a loss may have said it has none (-1)
+      out.tokens = static_cast<int64_t>(*std::max_element(bo.units.begin(), bo.units.end()));
   }
   // 1. Forward and backward over the micro-batches; gradients accumulate in the flat buffers
   //    and come together across ranks as the sync strategy does it.
@@ -136,12 +137,12 @@ std::vector<double> Experiment::global_units(const StepBatches& batches) const {
   std::vector<double> local;
   for (const TensorMap& micro : batches.micro) {
     const std::vector<int64_t> n = components_->count_units(micro);
-    local.resize(n.size(), 0.0);
+    local.resize(n.size(), 0.0);  // a loss without units counts 0: its entry stays unused
     for (size_t i = 0; i < n.size(); ++i) local[i] += static_cast<double>(std::max<int64_t>(n[i], 0));
   }
   at::Tensor units = at::tensor(local, at::kDouble);  // (losses,) f64: exact to 2^53 units
   if (comm_) comm_->all_reduce_sum(units);
-  units.clamp_min_(1.0);  // a global batch without any unit: its sums are 0, and so the gradient
+  units.clamp_min_(1.0);  // a batch without any unit: its sums are 0, and so is the gradient
   const double* p = units.data_ptr<double>();
   return std::vector<double>(p, p + units.numel());
 }

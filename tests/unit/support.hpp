@@ -36,6 +36,13 @@ inline std::string read_file(const fs::path& p) {
   return s.str();
 }
 
+// Removes a metrics record's wall-clock figures: the only fields two runs of one seed may differ in.
+inline void erase_timing(nlohmann::json& r) {
+  for (const char* k : {"samples_per_s", "elapsed_s", "data_wait_ms", "step_ms", "time", "rss_peak_mib",
+                        "tokens_per_s", "mfu", "cuda_allocated_mib", "cuda_peak_mib"})
+    r.erase(k);
+}
+
 // Every record of a JSON Lines file (metrics.jsonl) but its header records ("header": true).
 inline std::vector<nlohmann::json> read_jsonl(const fs::path& p) {
   std::vector<nlohmann::json> out;

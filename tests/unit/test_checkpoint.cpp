@@ -43,9 +43,7 @@ std::vector<nlohmann::json> metrics_after(const fs::path& out, int64_t step) {
   for (std::string line; std::getline(f, line);) {
     auto r = nlohmann::json::parse(line);
     if (r["step"].get<int64_t>() <= step) continue;
-    r.erase("samples_per_s");
-    r.erase("elapsed_s");
-    r.erase("data_wait_ms");
+    tessera::test::erase_timing(r);
     recs.push_back(r);
   }
   return recs;

@@ -140,9 +140,7 @@ TEST(EndToEnd, SameSeedSameMetricsBitForBit) {
     std::vector<nlohmann::json> recs = read_jsonl(out / "metrics.jsonl");
     for (auto& r : recs) {
       if (!r.contains("eval")) EXPECT_GE(r.at("data_wait_ms").get<double>(), 0.0);
-      r.erase("samples_per_s");  // wall-clock figures are the only things allowed to differ
-      r.erase("elapsed_s");
-      r.erase("data_wait_ms");
+      tessera::test::erase_timing(r);  // wall-clock figures are the only things allowed to differ
     }
     return std::make_pair(recs, load_safetensors((out / "model.safetensors").string()).tensors);
   };

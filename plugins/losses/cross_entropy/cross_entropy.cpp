@@ -47,9 +47,9 @@ class CrossEntropy : public tessera::sdk::Loss {
     else terms.emit(term_, loss);                 // scalar: implicit gradient of one
   }
 
-  // The targets the loss counts: those that are not ignore_index.
+  // normalize = "tokens": the targets the loss counts, those that are not ignore_index.
   int64_t count_units(const tessera::sdk::TensorSet& batch) override {
-    return batch.get(target_).ne(ignore_).sum().item<int64_t>();
+    return per_token_ ? batch.get(target_).ne(ignore_).sum().item<int64_t>() : -1;
   }
 
  private:

@@ -379,7 +379,8 @@ typedef struct tsr_loss_vtable {
    * (e.g. target tokens that are not ignored) this micro-batch holds for the terms compute will
    * emit with TSR_NORMALIZE_UNITS. Called on every micro-batch of an optimizer step, BEFORE the
    * step's first forward, with the dataset's tensors only (batch: borrowed, read-only, valid
-   * until return; not gathered). *units: 0 or more. */
+   * until return; not gathered). *units: 0 or more; or -1: this instance emits no such terms
+   * (e.g. a loss whose config asks for means), and the core stops asking it. */
   tsr_status (*count_units)(tsr_instance* self, const tsr_tensor_set* batch, int64_t* units);
 } tsr_loss_vtable;
 

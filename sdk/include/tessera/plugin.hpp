@@ -230,8 +230,9 @@ class Loss {
   // Trainable parameters of the loss itself (e.g. a learned temperature); none by default.
   virtual Params parameters() { return {}; }
   // ABI 1.3, needed by a loss that emits Terms::emit_sum terms: the units (e.g. target tokens
-  // that are not ignored) of this micro-batch, from the dataset's tensors, before any forward.
-  virtual int64_t count_units(const TensorSet& /*batch*/) { return 0; }
+  // that are not ignored) of this micro-batch, from the dataset's tensors, before any forward;
+  // -1 when this instance emits no sum terms (the core then stops asking).
+  virtual int64_t count_units(const TensorSet& /*batch*/) { return -1; }
 };
 
 class Precision {

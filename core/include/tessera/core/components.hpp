@@ -69,7 +69,7 @@ class Components {
   std::vector<std::unique_ptr<LossInstance>> losses_;
   std::vector<double> loss_weights_;
   std::vector<InputView> loss_inputs_;  // empty entries: the batch as it is
-  std::vector<bool> counts_units_;      // per loss: it has count_units (ABI 1.3)
+  mutable std::vector<bool> counts_units_;  // per loss: it counts units (ABI 1.3), until it says -1
   std::unique_ptr<PrecisionInstance> precision_;
   tsr_precision_info precision_info_{};
 };

@@ -102,7 +102,7 @@ class LossInstance : public PluginInstance {
   // The loss's own trainable parameters (empty when its table has none).
   std::vector<std::pair<std::string, at::Tensor>> parameters() const;
   // The units (tokens) of `batch` its TSR_NORMALIZE_UNITS terms sum over; nullopt when the
-  // loss has no count_units (it then emits only mean terms).
+  // loss has no count_units, -1 when this instance emits only mean terms.
   std::optional<int64_t> count_units(const TensorMap& batch) const;
   bool has_count_units() const;
 };
