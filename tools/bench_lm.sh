@@ -9,9 +9,10 @@
 # usage: tools/bench_lm.sh [--device cpu|cuda] [CONFIG] [STEPS] [BACKEND...]
 #        (defaults: cpu, configs/lm_small_bench.toml, 30 steps, fp32 bf16_pure; WARMUP=5 steps
 #        before them; build first: tools/build.sh; data: tools/prepare_kjv.sh)
-# Backends: fp32, bf16, bf16_pure (PyTorch counterparts in tools/bench_lm.py).
-# Writes tools/results/bench_lm_<config>_<device>.txt (the command on top; REPORT=FILE elsewhere);
-# runs in runs/bench_lm/<config>/ (OUT_DIR=DIR: DIR/<config>/). TESSERA_BIN=path/to/tessera.
+# Backends: fp32, bf16, bf16_pure (PyTorch counterparts in tools/bench_lm.py). THREADS=N sets both
+# sides' intra-op threads (default: the config's, 0 = all cores).
+# Writes tools/results/bench_lm_<config>_<device>[_t<THREADS>].txt, the command on top (REPORT=FILE
+# elsewhere); runs go to runs/bench_lm/<config>/ (OUT_DIR=DIR: DIR/<config>/); TESSERA_BIN=path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 device=cpu
@@ -26,11 +27,18 @@ bin=${TESSERA_BIN:-build/bin/tessera}
 py=/usr/bin/python3   # Debian's, with python3-torch (not a pyenv python on PATH)
 name=$(basename "$config" .toml)
 out=${OUT_DIR:-runs/bench_lm}/$name
-report=${REPORT:-tools/results/bench_lm_${name}_${device}.txt}
+threads=${THREADS:-}  # intra-op threads of both; empty = the config's [experiment] threads
+report=${REPORT:-tools/results/bench_lm_${name}_${device}${threads:+_t$threads}.txt}
 mkdir -p "$out" tools/results
 
 sets=(--set experiment.device=\""$device"\" --set train.max_steps=$((warmup + steps)) --set train.log_every=1
       --set eval.enabled=false --set train.save_model=false)
+if [ -n "$threads" ]; then
+  sets+=(--set experiment.threads="$threads")
+  # OpenBLAS keeps its own pool (as many threads as cores), which neither at::set_num_threads nor
+  # torch.set_num_threads sizes: without this, "1 thread" still runs every matmul on all cores.
+  export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-$threads}
+fi
 "$bin" init "$config" "${sets[@]}" --out "$out/init.safetensors" > "$out/init.log" 2>&1 ||
   { cat "$out/init.log" >&2; echo "bench_lm.sh: tessera init failed (log: $out/init.log)" >&2; exit 1; }
 
@@ -75,7 +83,8 @@ print(f"{backend:<10} {t_ms:>9.1f} {py['step_ms_median']:>9.1f} {t_ms / py['step
 diffs = [abs(r["loss"] - p) for r, p in zip(steps, py["losses"])]
 worst = max(range(len(diffs)), key=diffs.__getitem__)
 with open(run + "/agreement.txt", "w") as f:
-    f.write(f"{backend}: loss at step {len(diffs)} Tessera {steps[len(diffs) - 1]['loss']:.6f} PyTorch "
+    f.write(f"{backend} ({py['threads']} threads): fastest step Tessera {min(timed):.1f} ms, PyTorch {min(py['step_ms']):.1f} ms "
+            f"(ratio {min(timed) / min(py['step_ms']):.2f}); loss at step {len(diffs)} Tessera {steps[len(diffs) - 1]['loss']:.6f} PyTorch "
             f"{py['losses'][-1]:.6f}; largest |diff| {diffs[worst]:.1e} at step {worst + 1}\n")
 PY
 )")
@@ -83,7 +92,7 @@ done
 
 mem=$([ "$device" = cpu ] && echo "RSS MiB" || echo "CUDA MiB")
 {
-  echo "# tools/bench_lm.sh --device $device $config $steps ${backends[*]}   (WARMUP=$warmup)"
+  echo "# ${threads:+THREADS=$threads }${OPENBLAS_NUM_THREADS:+OPENBLAS_NUM_THREADS=$OPENBLAS_NUM_THREADS }WARMUP=$warmup tools/bench_lm.sh --device $device $config $steps ${backends[*]}"
   echo "# $(date -u +%F), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at the end;" \
        "PyTorch $("$py" -c 'import torch; print(torch.__version__)'); median over $steps steps after $warmup warm-up"
   fmt='%-10s %9s %9s %6s %9s %9s %7s %7s %7s %7s %10s %10s %8s\n'
@@ -91,5 +100,11 @@ mem=$([ "$device" = cpu ] && echo "RSS MiB" || echo "CUDA MiB")
   printf "$fmt" backend Tessera PyTorch T/P Tessera PyTorch Tessera PyTorch Tessera PyTorch Tessera PyTorch "|diff|"
   printf '%s\n' "${rows[@]}"
   for backend in "${backends[@]}"; do cat "$out/$backend/agreement.txt" 2>/dev/null || true; done
+  case " ${backends[*]} " in *" bf16 "*)
+    echo "bf16: Tessera's fp32 master starts as the bf16-rounded weights, PyTorch's as the fp32 init, so their" \
+         "losses part after step 1 and meet again (a PyTorch master made from the rounded weights agrees to 1e-4)" ;; esac
+  case " ${backends[*]} " in *" bf16_pure "*)
+    echo "bf16_pure: Tessera rounds each update stochastically, PyTorch to nearest (updates below bf16's" \
+         "resolution are lost: its loss lags)" ;; esac
 } > "$report"
 cat "$report"
