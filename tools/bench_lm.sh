@@ -6,7 +6,7 @@
 # config.resolved.toml). Prints median step times and their ratio (Tessera / PyTorch), tokens/s,
 # model-state bytes/param, peak RSS (CPU) or the CUDA allocator's peak, and the
 # first step's loss of each (identical weights and batch: fp32 agrees to ~1e-4).
-# usage: tools/bench_lm.sh [--device cpu|cuda] [CONFIG] [STEPS] [BACKEND...]
+# usage: tools/bench_lm.sh [CONFIG] [STEPS] [BACKEND...] [--device cpu|cuda]
 #        (defaults: cpu, configs/lm_small_bench.toml, 30 steps, fp32 bf16_pure; WARMUP=5 steps
 #        before them; build first: tools/build.sh; data: tools/prepare_kjv.sh)
 # Backends: fp32, bf16, bf16_pure (PyTorch counterparts in tools/bench_lm.py). THREADS=N sets both
@@ -16,11 +16,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 device=cpu
-if [ "${1:-}" = "--device" ]; then device=$2; shift 2; fi
-config=${1:-configs/lm_small_bench.toml}
-steps=${2:-30}
-shift $(( $# > 2 ? 2 : $# )) || true
-backends=("$@")
+args=()
+while [ $# -gt 0 ]; do  # --device may come anywhere
+  case "$1" in
+    --device) device=${2:?--device needs cpu or cuda}; shift 2 ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+config=${args[0]:-configs/lm_small_bench.toml}
+steps=${args[1]:-30}
+backends=("${args[@]:2}")
 [ ${#backends[@]} -eq 0 ] && backends=(fp32 bf16_pure)
 warmup=${WARMUP:-5}
 bin=${TESSERA_BIN:-build/bin/tessera}
