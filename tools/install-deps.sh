@@ -12,6 +12,7 @@ packages=(
   libarchive-dev libsentencepiece-dev        # WebDataset tar shards; SentencePiece tokenizers
   tuxpaint-stamps-default bible-kjv espeak-ng  # real image+text+audio stamps; English text; speech
   python3-matplotlib python3-numpy           # tools/plot_metrics, tools/read_safetensors.py
+  python3-torch                              # tools/bench_lm.py: the plain-PyTorch side of tools/bench_lm.sh
 )
 missing=()
 for p in "${packages[@]}"; do
