@@ -4,6 +4,7 @@
 
 #include <ATen/Parallel.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
+#include <dlfcn.h>
 #include <malloc.h>
 #include <spdlog/spdlog.h>
 
@@ -30,7 +31,12 @@ void setup_process(const ExperimentOptions& experiment, const DistEnv& env) {
   // activations back in (~25% of a CPU step here). Keep them in the heap instead.
   mallopt(M_MMAP_THRESHOLD, 256 << 20);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
-  at::set_num_threads(intra_op_threads(experiment.threads));
+  const int threads = intra_op_threads(experiment.threads);
+  at::set_num_threads(threads);
+  // OpenBLAS (Debian's LibTorch does its fp32 matmuls there) keeps a thread pool of its own that
+  // at::set_num_threads does not size: ranks sharing a machine would each spin on every core.
+  using SetThreads = void (*)(int);
+  if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(threads);
 }
 
 int intra_op_threads(int64_t configured) {
