@@ -316,6 +316,14 @@ TEST(Cli, CheckAcceptsTheShippedConfigs) {
     EXPECT_EQ(r.code, 0) << c << ": " << r.err;
     EXPECT_NE(r.out.find("OK"), std::string::npos) << r.out;
   }
+  // The language models: the GPU ones checked on this CPU (check reads no data).
+  for (const char* c : {"gpt_tiny.toml", "lm_small_bench.toml", "gpt2_124m.toml", "lm_254m.toml"}) {
+    CliResult r = cli({"check", std::string(TESSERA_SOURCE_DIR) + "/configs/" + c, "--set",
+                       std::string("experiment.plugin_path=[\"") + TESSERA_PLUGIN_DIR + "\"]", "--set",
+                       "experiment.device=\"cpu\""});
+    EXPECT_EQ(r.code, 0) << c << ": " << r.err;
+    EXPECT_NE(r.out.find("OK"), std::string::npos) << r.out;
+  }
 }
 
 TEST(Cli, PluginsListsTheFourInTreePlugins) {
