@@ -164,6 +164,18 @@ struct Parsed {
   bool help = false;
 };
 
+// The value of a flag that takes a whole number, 0 or more; std::invalid_argument naming the flag.
+int64_t count_value(const std::string& flag, const std::string& v) {
+  size_t used = 0;
+  long long n = -1;
+  try {
+    n = std::stoll(v, &used);
+  } catch (const std::exception&) {
+  }
+  if (n < 0 || used != v.size()) throw std::invalid_argument(flag + " expects a whole number, 0 or more, got '" + v + "'");
+  return n;
+}
+
 // Throws std::invalid_argument for usage errors.
 Parsed parse(const std::vector<std::string>& args, size_t from) {
   Parsed p;
@@ -184,14 +196,7 @@ Parsed parse(const std::vector<std::string>& args, size_t from) {
     else if (a == "--input") p.gen.input = value(a);
     else if (a == "--output") p.gen.output = value(a);
     else if (a == "--max-new-tokens" || a == "--top-k" || a == "--context" || a == "--seed") {
-      const std::string v = value(a);
-      size_t used = 0;
-      long long n = -1;
-      try {
-        n = std::stoll(v, &used);
-      } catch (const std::exception&) {
-      }
-      if (n < 0 || used != v.size()) throw std::invalid_argument(a + " expects a whole number, 0 or more, got '" + v + "'");
+      const int64_t n = count_value(a, value(a));
       if (a == "--max-new-tokens") p.gen.max_new_tokens = n;
       else if (a == "--top-k") p.gen.top_k = n;
       else if (a == "--context") p.gen.context = n;
@@ -207,17 +212,7 @@ Parsed parse(const std::vector<std::string>& args, size_t from) {
       if (!(t >= 0) || used != v.size()) throw std::invalid_argument("--temperature expects a number, 0 or more, got '" + v + "'");
       p.gen.temperature = t;
     }
-    else if (a == "--examples" || a == "--batches") {
-      const std::string v = value(a);
-      size_t used = 0;
-      long long n = -1;
-      try {
-        n = std::stoll(v, &used);
-      } catch (const std::exception&) {
-      }
-      if (n < 0 || used != v.size()) throw std::invalid_argument(a + " expects a count, 0 or more, got '" + v + "'");
-      (a == "--examples" ? p.examples : p.batches) = n;
-    }
+    else if (a == "--examples" || a == "--batches") (a == "--examples" ? p.examples : p.batches) = count_value(a, value(a));
     else if (a.rfind("--plugin-path=", 0) == 0) p.plugin_paths.push_back(a.substr(14));
     else if (!a.empty() && a[0] == '-') throw std::invalid_argument("unknown option " + a);
     else p.positional.push_back(a);

@@ -355,7 +355,7 @@ TEST(DataInspect, PrintsSplitsFieldsExamplesAndLoaderSpeed) {
   EXPECT_EQ(rc, 2) << out;
   std::tie(rc, out) = cli("data inspect " + seq_config("") + " --batches many");
   EXPECT_EQ(rc, 2) << out;
-  EXPECT_NE(out.find("--batches expects a count"), std::string::npos) << out;
+  EXPECT_NE(out.find("--batches expects a whole number"), std::string::npos) << out;
 }
 
 TEST(DataInspect, WritesAContactSheetOfTheImages) {
