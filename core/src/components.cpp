@@ -170,9 +170,6 @@ std::vector<Term> Components::terms(const TensorMap& batch, bool gather) const {
       Term& term = terms[t];
       term.weight *= loss_weights_[i];
       term.loss = i;
-      if (term.per_unit && loss_inputs_[i])
-        throw Error("term '" + term.name + "' from " + losses_[i]->label() +
-                    " is a sum over units (tokens), which [[loss]] gather cannot normalise: drop gather for this loss");
       if (term.per_unit && !counts_units_[i])
         throw Error("term '" + term.name + "' from " + losses_[i]->label() +
                     " is a sum over units (tokens), but the loss does not count units (count_units, ABI 1.3)");
@@ -187,6 +184,9 @@ std::vector<int64_t> Components::count_units(const TensorMap& batch) const {
     if (!counts_units_[i]) continue;
     units[i] = *losses_[i]->count_units(batch);
     if (units[i] < 0) counts_units_[i] = false;  // this instance emits mean terms only: stop asking
+    else if (loss_inputs_[i])  // before any forward or all-gather: every rank would count the gathered rows
+      throw Error(losses_[i]->label() +
+                  " sums its loss over units (tokens), which [[loss]] gather cannot normalise: drop gather for this loss");
   }
   return units;
 }

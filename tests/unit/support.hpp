@@ -11,6 +11,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tessera/core/plugin_loader.hpp"
+
 namespace tessera::test {
 
 namespace fs = std::filesystem;
@@ -34,6 +36,14 @@ inline std::string read_file(const fs::path& p) {
   std::stringstream s;
   s << f.rdbuf();
   return s.str();
+}
+
+// The in-tree plugins and the test plugins, scanned once for the whole test binary.
+inline tessera::PluginRegistry& plugin_registry() {
+  static tessera::PluginRegistry reg;
+  static const bool scanned = (reg.scan({TESSERA_PLUGIN_DIR, TESSERA_TEST_PLUGIN_DIR}), true);
+  (void)scanned;
+  return reg;
 }
 
 // Removes a metrics record's wall-clock figures: the only fields two runs of one seed may differ in.

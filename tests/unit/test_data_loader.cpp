@@ -22,17 +22,11 @@ using namespace tessera;
 
 namespace {
 
-PluginRegistry& registry() {
-  static PluginRegistry reg;
-  static const bool scanned = (reg.scan({TESSERA_PLUGIN_DIR, TESSERA_TEST_PLUGIN_DIR}), true);
-  (void)scanned;
-  return reg;
-}
 
 // A dataset plugin built from a [data] table's plugin keys.
 std::unique_ptr<DatasetInstance> make_dataset(const std::string& name, const std::string& keys = "") {
   Config cfg = Config::parse("[data]\n" + keys, name + ".toml");
-  auto lib = registry().get(name, TSR_KIND_DATASET, "test");
+  auto lib = tessera::test::plugin_registry().get(name, TSR_KIND_DATASET, "test");
   return std::make_unique<DatasetInstance>(lib, cfg.resolve(cfg.table("data"), lib->schema(), "[data]"),
                                            "[data] (" + name + ")");
 }

@@ -17,26 +17,16 @@
 #include "tessera/core/plugin_host.hpp"
 #include "tessera/core/plugin_loader.hpp"
 #include "tessera/core/trainer.hpp"  // encoder_slot_schema, loss_slot_schema
+#include "captions.hpp"  // the fashion_mnist dataset's byte encoding of captions
+#include "support.hpp"
 
 using namespace tessera;
 
 namespace {
 
 // Byte ids as the fashion_mnist dataset writes them: byte + 1, 0 = padding, truncated at len.
-at::Tensor encode_caption_bytes(const std::vector<std::string>& captions, int64_t len) {
-  at::Tensor ids = at::zeros({static_cast<int64_t>(captions.size()), len}, at::kLong);  // (N, len)
-  for (size_t r = 0; r < captions.size(); ++r)
-    for (size_t i = 0; i < captions[r].size() && static_cast<int64_t>(i) < len; ++i)
-      ids[static_cast<int64_t>(r)][static_cast<int64_t>(i)] = static_cast<unsigned char>(captions[r][i]) + 1;
-  return ids;
-}
+using tessera::fashion_mnist::encode_caption_bytes;
 
-PluginRegistry& registry() {
-  static PluginRegistry reg;
-  static const bool scanned = (reg.scan({TESSERA_PLUGIN_DIR}), true);
-  (void)scanned;
-  return reg;
-}
 
 // Resolves the first [[encoder]] / [[loss]] table of `toml` against the slot + plugin schema.
 Section resolve(const Config& cfg, const std::string& slot, const std::shared_ptr<PluginLibrary>& lib) {
@@ -47,13 +37,13 @@ Section resolve(const Config& cfg, const std::string& slot, const std::shared_pt
 
 std::unique_ptr<LossInstance> make_clip(const std::string& keys) {
   Config cfg = Config::parse("[[loss]]\nplugin = \"clip\"\n" + keys, "clip.toml");
-  auto lib = registry().get("clip", TSR_KIND_LOSS, "test");
+  auto lib = tessera::test::plugin_registry().get("clip", TSR_KIND_LOSS, "test");
   return std::make_unique<LossInstance>(lib, resolve(cfg, "loss", lib), "clip");
 }
 
 std::unique_ptr<EncoderInstance> make_text(const std::string& keys) {
   Config cfg = Config::parse("[[encoder]]\nplugin = \"text\"\n" + keys, "text.toml");
-  auto lib = registry().get("text", TSR_KIND_ENCODER, "test");
+  auto lib = tessera::test::plugin_registry().get("text", TSR_KIND_ENCODER, "test");
   return std::make_unique<EncoderInstance>(lib, resolve(cfg, "encoder", lib), "text");
 }
 
@@ -125,7 +115,7 @@ void check_clip_against_reference(const std::string& keys, double scale0, bool w
 }  // namespace
 
 TEST(MultimodalClip, DescribesItselfAsALoss) {
-  auto lib = registry().get("clip", TSR_KIND_LOSS, "test");
+  auto lib = tessera::test::plugin_registry().get("clip", TSR_KIND_LOSS, "test");
   std::vector<std::string> keys;
   for (const auto& k : lib->schema().keys) keys.push_back(k.name);
   for (const char* k : {"image", "text", "label", "logit_scale_init", "max_logit_scale", "learn_logit_scale", "term"})
@@ -237,4 +227,51 @@ TEST(MultimodalText, VariantsAndBadConfig) {
   auto text = make_text("");
   TensorMap wrong{{"caption_ids", at::zeros({2, 3, 4}, at::kLong)}};
   EXPECT_THROW(text->forward(wrong), PluginError);
+}
+
+// cross_entropy on sequences: (B, T, V) logits against (B, T) targets equal LibTorch's loss over
+// the flattened positions (mean, or the sum with normalize = "tokens", ignore_index excluded and
+// counted out of the units); logits and targets that do not fit are refused by name.
+TEST(CrossEntropyPlugin, SequencesMeanSumUnitsAndShapeErrors) {
+  auto make = [](const std::string& keys) {
+    Config cfg = Config::parse("[[loss]]\nplugin = \"cross_entropy\"\nlogits = \"logits\"\ntarget = \"labels\"\n" + keys,
+                               "ce.toml");
+    auto lib = tessera::test::plugin_registry().get("cross_entropy", TSR_KIND_LOSS, "test");
+    return std::make_unique<LossInstance>(lib, resolve(cfg, "loss", lib), "cross_entropy");
+  };
+  at::manual_seed(3);
+  const at::Tensor logits = at::randn({2, 5, 7}).requires_grad_(true);                    // (B, T, V)
+  const at::Tensor labels = at::randint(0, 7, {2, 5}, at::kLong).index_put_({1, at::indexing::Slice(3)}, -100);
+  const TensorMap batch{{"logits", logits}, {"labels", labels}};
+  const at::Tensor ref_sum =
+      at::cross_entropy_loss(logits.reshape({10, 7}), labels.reshape({10}), {}, at::Reduction::Sum, -100);
+
+  std::vector<Term> mean_terms;
+  auto mean = make("");
+  mean->compute(batch, mean_terms);
+  ASSERT_EQ(mean_terms.size(), 1u);
+  EXPECT_FALSE(mean_terms[0].per_unit);
+  EXPECT_NEAR(mean_terms[0].value.item<double>(), ref_sum.item<double>() / 8.0, 1e-6);  // 8 targets are not ignored
+  EXPECT_EQ(mean->count_units(batch), std::optional<int64_t>(-1));  // a mean loss has no units
+
+  std::vector<Term> sum_terms;
+  auto tokens = make("normalize = \"tokens\"\n");
+  tokens->compute(batch, sum_terms);
+  ASSERT_EQ(sum_terms.size(), 1u);
+  EXPECT_TRUE(sum_terms[0].per_unit);
+  EXPECT_NEAR(sum_terms[0].value.item<double>(), ref_sum.item<double>(), 1e-5);
+  EXPECT_EQ(tokens->count_units(batch), std::optional<int64_t>(8));
+
+  auto refused = [&](const TensorMap& bad, const std::string& expected) {
+    std::vector<Term> t;
+    try {
+      tokens->compute(bad, t);
+      ADD_FAILURE() << "accepted; expected: " << expected;
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+    }
+  };
+  refused({{"logits", at::randn({2, 5, 7, 1})}, {"labels", labels}}, "'logits' must be (B, C) or (B, T, C), got 4 dims");
+  refused({{"logits", logits}, {"labels", at::zeros({2, 4}, at::kLong)}},
+          "'labels' has shape [2, 4], the logits 'logits' [2, 5, 7]: expected the logits' shape without its last dim");
 }

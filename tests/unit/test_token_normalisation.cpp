@@ -103,3 +103,19 @@ TEST(TokenNormalisation, PerMicroBatchMeansWouldWeighShortSequencesMore) {
   ASSERT_FALSE(accum.weights.empty());
   EXPECT_GT(max_abs_difference(one.weights, accum.weights), 1e-3);
 }
+
+TEST(TokenNormalisation, AGatheredLossCannotEmitSumsOverTokens) {
+  // Gathered rows would be counted on every rank: refused by name instead of silently misweighted.
+  const fs::path dir = tessera::test::temp_dir("tokens", "gather");
+  const std::string cfg = lm_config(dir, "tokens");
+  const std::string log = (dir / "gather.log").string();
+  const std::string cmd = "timeout 120 " TESSERA_CLI " launch --nproc 2 -- train " + cfg + " --set experiment.output_dir=" +
+                          (dir / "out").string() + " --set 'loss.0.gather=[\"logits\", \"labels\"]' > " + log + " 2>&1";
+  const int status = std::system(cmd.c_str());
+  EXPECT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  const std::string text = tessera::test::read_file(log);
+  EXPECT_NE(text.find("cross_entropy"), std::string::npos) << text;
+  EXPECT_NE(text.find("sums its loss over units (tokens), which [[loss]] gather cannot normalise: drop gather"),
+            std::string::npos)
+      << text;
+}

@@ -21,22 +21,17 @@
 #include "tessera/core/plugin_loader.hpp"
 #include "tessera/core/safetensors.hpp"
 #include "tessera/core/trainer.hpp"
+#include "captions.hpp"  // the fashion_mnist dataset's byte encoding of captions
 
 namespace fs = std::filesystem;
 using namespace tessera;
 
 namespace {
 
-PluginRegistry& registry() {
-  static PluginRegistry reg;
-  static const bool scanned = (reg.scan({TESSERA_PLUGIN_DIR}), true);
-  (void)scanned;
-  return reg;
-}
 
 std::unique_ptr<EncoderInstance> make_encoder(const std::string& plugin, const std::string& keys) {
   Config cfg = Config::parse("[[encoder]]\nplugin = \"" + plugin + "\"\n" + keys, plugin + ".toml");
-  auto lib = registry().get(plugin, TSR_KIND_ENCODER, "test");
+  auto lib = tessera::test::plugin_registry().get(plugin, TSR_KIND_ENCODER, "test");
   Schema schema = encoder_slot_schema();
   for (const auto& k : lib->schema().keys) schema.keys.push_back(k);
   return std::make_unique<EncoderInstance>(lib, cfg.resolve(*cfg.tables("encoder")[0], schema, "[[encoder]] #1"),
@@ -186,13 +181,7 @@ RunResult train_gpt(const fs::path& out, const std::string& tokens, bool checkpo
 }
 
 // ---- captions as the fashion_mnist dataset writes them: byte + 1, 0 = padding -------------------
-at::Tensor encode_caption_bytes(const std::vector<std::string>& captions, int64_t len) {
-  at::Tensor ids = at::zeros({static_cast<int64_t>(captions.size()), len}, at::kLong);  // (N, len)
-  for (size_t r = 0; r < captions.size(); ++r)
-    for (size_t i = 0; i < captions[r].size() && static_cast<int64_t>(i) < len; ++i)
-      ids[static_cast<int64_t>(r)][static_cast<int64_t>(i)] = static_cast<unsigned char>(captions[r][i]) + 1;
-  return ids;
-}
+using tessera::fashion_mnist::encode_caption_bytes;
 
 }  // namespace
 

@@ -21,6 +21,7 @@
 #include "tessera/core/error.hpp"
 #include "tessera/core/plugin_host.hpp"
 #include "tessera/core/plugin_loader.hpp"
+#include "support.hpp"
 
 namespace tessera::test_media {
 
@@ -123,17 +124,11 @@ inline void write_ogg(const fs::path& p, int rate, int frames) {
   sf_close(f);
 }
 
-inline PluginRegistry& registry() {
-  static PluginRegistry reg;
-  static const bool scanned = (reg.scan({TESSERA_PLUGIN_DIR}), true);
-  (void)scanned;
-  return reg;
-}
 
 // The [data] table of `cfg`, resolved against dataset plugin `plugin`'s schema (the core's own
 // [data] keys, which the loader owns, are accepted with their types and ignored).
 inline std::unique_ptr<DatasetInstance> make_dataset(const Config& cfg, const std::string& plugin) {
-  auto lib = registry().get(plugin, TSR_KIND_DATASET, "test");
+  auto lib = tessera::test::plugin_registry().get(plugin, TSR_KIND_DATASET, "test");
   Schema schema = lib->schema();
   for (const char* k : {"dataset", "train_split", "eval_split"})
     schema.keys.push_back({k, ValueType::String, std::string("\"\""), "core", 1.0, 0.0, {}});

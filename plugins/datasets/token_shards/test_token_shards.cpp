@@ -29,12 +29,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-PluginRegistry& registry() {
-  static PluginRegistry reg;
-  static const bool scanned = (reg.scan({TESSERA_PLUGIN_DIR}), true);
-  (void)scanned;
-  return reg;
-}
 
 fs::path temp_dir(const std::string& tag) { return tessera::test::temp_dir("token_shards", tag); }
 
@@ -72,7 +66,7 @@ std::vector<uint32_t> random_tokens(size_t n, uint32_t below, uint32_t seed) {
 
 std::unique_ptr<DatasetInstance> open_shards(const std::string& keys) {
   Config cfg = Config::parse("[data]\n" + keys, "data.toml");
-  auto lib = registry().get("token_shards", TSR_KIND_DATASET, "test");
+  auto lib = tessera::test::plugin_registry().get("token_shards", TSR_KIND_DATASET, "test");
   return std::make_unique<DatasetInstance>(lib, cfg.resolve(cfg.table("data"), lib->schema(), "[data]"),
                                            "[data] (token_shards)");
 }
@@ -151,7 +145,7 @@ void expect_every_window(const DatasetInstance& d, const std::string& split,
 }  // namespace
 
 TEST(TokenShards, DescribesItselfAsADataset) {
-  auto lib = registry().get("token_shards", TSR_KIND_DATASET, "test");
+  auto lib = tessera::test::plugin_registry().get("token_shards", TSR_KIND_DATASET, "test");
   std::vector<std::string> keys;
   for (const auto& k : lib->schema().keys) keys.push_back(k.name);
   EXPECT_EQ(keys, (std::vector<std::string>{"train", "val", "seq_len", "stride", "vocab_size", "format", "tokenizer"}));
@@ -415,7 +409,7 @@ TEST(TokenShards, KjvConfigResolvesAgainstThePluginSchema) {
   for (const char* core : {"dataset", "batch_size", "eval_batch_size", "train_split", "eval_split", "train_limit",
                            "test_limit", "shuffle", "drop_last", "workers", "prefetch"})
     data.erase(core);
-  auto lib = registry().get("token_shards", TSR_KIND_DATASET, "test");
+  auto lib = tessera::test::plugin_registry().get("token_shards", TSR_KIND_DATASET, "test");
   Section s = cfg.resolve(data, lib->schema(), "[data]");
   EXPECT_EQ(s.get_int("seq_len"), 128);
   EXPECT_EQ(s.get_int("vocab_size"), 8192);
