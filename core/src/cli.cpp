@@ -44,6 +44,7 @@ commands:
                                               train CONFIG once per precision backend, compare
   data inspect CONFIG [--set k=v]...          what CONFIG's dataset holds and how fast it loads
   data tokenize ...                           text -> SentencePiece -> llm.c token shards
+  data speak ...                              Fashion-MNIST's captions -> espeak-ng -> a spoken-caption cache
 
 options:
   -h, --help     help (also after a command: tessera train --help)
@@ -117,6 +118,7 @@ tokenizer), writes a PNG contact sheet of up to 64 images when a field holds ima
 with the configured [data] batch_size and workers.
 
 `tessera data tokenize --help` describes turning text into llm.c token shards.
+`tessera data speak --help` describes speaking Fashion-MNIST's captions into a cache.
 )";
 
 const char* kEvalHelp = R"(usage: tessera eval CONFIG --weights FILE [--set section.key=value]...
@@ -236,6 +238,9 @@ int cmd_train(const Parsed& p) {
   if (s.eval_accuracy >= 0) std::cout << std::setprecision(2) << "; test accuracy " << 100.0 * s.eval_accuracy << "%";
   if (s.zero_shot_accuracy >= 0)
     std::cout << std::setprecision(2) << "; zero-shot accuracy " << 100.0 * s.zero_shot_accuracy << "%";
+  if (s.zero_shot_audio_accuracy >= 0)
+    std::cout << std::setprecision(2) << "; zero-shot audio accuracy " << 100.0 * s.zero_shot_audio_accuracy << "%";
+  if (s.recall_at_1 >= 0) std::cout << std::setprecision(2) << "; retrieval R@1 " << 100.0 * s.recall_at_1 << "%";
   if (s.eval_loss >= 0) std::cout << std::setprecision(4) << "; eval loss " << s.eval_loss;
   if (s.perplexity >= 0) std::cout << std::setprecision(2) << " (perplexity " << s.perplexity << ")";
   std::cout << "\noutputs: " << s.output_dir << "\n";
@@ -416,6 +421,9 @@ int run_cli(const std::vector<std::string>& args) {
       std::cout << std::fixed << std::setprecision(2) << "evaluated " << p.weights << ":";
       if (r.accuracy >= 0) std::cout << " test accuracy " << 100.0 * r.accuracy << "%, test loss " << std::setprecision(4) << r.loss;
       if (r.zero_shot_accuracy >= 0) std::cout << std::setprecision(2) << "; zero-shot accuracy " << 100.0 * r.zero_shot_accuracy << "%";
+      if (r.zero_shot_audio_accuracy >= 0)
+        std::cout << std::setprecision(2) << "; zero-shot audio accuracy " << 100.0 * r.zero_shot_audio_accuracy << "%";
+      if (r.recall_at_1 >= 0) std::cout << std::setprecision(2) << "; retrieval R@1 " << 100.0 * r.recall_at_1 << "%";
       std::cout << "\n";
       return 0;
     }
@@ -443,7 +451,7 @@ int run_cli(const std::vector<std::string>& args) {
     if (cmd == "data") {
       if (p.help || p.positional.empty()) return std::cout << kDataHelp, p.help ? 0 : 2;
       if (p.positional[0] != "inspect")
-        throw std::invalid_argument("unknown data subcommand '" + p.positional[0] + "' (inspect, tokenize)");
+        throw std::invalid_argument("unknown data subcommand '" + p.positional[0] + "' (inspect, tokenize, speak)");
       if (p.positional.size() != 2) throw std::invalid_argument("data inspect needs exactly one CONFIG");
       InspectOptions o;
       o.config = p.positional[1];

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <map>
+#include <tuple>
 
 #include "tessera/core/autocast.hpp"
 #include "tessera/core/error.hpp"
@@ -51,11 +52,19 @@ class ClassifierAccuracy final : public Evaluator {
 };
 
 // Zero-shot classification: each class's embedding is the normalised mean of its normalised
-// held-out prompt embeddings; an image is right when its nearest class embedding is its class.
+// held-out prompt embeddings (captions, or spoken captions); an image is right when its nearest
+// class embedding is its class.
 class ZeroShotRetrieval final : public Evaluator {
  public:
-  ZeroShotRetrieval(const EvalOptions& eval, const ZeroShotPrompts& prompts, at::Device device)
-      : eval_(eval), prompts_(prompts), device_(device), classes_(prompts.owner.max().item<int64_t>() + 1) {}
+  struct Kind {
+    const char* key;     // [eval] key of the prompt embedding
+    const char* metric;  // metrics record key
+    const char* label;   // in the log line
+  };
+  ZeroShotRetrieval(const EvalOptions& eval, const std::string& prompt_embedding, Kind kind,
+                    const ZeroShotPrompts& prompts, at::Device device)
+      : eval_(eval), prompt_embedding_(prompt_embedding), kind_(kind), prompts_(prompts), device_(device),
+        classes_(prompts.owner.max().item<int64_t>() + 1) {}
   void begin() override { correct_ = seen_ = 0; }
   void prepare(TensorMap& batch) override {
     for (const auto& [name, t] : prompts_.inputs) batch[name] = t.to(device_);
@@ -63,25 +72,76 @@ class ZeroShotRetrieval final : public Evaluator {
   void observe(const TensorMap& batch) override {
     at::Tensor label = batch.at(eval_.label).to(device_);
     at::Tensor img = l2_normalize(output(batch, eval_.zero_shot_image, eval_, "zero_shot_image"));
-    at::Tensor txt = l2_normalize(output(batch, eval_.zero_shot_text, eval_, "zero_shot_text"));
-    at::Tensor sums = at::zeros({classes_, txt.size(1)}, txt.options()).index_add_(0, prompts_.owner.to(device_), txt);
+    at::Tensor prompt = l2_normalize(output(batch, prompt_embedding_, eval_, kind_.key));
+    if (prompt.dim() != 2 || prompt.size(0) != prompts_.owner.size(0) || img.dim() != 2 || prompt.size(1) != img.size(1))
+      throw ConfigError(eval_.section.where(kind_.key).str() + ": '" + prompt_embedding_ + "' must be (" +
+                        std::to_string(prompts_.owner.size(0)) + ", D), one row per prompt, with the D of '" +
+                        eval_.zero_shot_image + "'");
+    at::Tensor sums = at::zeros({classes_, prompt.size(1)}, prompt.options()).index_add_(0, prompts_.owner.to(device_), prompt);
     at::Tensor cls = l2_normalize(sums);
     correct_ += at::matmul(img, cls.t()).argmax(1).eq(label).sum().item<int64_t>();
     seen_ += label.size(0);
   }
   void finish(EvalResult& r, nlohmann::json& rec, std::string& line) const override {
     if (!seen_) return;
-    r.zero_shot_accuracy = static_cast<double>(correct_) / seen_;
-    rec["zero_shot_accuracy"] = r.zero_shot_accuracy;
-    line += fmt::format("  zero-shot accuracy {:.2f}%", 100.0 * r.zero_shot_accuracy);
+    const double accuracy = static_cast<double>(correct_) / seen_;
+    (std::string(kind_.key) == "zero_shot_text" ? r.zero_shot_accuracy : r.zero_shot_audio_accuracy) = accuracy;
+    rec[kind_.metric] = accuracy;
+    line += fmt::format("  {} {:.2f}%", kind_.label, 100.0 * accuracy);
   }
 
  private:
   const EvalOptions& eval_;
+  std::string prompt_embedding_;
+  Kind kind_;
   const ZeroShotPrompts& prompts_;
   at::Device device_;
   int64_t classes_;
   int64_t correct_ = 0, seen_ = 0;
+};
+
+// Cross-modal retrieval over the whole evaluation split: row i of A and row i of B embed the same
+// example; each A row ranks every B row by cosine similarity (and each B row every A row), and
+// recall@K is the fraction whose partner is among the K nearest. Chance is K / N.
+class PairRetrieval final : public Evaluator {
+ public:
+  PairRetrieval(const EvalOptions& eval, std::string a, std::string b) : eval_(eval), a_(std::move(a)), b_(std::move(b)) {}
+  void begin() override { as_.clear(), bs_.clear(); }
+  void observe(const TensorMap& batch) override {
+    at::Tensor a = output(batch, a_, eval_, "retrieval"), b = output(batch, b_, eval_, "retrieval");
+    if (a.dim() != 2 || b.dim() != 2 || a.sizes() != b.sizes())
+      throw ConfigError(eval_.section.where("retrieval").str() + ": '" + a_ + "' and '" + b_ +
+                        "' must both be (B, D) with the same B and D to pair their rows");
+    as_.push_back(l2_normalize(a).cpu());
+    bs_.push_back(l2_normalize(b).cpu());
+  }
+  void finish(EvalResult& r, nlohmann::json& rec, std::string& line) const override {
+    if (as_.empty()) return;
+    const at::Tensor a = at::cat(as_), b = at::cat(bs_);
+    const int64_t n = a.size(0);
+    const at::Tensor sim = at::matmul(a, b.t());  // (N, N)
+    line += fmt::format("  retrieval over {} ({}):", n, a_ + "/" + b_);
+    for (const auto& [dir, s, from, to] : {std::tuple{0, sim, a_, b_}, std::tuple{1, sim.t(), b_, a_}}) {
+      // The rank of each row's partner: how many candidates score strictly higher.
+      const at::Tensor own = s.diagonal().unsqueeze(1);
+      const at::Tensor rank = s.gt(own).sum(1);  // (N,) int64
+      for (int64_t k : {int64_t{1}, int64_t{5}}) {
+        const double recall = rank.lt(k).to(at::kDouble).mean().item<double>();
+        rec[fmt::format("recall@{}/{}->{}", k, from, to)] = recall;
+        line += fmt::format(" {}->{} R@{} {:.1f}%", from, to, k, 100.0 * recall);
+        if (dir == 0 && k == 1 && r.recall_at_1 < 0) r.recall_at_1 = recall;
+      }
+    }
+    rec["retrieval_chance@1"] = 1.0 / static_cast<double>(n);
+    rec["retrieval_chance@5"] = std::min(1.0, 5.0 / static_cast<double>(n));
+    line += fmt::format(" (chance {:.1f}% / {:.1f}%)", 100.0 / static_cast<double>(n),
+                        std::min(100.0, 500.0 / static_cast<double>(n)));
+  }
+
+ private:
+  const EvalOptions& eval_;
+  std::string a_, b_;
+  std::vector<at::Tensor> as_, bs_;  // per batch: (B, D) normalised, on the CPU
 };
 
 // The training objective on the evaluation split: every [[loss]] term, weighted as in training.
@@ -142,12 +202,29 @@ std::vector<std::unique_ptr<Evaluator>> make_evaluators(const EvalOptions& eval,
   std::vector<std::unique_ptr<Evaluator>> out;
   if (eval.loss) out.push_back(std::make_unique<LossEvaluator>(components));
   if (!eval.logits.empty()) out.push_back(std::make_unique<ClassifierAccuracy>(eval, device));
-  if (!eval.zero_shot_image.empty()) {
+  if (eval.zero_shot_image.empty() != (eval.zero_shot_text.empty() && eval.zero_shot_audio.empty()))
+    throw ConfigError(eval.section.where("zero_shot_image").str() +
+                      ": zero-shot evaluation needs zero_shot_image and at least one of zero_shot_text and "
+                      "zero_shot_audio (the prompt embeddings)");
+  if (!eval.zero_shot_text.empty()) {
     if (!data.prompts())
       throw ConfigError(eval.section.where("zero_shot_image").str() + ": zero-shot evaluation needs class prompts, and " +
                         data.dataset().label() + " has no 'zero_shot_prompts' metadata (a dataset with class prompts offers it)");
-    out.push_back(std::make_unique<ZeroShotRetrieval>(eval, *data.prompts(), device));
+    out.push_back(std::make_unique<ZeroShotRetrieval>(
+        eval, eval.zero_shot_text, ZeroShotRetrieval::Kind{"zero_shot_text", "zero_shot_accuracy", "zero-shot accuracy"},
+        *data.prompts(), device));
   }
+  if (!eval.zero_shot_audio.empty()) {
+    if (!data.audio_prompts())
+      throw ConfigError(eval.section.where("zero_shot_audio").str() + ": zero-shot audio evaluation needs spoken class "
+                        "prompts, and " + data.dataset().label() +
+                        " has no 'zero_shot_audio_prompts' metadata (fashion_mnist offers it with spoken_captions)");
+    out.push_back(std::make_unique<ZeroShotRetrieval>(
+        eval, eval.zero_shot_audio,
+        ZeroShotRetrieval::Kind{"zero_shot_audio", "zero_shot_audio_accuracy", "zero-shot audio accuracy"},
+        *data.audio_prompts(), device));
+  }
+  for (const auto& [a, b] : eval.retrieval) out.push_back(std::make_unique<PairRetrieval>(eval, a, b));
   return out;
 }
 

@@ -91,6 +91,15 @@ EvalOptions EvalOptions::from(Section s) {
   o.label = s.get_string("label");
   o.zero_shot_image = s.get_string("zero_shot_image");
   o.zero_shot_text = s.get_string("zero_shot_text");
+  o.zero_shot_audio = s.get_string("zero_shot_audio");
+  for (const std::string& pair : s.get_strings("retrieval")) {
+    const size_t colon = pair.find(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == pair.size() || pair.find(':', colon + 1) != std::string::npos ||
+        pair.substr(0, colon) == pair.substr(colon + 1))
+      throw ConfigError(s.where("retrieval").str() + ": each entry must be \"A:B\" with two different batch tensors "
+                        "(embeddings of the same examples, e.g. \"image_emb:text_emb\"), got \"" + pair.substr(0, 64) + "\"");
+    o.retrieval.emplace_back(pair.substr(0, colon), pair.substr(colon + 1));
+  }
   o.section = std::move(s);
   return o;
 }

@@ -128,6 +128,12 @@ const Schema& eval_schema() {
       key("label", S, "\"label\"", "batch tensor holding class indices (B,)"),
       key("zero_shot_image", S, "\"\"", "image embedding (B, D) for zero-shot accuracy; empty = off"),
       key("zero_shot_text", S, "\"\"", "text embedding (N, D) the encoders write from the dataset's zero_shot_prompts"),
+      key("zero_shot_audio", S, "\"\"",
+          "audio embedding (N, D) the encoders write from the dataset's zero_shot_audio_prompts (spoken class "
+          "prompts): zero-shot audio->image accuracy beside the text one; empty = off"),
+      key("retrieval", SA, "[]",
+          "pairs \"A:B\" of embeddings of the same examples (e.g. \"image_emb:text_emb\"): recall@1 and @5 of "
+          "retrieving each row's partner among all rows of the evaluation split, both ways, with the chance level"),
   }};
   return s;
 }

@@ -250,6 +250,8 @@ TrainSummary Experiment::train_loop() {
     rec["elapsed_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     summary.eval_accuracy = ev.accuracy;
     summary.zero_shot_accuracy = ev.zero_shot_accuracy;
+    summary.zero_shot_audio_accuracy = ev.zero_shot_audio_accuracy;
+    summary.recall_at_1 = ev.recall_at_1;
     summary.eval_loss = ev.eval_loss;
     summary.perplexity = ev.perplexity;
     metrics->write(rec);

@@ -5,6 +5,32 @@
 #include "tessera/core/error.hpp"
 
 namespace tessera {
+namespace {
+
+// A dataset's class prompts of metadata `name`, checked: a (P,) int64 class per prompt, P rows in
+// every other tensor.
+std::optional<ZeroShotPrompts> read_prompts(const DatasetInstance& dataset, const std::string& name) {
+  std::optional<TensorMap> meta = dataset.metadata(name);
+  if (!meta) return std::nullopt;
+  auto owner = meta->find("class");
+  if (owner == meta->end() || owner->second.dim() != 1 || owner->second.scalar_type() != at::kLong ||
+      owner->second.numel() == 0)
+    throw PluginError(dataset.label() + ": metadata '" + name + "' needs a non-empty (P,) int64 tensor 'class'");
+  const int64_t p = owner->second.numel();
+  if (owner->second.min().item<int64_t>() < 0)
+    throw PluginError(dataset.label() + ": metadata '" + name + "': a negative class in 'class'");
+  for (const auto& [key, t] : *meta)
+    if (key != "class" && (t.dim() == 0 || t.size(0) != p))
+      throw PluginError(dataset.label() + ": metadata '" + name + "': tensor '" + key + "' must have " +
+                        std::to_string(p) + " rows, one per prompt");
+  ZeroShotPrompts out;
+  out.owner = owner->second;
+  meta->erase(owner);
+  out.inputs = std::move(*meta);
+  return out;
+}
+
+}  // namespace
 
 DatasetSlot DatasetSlot::resolve(const Config& config, const PluginRegistry& registry, const DataOptions& data) {
   DatasetSlot s;
@@ -35,16 +61,8 @@ TrainingData::TrainingData(const DatasetSlot& slot, const DataOptions& data, uin
   o.drop_last = false;
   o.rank = 0, o.world = 1;  // evaluation runs on rank 0 over the whole split
   test_ = std::make_unique<DataLoader>(*dataset_, o);
-  if (std::optional<TensorMap> meta = dataset_->metadata("zero_shot_prompts")) {
-    auto owner = meta->find("class");
-    if (owner == meta->end() || owner->second.dim() != 1 || owner->second.scalar_type() != at::kLong)
-      throw PluginError(dataset_->label() + ": metadata 'zero_shot_prompts' needs a (P,) int64 tensor 'class'");
-    ZeroShotPrompts p;
-    p.owner = owner->second;
-    meta->erase(owner);
-    p.inputs = std::move(*meta);
-    prompts_ = std::move(p);
-  }
+  prompts_ = read_prompts(*dataset_, "zero_shot_prompts");
+  audio_prompts_ = read_prompts(*dataset_, "zero_shot_audio_prompts");
 }
 
 void TrainingData::start_epoch(int64_t epoch, int64_t batch) { train_->start_epoch(epoch, batch); }

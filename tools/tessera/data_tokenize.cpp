@@ -30,6 +30,7 @@ const char* kDataHelp = R"(usage: tessera data <command> [options]
 
 commands:
   tokenize --out-dir DIR [options] TEXT...   text files -> SentencePiece tokens -> token shards
+  speak [--out DIR] [options]                 Fashion-MNIST's captions -> espeak-ng -> WAV cache
 )";
 
 const char* kTokenizeHelp = R"(usage: tessera data tokenize --out-dir DIR [options] TEXT...

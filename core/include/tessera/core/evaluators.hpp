@@ -19,6 +19,8 @@ struct EvalResult {
   double accuracy = -1.0;            // classifier: argmax of [eval] logits
   double loss = -1.0;                // its mean cross-entropy
   double zero_shot_accuracy = -1.0;  // nearest class caption embedding
+  double zero_shot_audio_accuracy = -1.0;  // nearest class spoken-caption embedding
+  double recall_at_1 = -1.0;         // the first [eval] retrieval pair, A -> B
   double eval_loss = -1.0;           // [eval] loss: the [[loss]] terms' total on the split
   double perplexity = -1.0;          // exp of it, when every term is per token
 };

@@ -78,7 +78,9 @@ struct EvalOptions {
   bool enabled = true;
   bool loss = false;        // evaluate the [[loss]] terms (and perplexity)
   int64_t every_steps = 0;  // 0 = after every epoch
-  std::string logits, label, zero_shot_image, zero_shot_text;
+  std::string logits, label, zero_shot_image, zero_shot_text, zero_shot_audio;
+  // Retrieval pairs "query:candidate": row i of one tensor's match is row i of the other.
+  std::vector<std::pair<std::string, std::string>> retrieval;
   static EvalOptions from(Section s);
 };
 

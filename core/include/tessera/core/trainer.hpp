@@ -33,6 +33,8 @@ struct TrainSummary {
   double final_loss = 0.0;      // mean training loss over the last logging window
   double eval_accuracy = -1.0;  // last evaluation; -1 when none ran
   double zero_shot_accuracy = -1.0;
+  double zero_shot_audio_accuracy = -1.0;
+  double recall_at_1 = -1.0;    // the first [eval] retrieval pair, A -> B
   double eval_loss = -1.0;      // [eval] loss: the objective on the evaluation split
   double perplexity = -1.0;     // exp of it, for per-token terms
   double train_seconds = 0.0;   // training loop only (excludes building and data loading)

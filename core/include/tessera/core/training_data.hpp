@@ -51,13 +51,15 @@ class TrainingData {
   StepBatches next_step(int64_t count);
 
   DataLoader& test() { return *test_; }
-  // Present when the dataset offers "zero_shot_prompts" metadata.
+  // Present when the dataset offers "zero_shot_prompts" metadata (class prompts as text).
   const std::optional<ZeroShotPrompts>& prompts() const { return prompts_; }
+  // Present when it offers "zero_shot_audio_prompts" (class prompts spoken).
+  const std::optional<ZeroShotPrompts>& audio_prompts() const { return audio_prompts_; }
 
  private:
   std::unique_ptr<DatasetInstance> dataset_;
   std::unique_ptr<DataLoader> train_, test_;
-  std::optional<ZeroShotPrompts> prompts_;
+  std::optional<ZeroShotPrompts> prompts_, audio_prompts_;
 };
 
 }  // namespace tessera
