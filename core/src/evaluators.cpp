@@ -122,9 +122,7 @@ class PairRetrieval final : public Evaluator {
     const at::Tensor sim = at::matmul(a, b.t());  // (N, N)
     line += fmt::format("  retrieval over {} ({}):", n, a_ + "/" + b_);
     for (const auto& [dir, s, from, to] : {std::tuple{0, sim, a_, b_}, std::tuple{1, sim.t(), b_, a_}}) {
-      // The rank of each row's partner: how many candidates score strictly higher.
-      const at::Tensor own = s.diagonal().unsqueeze(1);
-      const at::Tensor rank = s.gt(own).sum(1);  // (N,) int64
+      const at::Tensor rank = partner_ranks(s);
       for (int64_t k : {int64_t{1}, int64_t{5}}) {
         const double recall = rank.lt(k).to(at::kDouble).mean().item<double>();
         rec[fmt::format("recall@{}/{}->{}", k, from, to)] = recall;
@@ -196,6 +194,11 @@ class LossEvaluator final : public Evaluator {
 };
 
 }  // namespace
+
+at::Tensor partner_ranks(const at::Tensor& sim) {
+  TORCH_CHECK(sim.dim() == 2 && sim.size(0) == sim.size(1), "partner_ranks expects (N, N) similarities");
+  return sim.gt(sim.diagonal().unsqueeze(1)).sum(1);
+}
 
 std::vector<std::unique_ptr<Evaluator>> make_evaluators(const EvalOptions& eval, const TrainingData& data,
                                                         const Components& components, at::Device device) {

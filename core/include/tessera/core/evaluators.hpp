@@ -35,6 +35,11 @@ class Evaluator {
   virtual void finish(EvalResult& result, nlohmann::json& record, std::string& line) const = 0;
 };
 
+// Retrieval: for (N, N) similarities of query i to candidate j, where candidate i is query i's
+// partner, the (N,) int64 rank of each partner (0 = best): the candidates scoring strictly higher.
+// Recall@K is the fraction of ranks below K.
+at::Tensor partner_ranks(const at::Tensor& sim);
+
 // The evaluators [eval] asks for, in a fixed order (classifier, then zero-shot). Throws
 // ConfigError when zero-shot is asked of a dataset without prompts ("zero_shot_prompts" metadata).
 std::vector<std::unique_ptr<Evaluator>> make_evaluators(const EvalOptions& eval, const TrainingData& data,
