@@ -16,6 +16,9 @@ const tsr_config_key kKeys[] = {
     tessera::sdk::key_int("hidden_features", "128", "width of the fully connected layer; 0 = none", 0, 1 << 20),
     tessera::sdk::key_int("out_features", "10", "size of the output", 1, 1 << 24),
     tessera::sdk::key_float("dropout", "0.25", "dropout before the last Linear layer", 0.0, 1.0),
+    tessera::sdk::key_bool("batch_norm", "true",
+                           "BatchNorm after each conv; its batch statistics are each rank's own (no SyncBatchNorm), "
+                           "so only without it does a data-parallel run follow the one-rank run"),
 };
 
 at::Tensor kaiming_uniform(at::IntArrayRef shape, int64_t fan_in) {
@@ -27,16 +30,19 @@ at::Tensor kaiming_uniform(at::IntArrayRef shape, int64_t fan_in) {
 class ConvNet : public tessera::sdk::Encoder {
  public:
   explicit ConvNet(const tessera::sdk::Host& host)
-      : input_(host.get_string("input")), output_(host.get_string("output")), dropout_(host.get_float("dropout")) {
+      : input_(host.get_string("input")), output_(host.get_string("output")), dropout_(host.get_float("dropout")),
+        batch_norm_(host.get_bool("batch_norm")) {
     int64_t in = host.get_int("in_channels"), ch = host.get_int("channels"), size = host.get_int("image_size");
     for (int64_t b = 0; b < host.get_int("blocks"); ++b) {
       Block blk;
       blk.weight = kaiming_uniform({ch, in, 3, 3}, in * 9);
       blk.bias = kaiming_uniform({ch}, in * 9);
-      blk.bn_weight = at::ones({ch}).set_requires_grad(true);
-      blk.bn_bias = at::zeros({ch}).set_requires_grad(true);
-      blk.running_mean = at::zeros({ch});
-      blk.running_var = at::ones({ch});
+      if (batch_norm_) {  // no random draws: the conv and fc initialisations are the same either way
+        blk.bn_weight = at::ones({ch}).set_requires_grad(true);
+        blk.bn_bias = at::zeros({ch}).set_requires_grad(true);
+        blk.running_mean = at::zeros({ch});
+        blk.running_var = at::ones({ch});
+      }
       blocks_.push_back(std::move(blk));
       in = ch;
       ch *= 2;
@@ -58,6 +64,7 @@ class ConvNet : public tessera::sdk::Encoder {
       const std::string b = "block" + std::to_string(i);
       p.emplace_back(b + ".conv.weight", blocks_[i].weight);
       p.emplace_back(b + ".conv.bias", blocks_[i].bias);
+      if (!batch_norm_) continue;
       p.emplace_back(b + ".bn.weight", blocks_[i].bn_weight);
       p.emplace_back(b + ".bn.bias", blocks_[i].bn_bias);
     }
@@ -69,7 +76,7 @@ class ConvNet : public tessera::sdk::Encoder {
   }
   tessera::sdk::Params buffers() override {
     tessera::sdk::Params b;
-    for (size_t i = 0; i < blocks_.size(); ++i) {
+    for (size_t i = 0; i < blocks_.size() && batch_norm_; ++i) {
       b.emplace_back("block" + std::to_string(i) + ".bn.running_mean", blocks_[i].running_mean);
       b.emplace_back("block" + std::to_string(i) + ".bn.running_var", blocks_[i].running_var);
     }
@@ -81,6 +88,10 @@ class ConvNet : public tessera::sdk::Encoder {
     at::Tensor x = batch.get(input_);  // (B, C, H, W)
     for (auto& b : blocks_) {
       x = at::conv2d(x, b.weight, b.bias, 1, 1);
+      if (!batch_norm_) {
+        x = at::max_pool2d(at::relu(x), 2);
+        continue;
+      }
       // BatchNorm in fp32 whatever the parameter/autocast dtype (its running statistics are fp32).
       x = at::batch_norm(x.to(at::kFloat), b.bn_weight.to(at::kFloat), b.bn_bias.to(at::kFloat), b.running_mean,
                          b.running_var, training_, 0.1, 1e-5, false);
@@ -103,6 +114,7 @@ class ConvNet : public tessera::sdk::Encoder {
   };
   std::string input_, output_;
   double dropout_;
+  bool batch_norm_;
   bool training_ = true;
   std::vector<Block> blocks_;
   std::vector<Fc> fc_;
