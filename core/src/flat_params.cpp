@@ -24,7 +24,7 @@ void FlatParams::add(const std::string& name, const at::Tensor& param) {
   if (!param.requires_grad()) throw Error("parameter '" + name + "' does not require grad");
   if (!param.is_leaf()) throw Error("parameter '" + name + "' is not a leaf tensor");
   for (const auto& [n, t] : pending_) {
-    if (n == name) throw Error("two parameters are named '" + name + "'");
+    if (n == name) throw Error("two parameters are named '" + name + "': two [[encoder]] or [[loss]] tables of one plugin need distinct `name`s");
     if (t.unsafeGetTensorImpl() == param.unsafeGetTensorImpl())
       throw Error("parameter '" + name + "' is the same tensor as '" + n + "'");
   }

@@ -208,11 +208,29 @@ TEST(AudioEncoder, SilenceAndEmptyClipsStayFiniteAndGradientsReachEveryParameter
   enc->forward(batch);
   const at::Tensor emb = batch.at("audio_emb");
   EXPECT_TRUE(at::isfinite(emb).all().item<bool>());
-  (emb * at::randn_like(emb)).sum().backward();
+  const at::Tensor up = at::randn_like(emb);
+  (emb * up).sum().backward();
+  std::vector<at::Tensor> first;
   for (auto& [name, p] : enc->parameters()) {
     ASSERT_TRUE(p.grad().defined()) << name;
     EXPECT_TRUE(at::isfinite(p.grad()).all().item<bool>()) << name;
     EXPECT_GT(p.grad().abs().sum().item<double>(), 0.0) << name;
+    first.push_back(p.grad().clone());
+    p.mutable_grad().zero_();
+  }
+  // The same backward again gives the same gradients, of a sane size (the exact GELU's backward
+  // once gave 1e10..inf at random here).
+  for (int repeat = 0; repeat < 3; ++repeat) {
+    tessera::TensorMap again{{"audio", wave}, {"audio_len", at::tensor({8000, 8000, 0}, at::kLong)}};
+    enc->forward(again);
+    (again.at("audio_emb") * up).sum().backward();
+    size_t i = 0;
+    for (auto& [name, p] : enc->parameters()) {
+      EXPECT_TRUE(at::allclose(p.grad(), first[i], 1e-4, 1e-6)) << name << " repeat " << repeat;
+      EXPECT_LT(p.grad().abs().max().item<double>(), 1e4) << name;
+      p.mutable_grad().zero_();
+      ++i;
+    }
   }
   EXPECT_GT(enc->flops(batch), 0.0);
 }
@@ -240,3 +258,4 @@ TEST(AudioEncoder, BadOptionsAndInputsAreNamed) {
   e = error([&] { enc->forward(wrong); });
   EXPECT_TRUE(contains(e, "'audio' must be (B, N) float samples")) << e;
 }
+
