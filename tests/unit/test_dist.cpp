@@ -406,3 +406,32 @@ TEST(DataParallel, ExportWritesOneSafetensorsFileFromAShardedCheckpoint) {
   EXPECT_NE(text.find("mlp.fc0.weight F32 [32, 784]"), std::string::npos) << text;
   EXPECT_NE(text.find("mlp.fc1.bias F32 [10]"), std::string::npos) << text;
 }
+
+// configs/fashion_trimodal.toml (image, text and spoken-caption encoders, two gathered
+// contrastive terms and a classifier) on a short run: 2 ranks with ZeRO-2 follow one rank. The
+// convnet's BatchNorm is switched off (its statistics would be each rank's own), the spoken
+// captions come from a small `tessera data speak` cache; audio clips are padded per rank, which
+// the audio encoder's padding invariance makes irrelevant.
+TEST(DataParallel, TrimodalTwoRanksWithZero2FollowOneRank) {
+  if (!have_data() || !fs::exists("/usr/share/wordnet/data.noun")) GTEST_SKIP() << "needs dataset-fashion-mnist and wordnet-base";
+  if (std::system("espeak-ng --version > /dev/null 2>&1") != 0) GTEST_SKIP() << "needs espeak-ng";
+  fs::path dir = temp_dir("trimodal");
+  const fs::path cache = dir / "spoken";
+  ASSERT_EQ(run(TESSERA_CLI " data speak --per-class 2 --jobs 2 --out " + cache.string() + " > " + (dir / "speak.log").string() + " 2>&1"), 0);
+  const std::string cfg = TESSERA_SOURCE_DIR "/configs/fashion_trimodal.toml";
+  const std::string common = "--set experiment.threads=1 '--set=data.spoken_captions=\"" + cache.string() + "\"' "
+                             "--set data.train_limit=512 "
+                             "--set data.batch_size=64 --set train.max_steps=6 --set train.log_every=2 "
+                             "--set eval.enabled=false --set encoder.0.batch_norm=false --set encoder.0.dropout=0.0 "
+                             "'--set=optimizer.name=\"sgd\"' --set optimizer.lr=0.05 --set dist.timeout_s=60";
+  std::string log1, log2;
+  const Weights one = launch_and_load(dir, cfg, 1, "n1", common, &log1);
+  ASSERT_FALSE(one.empty());
+  const Weights two = launch_and_load(dir, cfg, 2, "n2_s2", common + " --set dist.zero_stage=2", &log2);
+  const double worst = max_relative_difference(one, two);
+  std::cout << "trimodal, 2 ranks ZeRO-2: max relative difference to 1 rank " << worst << "\n";
+  EXPECT_LE(worst, 1e-3);
+  // Every term is logged on its own.
+  for (const char* term : {"loss/image_text", "loss/image_audio", "loss/cross_entropy"})
+    EXPECT_NE(tessera::test::read_file(dir / "n2_s2" / "metrics.jsonl").find(term), std::string::npos) << term;
+}
