@@ -430,7 +430,7 @@ TEST(DataParallel, TrimodalTwoRanksWithZero2FollowOneRank) {
   const Weights two = launch_and_load(dir, cfg, 2, "n2_s2", common + " --set dist.zero_stage=2", &log2);
   const double worst = max_relative_difference(one, two);
   std::cout << "trimodal, 2 ranks ZeRO-2: max relative difference to 1 rank " << worst << "\n";
-  EXPECT_LE(worst, 1e-3);
+  EXPECT_LE(worst, 1e-4);  // 2e-6 on this machine
   // Every term is logged on its own.
   for (const char* term : {"loss/image_text", "loss/image_audio", "loss/cross_entropy"})
     EXPECT_NE(tessera::test::read_file(dir / "n2_s2" / "metrics.jsonl").find(term), std::string::npos) << term;
