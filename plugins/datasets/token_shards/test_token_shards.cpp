@@ -584,7 +584,7 @@ TEST(DataTokenize, BadUsageExitsTwo) {
            {"data tokenize --out-dir " + d.string() + " --val-fraction 1 " + text, "--val-fraction takes a number in [0, 1)"},
            {"data tokenize --out-dir " + d.string() + " --model m.model --vocab-size 100 " + text, "give one or the other"},
            {"data tokenize --out-dir " + d.string() + " --shards 3 " + text, "unknown option '--shards'"},
-           {"data tokenise", "unknown data subcommand 'tokenise' (inspect, tokenize)"},
+           {"data tokenise", "unknown data subcommand 'tokenise' (inspect, tokenize, speak)"},
        }) {
     CliRun r = tessera_cli(c.args, d);
     EXPECT_EQ(r.code, 2) << c.args << "\n" << r.output;
