@@ -60,6 +60,7 @@ class ZeroShotRetrieval final : public Evaluator {
     const char* key;     // [eval] key of the prompt embedding
     const char* metric;  // metrics record key
     const char* label;   // in the log line
+    double EvalResult::*result;
   };
   ZeroShotRetrieval(const EvalOptions& eval, const std::string& prompt_embedding, Kind kind,
                     const ZeroShotPrompts& prompts, at::Device device)
@@ -85,7 +86,7 @@ class ZeroShotRetrieval final : public Evaluator {
   void finish(EvalResult& r, nlohmann::json& rec, std::string& line) const override {
     if (!seen_) return;
     const double accuracy = static_cast<double>(correct_) / seen_;
-    (std::string(kind_.key) == "zero_shot_text" ? r.zero_shot_accuracy : r.zero_shot_audio_accuracy) = accuracy;
+    r.*kind_.result = accuracy;
     rec[kind_.metric] = accuracy;
     line += fmt::format("  {} {:.2f}%", kind_.label, 100.0 * accuracy);
   }
@@ -214,7 +215,8 @@ std::vector<std::unique_ptr<Evaluator>> make_evaluators(const EvalOptions& eval,
       throw ConfigError(eval.section.where("zero_shot_image").str() + ": zero-shot evaluation needs class prompts, and " +
                         data.dataset().label() + " has no 'zero_shot_prompts' metadata (a dataset with class prompts offers it)");
     out.push_back(std::make_unique<ZeroShotRetrieval>(
-        eval, eval.zero_shot_text, ZeroShotRetrieval::Kind{"zero_shot_text", "zero_shot_accuracy", "zero-shot accuracy"},
+        eval, eval.zero_shot_text, ZeroShotRetrieval::Kind{"zero_shot_text", "zero_shot_accuracy", "zero-shot accuracy",
+                                                          &EvalResult::zero_shot_accuracy},
         *data.prompts(), device));
   }
   if (!eval.zero_shot_audio.empty()) {
@@ -224,7 +226,8 @@ std::vector<std::unique_ptr<Evaluator>> make_evaluators(const EvalOptions& eval,
                         " has no 'zero_shot_audio_prompts' metadata (fashion_mnist offers it with spoken_captions)");
     out.push_back(std::make_unique<ZeroShotRetrieval>(
         eval, eval.zero_shot_audio,
-        ZeroShotRetrieval::Kind{"zero_shot_audio", "zero_shot_audio_accuracy", "zero-shot audio accuracy"},
+        ZeroShotRetrieval::Kind{"zero_shot_audio", "zero_shot_audio_accuracy", "zero-shot audio accuracy",
+                                &EvalResult::zero_shot_audio_accuracy},
         *data.audio_prompts(), device));
   }
   for (const auto& [a, b] : eval.retrieval) out.push_back(std::make_unique<PairRetrieval>(eval, a, b));

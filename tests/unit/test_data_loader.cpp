@@ -394,3 +394,27 @@ TEST(DataConfig, ZeroShotEvaluationOfADatasetWithoutPromptsIsRefused) {
   EXPECT_NE(text.find("zero_shot_image"), std::string::npos) << text;
   EXPECT_NE(text.find("[data] (fashion_mnist) has no 'zero_shot_prompts' metadata"), std::string::npos) << text;
 }
+
+TEST(DataConfig, ZeroShotAudioAndRetrievalMistakesAreNamed) {
+  if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) GTEST_SKIP();
+  const auto out = tessera::test::temp_dir("inspect", "evalkeys");
+  const std::string train = "train " TESSERA_SOURCE_DIR "/configs/fashion_clip.toml --set data.train_limit=64 "
+                            "--set experiment.output_dir=" + out.string() + " ";
+  // Spoken prompts asked of a dataset without spoken captions.
+  auto [rc, text] = cli(train + "'--set=eval.zero_shot_audio=\"text_emb\"'");
+  EXPECT_EQ(rc, 1) << text;
+  EXPECT_NE(text.find("zero_shot_audio"), std::string::npos) << text;
+  EXPECT_NE(text.find("has no 'zero_shot_audio_prompts' metadata (fashion_mnist offers it with spoken_captions)"),
+            std::string::npos) << text;
+  // An image embedding without any prompt embedding.
+  std::tie(rc, text) = cli(train + "'--set=eval.zero_shot_text=\"\"'");
+  EXPECT_EQ(rc, 1) << text;
+  EXPECT_NE(text.find("needs zero_shot_image and at least one of zero_shot_text and zero_shot_audio"), std::string::npos) << text;
+  // A retrieval entry that is not a pair.
+  for (const char* bad : {"image_emb", "image_emb:", "a:b:c", "image_emb:image_emb"}) {
+    std::tie(rc, text) = cli(train + "'--set=eval.retrieval=[\"" + bad + "\"]'");
+    EXPECT_EQ(rc, 1) << bad << text;
+    EXPECT_NE(text.find("retrieval"), std::string::npos) << text;
+    EXPECT_NE(text.find("each entry must be \"A:B\" with two different batch tensors"), std::string::npos) << bad << text;
+  }
+}
