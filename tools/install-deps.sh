@@ -10,6 +10,7 @@ packages=(
   dataset-fashion-mnist wordnet-base         # images; WordNet glosses for captions
   libspng-dev libturbojpeg0-dev libsndfile1-dev libsamplerate0-dev   # dataset readers: PNG, JPEG, audio
   libarchive-dev libsentencepiece-dev        # WebDataset tar shards; SentencePiece tokenizers
+  libcli11-dev                               # the command line
   tuxpaint-stamps-default bible-kjv espeak-ng  # real image+text+audio stamps; English text; speech
   python3-matplotlib python3-numpy           # tools/plot_metrics, tools/read_safetensors.py
   python3-torch                              # tools/bench_lm.py: the plain-PyTorch side of tools/bench_lm.sh

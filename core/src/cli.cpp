@@ -1,7 +1,12 @@
-// core/src/cli.cpp — the `tessera` subcommands: parse arguments, build, run, report.
-// Each subcommand has --help; bad usage exits 2, a bad config or plugin exits 1.
+// core/src/cli.cpp — the `tessera` subcommands on CLI11: parse arguments, build, run, report.
+// Every subcommand has a generated --help listing all its options; `--opt value` and
+// `--opt=value` both work; an unknown or misplaced option is refused. Bad usage exits 2, a bad
+// config, plugin or data file exits 1.
 #include "tessera/core/cli.hpp"
 
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
 #include <cctype>
 #include <filesystem>
 #include <fstream>
@@ -19,6 +24,7 @@
 #include "tessera/core/error.hpp"
 #include "tessera/core/generate.hpp"
 #include "tessera/core/launch.hpp"
+#include "tessera/core/options.hpp"
 #include "tessera/core/output_guard.hpp"
 #include "tessera/core/runtime.hpp"
 #include "tessera/core/trainer.hpp"
@@ -26,144 +32,26 @@
 namespace tessera {
 namespace {
 
-const char* kMainHelp = R"(tessera — a trainer framework built from plugins
+const char* kMainFooter = R"(
+Each command takes --help (tessera train --help). Plugins are searched in [experiment]
+plugin_path, then $TESSERA_PLUGIN_PATH (':'-separated), then beside the executable
+(bin/../plugins, bin/../lib/tessera/plugins).)";
 
-usage: tessera <command> [options]
+const char* kSetHelp =
+    "override a config value (repeatable; --set > file > defaults); name an array-of-tables element by its "
+    "`name` or 0-based index: --set encoder.image.channels=64, --set loss.0.weight=0.5";
 
-commands:
-  train CONFIG [--set section.key=value]...   train the experiment CONFIG describes
-  check CONFIG [--set section.key=value]...   validate CONFIG and resolve its plugins, no training
-  plugins [--plugin-path DIR]...              list the plugins found on the search path
-  plugins inspect NAME [--plugin-path DIR]... describe a plugin and every config key it takes
-  launch --nproc N [--master-port P] -- ARGS... run N local ranks of `tessera ARGS` (data parallel)
-  export CHECKPOINT OUT.safetensors           the weights of a checkpoint (any world size) as one file
-  eval CONFIG --weights FILE [--set k=v]...   evaluate a model file (model.safetensors, an export)
-  init CONFIG --out FILE [--set k=v]...       write the model's initial weights (step 0) as a model file
-  generate RUN_OR_CHECKPOINT --prompt TEXT    sample text from a trained language model
-  bench CONFIG [--backends a,b,..] [--out DIR] [--set k=v]...
-                                              train CONFIG once per precision backend, compare
-  data inspect CONFIG [--set k=v]...          what CONFIG's dataset holds and how fast it loads
-  data tokenize ...                           text -> SentencePiece -> llm.c token shards
-  data speak ...                              Fashion-MNIST's captions -> espeak-ng -> a spoken-caption cache
-
-options:
-  -h, --help     help (also after a command: tessera train --help)
-  --version      print versions
-
-Plugins are searched in [experiment] plugin_path, then $TESSERA_PLUGIN_PATH (':'-separated),
-then beside the executable (bin/../plugins, bin/../lib/tessera/plugins).
-)";
-
-const char* kTrainHelp = R"(usage: tessera train CONFIG [--set section.key=value]...
-
-Trains the experiment described by the TOML file CONFIG. --set overrides a value of the file
-(precedence: --set > file > defaults); for arrays of tables name the element by its `name`
-key or its index: --set encoder.image.channels=64, --set loss.0.weight=0.5.
-Writes metrics.jsonl, config.resolved.toml and model.safetensors to [experiment] output_dir.
-)";
-
-const char* kCheckHelp = R"(usage: tessera check CONFIG [--set section.key=value]...
-
-Validates CONFIG (every key, type and range, against the core's and each plugin's schema),
-loads and creates every plugin it names, and prints the resolved experiment. Trains nothing.
-Exit status 0 when the experiment would start, 1 otherwise.
-)";
-
-const char* kPluginsHelp = R"(usage: tessera plugins [--plugin-path DIR]...
-       tessera plugins inspect NAME [--plugin-path DIR]...
-
-Lists every plugin found on the search path (name, kind, version, ABI, file), and the
-libraries that failed to load with the reason. `inspect` prints one plugin's description
-and every config key it accepts, with type, default and documentation.
-)";
-
-const char* kBenchHelp = R"(usage: tessera bench CONFIG [--backends fp32,bf16,...] [--out DIR] [--set section.key=value]...
-
-Trains CONFIG once per precision backend (default: fp32, bf16, bf16_remainder, bf16_pure, fp16),
-each in its own process, and prints a table: median step time and samples/s (first logging
-window excluded as warm-up), model-state bytes/parameter, the run's peak resident memory,
-final training loss and test accuracy. Writes DIR/bench.json (default DIR: runs/bench) and each
-run's metrics and log under DIR/<backend>/. A backend that fails is reported with its error.
-)";
-
-const char* kLaunchHelp = R"(usage: tessera launch [--nproc N] [--nnodes M --node-rank K] [--master-addr HOST]
-                      [--master-port P] -- ARGS...
-
-Starts N processes of `tessera ARGS` on this machine, with RANK, LOCAL_RANK, WORLD_SIZE,
-LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT set as torchrun sets them (so `torchrun` or a
-cluster launcher can start the same program instead). On M machines, run it once per machine
-with the same --nnodes, --master-addr (node 0's address) and --master-port, and --node-rank
-0..M-1: RANK = K * N + LOCAL_RANK, WORLD_SIZE = M * N. Defaults: N = 1, M = 1, K = 0,
-HOST = 127.0.0.1, P = a free port (required with M > 1). SIGINT/SIGTERM are forwarded to
-every rank; when one rank fails, the others are stopped (SIGTERM, then SIGKILL after 10 s; at
-once for a stopped, frozen rank) and the exit status is the failing rank's. Example:
-  tessera launch --nproc 2 -- train configs/fashion_mnist.toml
-)";
-
-const char* kExportHelp = R"(usage: tessera export CHECKPOINT OUT.safetensors
-
-Writes the model weights stored in CHECKPOINT (a checkpoint directory, as written by any
-number of ranks) into one safetensors file: one tensor per parameter, by name, in its shape,
-at the best precision the checkpoint holds (fp32 when the run kept an fp32 master).
-)";
-
-const char* kDataHelp = R"(usage: tessera data inspect CONFIG [--set section.key=value]... [--examples N] [--batches N]
-                            [--out SHEET.png]
-
-Opens the dataset CONFIG's [data] names and prints each split's size, every field's dtype and
-shape, the dataset's metadata (class names, zero-shot prompts), the first N (default 3) examples
-of the training split in their epoch-0 order (text fields decoded with the dataset's
-tokenizer), writes a PNG contact sheet of up to 64 images when a field holds images (default
-<output_dir>/contact_sheet.png), and times N (default 20) batches through the core's loader
-with the configured [data] batch_size and workers.
-
-`tessera data tokenize --help` describes turning text into llm.c token shards.
-`tessera data speak --help` describes speaking Fashion-MNIST's captions into a cache.
-)";
-
-const char* kEvalHelp = R"(usage: tessera eval CONFIG --weights FILE [--set section.key=value]...
-
-Builds the experiment CONFIG describes, loads the parameters and buffers of FILE (a
-model.safetensors or a `tessera export`, any precision backend) and runs the evaluators of
-[eval] on the evaluation split, in a process of its own: what the trained run reported.
-)";
-
-const char* kInitHelp = R"(usage: tessera init CONFIG --out FILE.safetensors [--set section.key=value]...
-
-Builds the experiment CONFIG describes (its seed, its plugins' initialisation), without its
-data, and writes the initial parameters and buffers as a model file in the same form as the
-model.safetensors a run ends with (fp32, named <encoder>.<parameter>): the starting point of
-a run, for a reference implementation to load.
-)";
-
-const char* kGenerateHelp = R"(usage: tessera generate RUN_OR_CHECKPOINT --prompt TEXT [options] [--set section.key=value]...
-
-Samples a continuation of TEXT from a trained language model and prints the decoded text.
-RUN_OR_CHECKPOINT is a run's output directory (its model.safetensors, else its latest
-checkpoint), a checkpoint directory, or a model file; the model is rebuilt from the config
-stored with the weights, and the prompt is encoded and the result decoded by its dataset's
-tokenizer.
-
-options:
-  --prompt TEXT            the text to continue (required)
-  --max-new-tokens N       tokens to generate (default 64)
-  --temperature T          divide the logits by T before sampling; 0 = greedy (default 1.0)
-  --top-k K                sample among the K most likely tokens only; 0 = all (default 0)
-  --seed S                 the sampler's seed (default 0): the same seed gives the same text
-  --context N              the model sees the last N tokens; default: its max_seq_len
-  --input NAME             the tokens' batch tensor and tokenizer field (default input_ids)
-  --output NAME            the (B, T, V) logits the model writes (default logits)
-)";
-
-struct Parsed {
-  std::vector<std::string> positional;
-  std::vector<std::string> sets;
-  std::vector<std::string> plugin_paths;
-  std::string backends, out, weights;
-  int64_t examples = 3, batches = 20;
+// Everything the subcommands read, filled by CLI11 as text and checked by the command that
+// uses it (so a bad value is reported with the flag and the expected form).
+struct Args {
+  std::string config, second;  // CONFIG (or CHECKPOINT, NAME, RUN_OR_CHECKPOINT); OUT for export
+  std::vector<std::string> sets, plugin_paths, rank_args;
+  std::string backends, out, weights, examples = "3", batches = "20", section;
   std::optional<std::string> prompt;
-  GenerateOptions gen;
-  bool help = false;
+  std::string max_new_tokens = "64", temperature = "1.0", top_k = "0", seed = "0", context = "0";
+  std::string input = "input_ids", output = "logits";
+  std::string nproc = "1", nnodes = "1", node_rank = "0", master_addr = "127.0.0.1", master_port;
+  bool overwrite = false, port_given = false;
 };
 
 // The value of a flag that takes a whole number, 0 or more; std::invalid_argument naming the flag.
@@ -174,165 +62,9 @@ int64_t count_value(const std::string& flag, const std::string& v) {
     n = std::stoll(v, &used);
   } catch (const std::exception&) {
   }
-  if (n < 0 || used != v.size()) throw std::invalid_argument(flag + " expects a whole number, 0 or more, got '" + v + "'");
+  if (n < 0 || used != v.size() || v.empty() || !std::isdigit(static_cast<unsigned char>(v[0])))
+    throw std::invalid_argument(flag + " expects a whole number, 0 or more, got '" + v + "'");
   return n;
-}
-
-// Throws std::invalid_argument for usage errors.
-Parsed parse(const std::vector<std::string>& args, size_t from) {
-  Parsed p;
-  for (size_t i = from; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    auto value = [&](const std::string& flag) -> std::string {
-      if (i + 1 >= args.size()) throw std::invalid_argument(flag + " needs a value");
-      return args[++i];
-    };
-    if (a == "-h" || a == "--help") p.help = true;
-    else if (a == "--set") p.sets.push_back(value(a));
-    else if (a.rfind("--set=", 0) == 0) p.sets.push_back(a.substr(6));
-    else if (a == "--plugin-path") p.plugin_paths.push_back(value(a));
-    else if (a == "--backends") p.backends = value(a);
-    else if (a == "--out") p.out = value(a);
-    else if (a == "--weights") p.weights = value(a);
-    else if (a == "--prompt") p.prompt = value(a);
-    else if (a == "--input") p.gen.input = value(a);
-    else if (a == "--output") p.gen.output = value(a);
-    else if (a == "--max-new-tokens" || a == "--top-k" || a == "--context" || a == "--seed") {
-      const int64_t n = count_value(a, value(a));
-      if (a == "--max-new-tokens") p.gen.max_new_tokens = n;
-      else if (a == "--top-k") p.gen.top_k = n;
-      else if (a == "--context") p.gen.context = n;
-      else p.gen.seed = static_cast<uint64_t>(n);
-    } else if (a == "--temperature") {
-      const std::string v = value(a);
-      size_t used = 0;
-      double t = -1;
-      try {
-        t = std::stod(v, &used);
-      } catch (const std::exception&) {
-      }
-      if (!(t >= 0) || used != v.size()) throw std::invalid_argument("--temperature expects a number, 0 or more, got '" + v + "'");
-      p.gen.temperature = t;
-    }
-    else if (a == "--examples" || a == "--batches") (a == "--examples" ? p.examples : p.batches) = count_value(a, value(a));
-    else if (a.rfind("--plugin-path=", 0) == 0) p.plugin_paths.push_back(a.substr(14));
-    else if (!a.empty() && a[0] == '-') throw std::invalid_argument("unknown option " + a);
-    else p.positional.push_back(a);
-  }
-  return p;
-}
-
-int cmd_train(const Parsed& p) {
-  if (p.help) return std::cout << kTrainHelp, 0;
-  if (p.positional.size() != 1) throw std::invalid_argument("train needs exactly one CONFIG");
-  Config cfg = Config::load(p.positional[0], p.sets);
-  setup_process(cfg);  // log level, threads: before anything logs or computes
-  install_stop_signals();
-  spdlog::info("config {} (resolved):\n{}", cfg.path(), cfg.dump());
-  Experiment exp(cfg);
-  spdlog::info("experiment:\n{}", exp.describe());
-  TrainSummary s = exp.train();
-  if (!exp.is_main_rank()) return 0;
-  std::cout << std::fixed << std::setprecision(2) << "trained " << s.steps << " steps, " << s.epochs
-            << " epochs in " << s.train_seconds << " s; final loss " << std::setprecision(4) << s.final_loss;
-  if (s.eval_accuracy >= 0) std::cout << std::setprecision(2) << "; test accuracy " << 100.0 * s.eval_accuracy << "%";
-  if (s.zero_shot_accuracy >= 0)
-    std::cout << std::setprecision(2) << "; zero-shot accuracy " << 100.0 * s.zero_shot_accuracy << "%";
-  if (s.zero_shot_audio_accuracy >= 0)
-    std::cout << std::setprecision(2) << "; zero-shot audio accuracy " << 100.0 * s.zero_shot_audio_accuracy << "%";
-  if (s.recall_at_1 >= 0) std::cout << std::setprecision(2) << "; retrieval R@1 " << 100.0 * s.recall_at_1 << "%";
-  if (s.eval_loss >= 0) std::cout << std::setprecision(4) << "; eval loss " << s.eval_loss;
-  if (s.perplexity >= 0) std::cout << std::setprecision(2) << " (perplexity " << s.perplexity << ")";
-  std::cout << "\noutputs: " << s.output_dir << "\n";
-  return 0;
-}
-
-int cmd_check(const Parsed& p) {
-  if (p.help) return std::cout << kCheckHelp, 0;
-  if (p.positional.size() != 1) throw std::invalid_argument("check needs exactly one CONFIG");
-  Config cfg = Config::load(p.positional[0], p.sets);
-  setup_process(cfg);
-  Experiment exp(cfg, /*load_data=*/false);
-  std::cout << cfg.path() << ": OK\n" << exp.describe();
-  return 0;
-}
-
-PluginRegistry scan(const Parsed& p) {
-  PluginRegistry reg;
-  reg.scan(PluginRegistry::default_search_path(p.plugin_paths));
-  return reg;
-}
-
-int cmd_plugins(const Parsed& p) {
-  if (p.help) return std::cout << kPluginsHelp, 0;
-  if (!p.positional.empty() && p.positional[0] == "inspect") {
-    if (p.positional.size() != 2) throw std::invalid_argument("plugins inspect needs exactly one NAME");
-    PluginRegistry reg = scan(p);
-    for (const auto& lib : reg.plugins()) {
-      if (lib->name() != p.positional[1]) continue;
-      std::cout << lib->name() << " " << lib->version() << "\n"
-                << "  kind:        " << lib->kind() << "\n"
-                << "  ABI:         " << lib->abi_major() << "." << lib->abi_minor() << "\n"
-                << "  LibTorch:    " << (lib->torch_version().empty() ? "not used" : lib->torch_version()) << "\n"
-                << "  file:        " << lib->path() << "\n"
-                << "  description: " << lib->description() << "\n"
-                << "config keys (" << lib->schema().keys.size() << "):\n";
-      for (const auto& k : lib->schema().keys) {
-        std::cout << "  " << std::left << std::setw(18) << k.name << std::setw(18) << to_string(k.type)
-                  << "default " << std::setw(14) << (k.default_toml ? *k.default_toml : std::string("(required)"));
-        if (k.min_value <= k.max_value) std::cout << " range [" << k.min_value << ", " << k.max_value << "]";
-        for (size_t i = 0; i < k.choices.size(); ++i) std::cout << (i ? " | " : " one of: ") << k.choices[i];
-        std::cout << "\n      " << k.doc << "\n";
-      }
-      return 0;
-    }
-    std::vector<std::string> names;
-    for (const auto& lib : reg.plugins()) names.push_back(lib->name());
-    std::string msg = "no plugin named '" + p.positional[1] + "'";
-    std::string near = nearest(p.positional[1], names);
-    if (!near.empty()) msg += "; did you mean '" + near + "'?";
-    throw PluginError(msg);
-  }
-  if (!p.positional.empty()) throw std::invalid_argument("unknown plugins subcommand '" + p.positional[0] + "'");
-  PluginRegistry reg = scan(p);
-  std::cout << std::left << std::setw(16) << "NAME" << std::setw(22) << "KIND" << std::setw(10) << "VERSION"
-            << std::setw(6) << "ABI" << "PATH\n";
-  for (const auto& lib : reg.plugins())
-    std::cout << std::setw(16) << lib->name() << std::setw(22) << lib->kind() << std::setw(10) << lib->version()
-              << std::setw(6) << (std::to_string(lib->abi_major()) + "." + std::to_string(lib->abi_minor()))
-              << lib->path() << "\n";
-  for (const auto& f : reg.failures()) std::cout << "not loaded: " << f.reason << "\n";
-  if (reg.searched().empty()) std::cout << "(no plugin directory found; set TESSERA_PLUGIN_PATH)\n";
-  return 0;
-}
-
-int cmd_bench(const Parsed& p) {
-  if (p.help) return std::cout << kBenchHelp, 0;
-  if (p.positional.size() != 1) throw std::invalid_argument("bench needs exactly one CONFIG");
-  Config::load(p.positional[0], p.sets);  // fail early on a bad config or override
-  BenchOptions o;
-  o.config = p.positional[0];
-  o.sets = p.sets;
-  if (!p.backends.empty()) {
-    o.backends.clear();
-    std::stringstream ss(p.backends);
-    for (std::string b; std::getline(ss, b, ',');)
-      if (!b.empty()) o.backends.push_back(b);
-  }
-  if (!p.out.empty()) o.out_dir = p.out;
-  o.self_exe = std::filesystem::read_symlink("/proc/self/exe").string();
-  auto rows = run_bench(o);
-  const std::string table = bench_table(rows);
-  std::cout << table;
-  std::ofstream(o.out_dir + "/bench.json") << bench_json(o, rows);
-  std::ofstream(o.out_dir + "/bench.txt") << table;
-  std::cout << "written: " << o.out_dir << "/bench.json\n";
-  for (const auto& r : rows)
-    if (!r.ok) {
-      std::cerr << "error: backend '" << r.backend << "' failed (see the table above)\n";
-      return 1;
-    }
-  return 0;
 }
 
 // A launch flag's integer value: all of it a decimal number within [lo, hi], or an error
@@ -350,129 +82,482 @@ int launch_int(const std::string& flag, const std::string& text, int lo, int hi,
   return static_cast<int>(v);
 }
 
-int cmd_launch(const std::vector<std::string>& args) {
-  LaunchOptions o;
-  bool port_given = false;
-  size_t i = 2;
-  for (; i < args.size() && args[i] != "--"; ++i) {
-    std::string flag = args[i], inline_value;
-    const bool has_inline = flag.rfind("--", 0) == 0 && flag.find('=') != std::string::npos;
-    if (has_inline) inline_value = flag.substr(flag.find('=') + 1), flag.resize(flag.find('='));
-    auto value = [&]() -> std::string {
-      if (has_inline) return inline_value;
-      if (i + 1 >= args.size() || args[i + 1] == "--") throw std::invalid_argument(flag + " needs a value");
-      return args[++i];
-    };
-    if (flag == "-h" || flag == "--help") return std::cout << kLaunchHelp, 0;
-    if (flag == "--nproc" || flag == "--nproc-per-node" || flag == "--nproc_per_node")
-      o.nproc = launch_int(flag, value(), 1, 4096, "a number of processes per node, 1 or more");
-    else if (flag == "--nnodes") o.nnodes = launch_int(flag, value(), 1, 1 << 16, "a number of nodes, 1 or more");
-    else if (flag == "--node-rank" || flag == "--node_rank")
-      o.node_rank = launch_int(flag, value(), 0, 1 << 16, "this node's index, 0 to --nnodes minus 1");
-    else if (flag == "--master-port" || flag == "--master_port")
-      o.master_port = launch_int(flag, value(), 1, 65535, "a TCP port number in 1..65535"), port_given = true;
-    else if (flag == "--master-addr" || flag == "--master_addr") {
-      o.master_addr = value();
-      if (o.master_addr.empty() || o.master_addr.find_first_of(" \t/") != std::string::npos)
-        throw std::invalid_argument(flag + " expects a host name or IP address, got '" + o.master_addr + "'");
-    } else {
-      throw std::invalid_argument("unknown launch option " + args[i]);
-    }
+void add_sets(CLI::App* cmd, Args& a) {
+  cmd->add_option("--set", a.sets, kSetHelp)->type_name("SECTION.KEY=VALUE")->allow_extra_args(false);
+}
+void add_plugin_path(CLI::App* cmd, Args& a) {
+  cmd->add_option("--plugin-path", a.plugin_paths, "search DIR for plugins first (repeatable)")
+      ->type_name("DIR")
+      ->allow_extra_args(false);
+}
+
+void print_summary(const TrainSummary& s) {
+  std::cout << std::fixed << std::setprecision(2) << "trained " << s.steps << " steps, " << s.epochs << " epochs in "
+            << s.train_seconds << " s; final loss " << std::setprecision(4) << s.final_loss;
+  if (s.eval_accuracy >= 0) std::cout << std::setprecision(2) << "; test accuracy " << 100.0 * s.eval_accuracy << "%";
+  if (s.zero_shot_accuracy >= 0)
+    std::cout << std::setprecision(2) << "; zero-shot accuracy " << 100.0 * s.zero_shot_accuracy << "%";
+  if (s.zero_shot_audio_accuracy >= 0)
+    std::cout << std::setprecision(2) << "; zero-shot audio accuracy " << 100.0 * s.zero_shot_audio_accuracy << "%";
+  if (s.recall_at_1 >= 0) std::cout << std::setprecision(2) << "; retrieval R@1 " << 100.0 * s.recall_at_1 << "%";
+  if (s.eval_loss >= 0) std::cout << std::setprecision(4) << "; eval loss " << s.eval_loss;
+  if (s.perplexity >= 0) std::cout << std::setprecision(2) << " (perplexity " << s.perplexity << ")";
+  std::cout << "\noutputs: " << s.output_dir << "\n";
+}
+
+int cmd_train(Args& a) {
+  if (a.overwrite) a.sets.push_back("experiment.on_existing=\"overwrite\"");  // last: it wins
+  Config cfg = Config::load(a.config, a.sets);
+  setup_process(cfg);  // log level, threads: before anything logs or computes
+  install_stop_signals();
+  spdlog::info("config {} (resolved):\n{}", cfg.path(), cfg.dump());
+  Experiment exp(cfg);
+  spdlog::info("experiment:\n{}", exp.describe());
+  TrainSummary s = exp.train();
+  if (exp.is_main_rank()) print_summary(s);
+  return 0;
+}
+
+int cmd_check(const Args& a) {
+  Config cfg = Config::load(a.config, a.sets);
+  setup_process(cfg);
+  Experiment exp(cfg, /*load_data=*/false);
+  std::cout << cfg.path() << ": OK\n" << exp.describe();
+  return 0;
+}
+
+PluginRegistry scan(const Args& a) {
+  PluginRegistry reg;
+  reg.scan(PluginRegistry::default_search_path(a.plugin_paths));
+  return reg;
+}
+
+void print_key(std::ostream& os, const KeySpec& k) {
+  os << "  " << std::left << std::setw(18) << k.name << std::setw(18) << to_string(k.type) << "default "
+     << std::setw(14) << (k.default_toml ? *k.default_toml : std::string("(required)"));
+  if (k.min_value <= k.max_value) os << " range [" << k.min_value << ", " << k.max_value << "]";
+  for (size_t i = 0; i < k.choices.size(); ++i) os << (i ? " | " : " one of: ") << k.choices[i];
+  os << "\n      " << k.doc << "\n";
+}
+
+int cmd_plugins_inspect(const Args& a) {
+  PluginRegistry reg = scan(a);
+  for (const auto& lib : reg.plugins()) {
+    if (lib->name() != a.config) continue;
+    std::cout << lib->name() << " " << lib->version() << "\n"
+              << "  kind:        " << lib->kind() << "\n"
+              << "  ABI:         " << lib->abi_major() << "." << lib->abi_minor() << "\n"
+              << "  LibTorch:    " << (lib->torch_version().empty() ? "not used" : lib->torch_version()) << "\n"
+              << "  file:        " << lib->path() << "\n"
+              << "  description: " << lib->description() << "\n"
+              << "config keys (" << lib->schema().keys.size() << "):\n";
+    for (const auto& k : lib->schema().keys) print_key(std::cout, k);
+    return 0;
   }
+  // Not loaded: a library of that file name that failed says why.
+  for (const auto& f : reg.failures()) {
+    const std::string stem = std::filesystem::path(f.path).stem().string();
+    if (stem == a.config || stem == "plugin_" + a.config || stem == "lib" + a.config)
+      throw PluginError("plugin '" + a.config + "' did not load: " + f.reason);
+  }
+  std::vector<std::string> names;
+  for (const auto& lib : reg.plugins()) names.push_back(lib->name());
+  std::string msg = "no plugin named '" + a.config + "'";
+  const std::string near = nearest(a.config, names);
+  if (!near.empty()) msg += "; did you mean '" + near + "'?";
+  if (!reg.failures().empty()) msg += " (" + std::to_string(reg.failures().size()) + " librar" +
+                                      (reg.failures().size() == 1 ? "y" : "ies") + " did not load: see `tessera plugins`)";
+  throw PluginError(msg);
+}
+
+int cmd_plugins(const Args& a) {
+  PluginRegistry reg = scan(a);
+  std::cout << std::left << std::setw(16) << "NAME" << std::setw(22) << "KIND" << std::setw(10) << "VERSION"
+            << std::setw(6) << "ABI" << "PATH\n";
+  for (const auto& lib : reg.plugins())
+    std::cout << std::setw(16) << lib->name() << std::setw(22) << lib->kind() << std::setw(10) << lib->version()
+              << std::setw(6) << (std::to_string(lib->abi_major()) + "." + std::to_string(lib->abi_minor()))
+              << lib->path() << "\n";
+  for (const auto& f : reg.failures()) std::cout << "not loaded: " << f.reason << "\n";
+  if (reg.searched().empty()) std::cout << "(no plugin directory found; set TESSERA_PLUGIN_PATH)\n";
+  return 0;
+}
+
+int cmd_bench(const Args& a) {
+  Config::load(a.config, a.sets);  // fail early on a bad config or override
+  BenchOptions o;
+  o.config = a.config;
+  o.sets = a.sets;
+  if (!a.backends.empty()) {
+    o.backends.clear();
+    std::stringstream ss(a.backends);
+    for (std::string b; std::getline(ss, b, ',');)
+      if (!b.empty()) o.backends.push_back(b);
+    if (o.backends.empty()) throw std::invalid_argument("--backends expects a comma-separated list of precision backends");
+  }
+  if (!a.out.empty()) o.out_dir = a.out;
+  o.self_exe = std::filesystem::read_symlink("/proc/self/exe").string();
+  auto rows = run_bench(o);
+  const std::string table = bench_table(rows);
+  std::cout << table;
+  std::ofstream(o.out_dir + "/bench.json") << bench_json(o, rows);
+  std::ofstream(o.out_dir + "/bench.txt") << table;
+  std::cout << "written: " << o.out_dir << "/bench.json\n";
+  for (const auto& r : rows)
+    if (!r.ok) {
+      std::cerr << "error: backend '" << r.backend << "' failed (see the table above)\n";
+      return 1;
+    }
+  return 0;
+}
+
+int cmd_launch(const Args& a, bool saw_separator) {
+  LaunchOptions o;
+  o.nproc = launch_int("--nproc", a.nproc, 1, 4096, "a number of processes per node, 1 or more");
+  o.nnodes = launch_int("--nnodes", a.nnodes, 1, 1 << 16, "a number of nodes, 1 or more");
+  o.node_rank = launch_int("--node-rank", a.node_rank, 0, 1 << 16, "this node's index, 0 to --nnodes minus 1");
+  const bool port_given = a.port_given;
+  if (port_given) o.master_port = launch_int("--master-port", a.master_port, 1, 65535, "a TCP port number in 1..65535");
+  o.master_addr = a.master_addr;
+  if (o.master_addr.empty() || o.master_addr.find_first_of(" \t/") != std::string::npos)
+    throw std::invalid_argument("--master-addr expects a host name or IP address, got '" + o.master_addr + "'");
   if (o.node_rank >= o.nnodes)
     throw std::invalid_argument("--node-rank expects this node's index, 0 to --nnodes minus 1 (" +
                                 std::to_string(o.nnodes - 1) + "), got " + std::to_string(o.node_rank));
   if (o.nnodes > 1 && !port_given)
     throw std::invalid_argument("--master-port is required with --nnodes > 1 (every node must name the same port)");
-  if (i >= args.size() || i + 1 == args.size()) throw std::invalid_argument("launch needs -- followed by the rank's arguments");
-  o.args.assign(args.begin() + static_cast<std::ptrdiff_t>(i) + 1, args.end());
+  if (!saw_separator || a.rank_args.empty())
+    throw std::invalid_argument("launch needs -- followed by the rank's arguments (tessera launch --nproc 2 -- train CONFIG)");
+  o.args = a.rank_args;
   o.exe = std::filesystem::read_symlink("/proc/self/exe").string();
   return launch_ranks(o);
+}
+
+int cmd_eval(const Args& a) {
+  Config cfg = Config::load(a.config, a.sets);
+  setup_process(cfg);
+  Experiment exp(cfg);
+  exp.load_weights(a.weights);
+  const EvalResult r = exp.evaluate();
+  std::cout << std::fixed << std::setprecision(2) << "evaluated " << a.weights << ":";
+  if (r.accuracy >= 0) std::cout << " test accuracy " << 100.0 * r.accuracy << "%, test loss " << std::setprecision(4) << r.loss;
+  if (r.zero_shot_accuracy >= 0) std::cout << std::setprecision(2) << "; zero-shot accuracy " << 100.0 * r.zero_shot_accuracy << "%";
+  if (r.zero_shot_audio_accuracy >= 0)
+    std::cout << std::setprecision(2) << "; zero-shot audio accuracy " << 100.0 * r.zero_shot_audio_accuracy << "%";
+  if (r.recall_at_1 >= 0) std::cout << std::setprecision(2) << "; retrieval R@1 " << 100.0 * r.recall_at_1 << "%";
+  std::cout << "\n";
+  return 0;
+}
+
+int cmd_generate(const Args& a) {
+  GenerateOptions g;
+  g.source = a.config;
+  g.prompt = *a.prompt;
+  g.sets = a.sets;
+  g.max_new_tokens = count_value("--max-new-tokens", a.max_new_tokens);
+  g.top_k = count_value("--top-k", a.top_k);
+  g.context = count_value("--context", a.context);
+  g.seed = static_cast<uint64_t>(count_value("--seed", a.seed));
+  size_t used = 0;
+  double t = -1;
+  try {
+    t = std::stod(a.temperature, &used);
+  } catch (const std::exception&) {
+  }
+  if (!(t >= 0) || used != a.temperature.size())
+    throw std::invalid_argument("--temperature expects a number, 0 or more, got '" + a.temperature + "'");
+  g.temperature = t;
+  g.input = a.input;
+  g.output = a.output;
+  // The text alone goes to stdout (for pipes); the log goes to stderr.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("tessera-generate"));
+  generate(g, std::cout);
+  return 0;
+}
+
+int cmd_init(const Args& a) {
+  Config cfg = Config::load(a.config, a.sets);
+  setup_process(cfg);
+  Experiment exp(cfg);  // with its flat buffers: the weights as training would start from them
+  exp.save_model(a.out, 0);
+  return 0;
+}
+
+int cmd_data_inspect(const Args& a) {
+  InspectOptions o;
+  o.config = a.config;
+  o.sets = a.sets;
+  o.examples = count_value("--examples", a.examples);
+  o.batches = count_value("--batches", a.batches);
+  o.sheet = a.out;
+  inspect_data(o, std::cout);
+  return 0;
+}
+
+int cmd_export(const Args& a) {
+  refuse_output_inside(a.config, a.second, "the checkpoint");
+  const size_t n = export_checkpoint(a.config, a.second);
+  std::cout << "exported " << n << " tensors to " << a.second << "\n";
+  return 0;
+}
+
+// The core's sections and the slots' core keys, as TOML with each key's documentation.
+struct DefaultsSection {
+  const char* header;
+  const Schema& schema;
+};
+std::vector<DefaultsSection> core_sections() {
+  return {{"[experiment]", experiment_schema()}, {"[data]", data_schema()},       {"[optimizer]", optimizer_schema()},
+          {"[schedule]", schedule_schema()},     {"[train]", train_schema()},     {"[eval]", eval_schema()},
+          {"[metrics]", metrics_schema()},       {"[checkpoint]", checkpoint_schema()}, {"[dist]", dist_schema()},
+          {"[[encoder]]", encoder_slot_schema()}, {"[[loss]]", loss_slot_schema()}, {"[precision]", precision_slot_schema()}};
+}
+
+std::string bound(double v, ValueType t) {
+  std::ostringstream o;
+  if (t == ValueType::Int && std::abs(v) < 9e15) o << static_cast<long long>(v);
+  else o << v;
+  return o.str();
+}
+
+int cmd_config_defaults(const Args& a) {
+  const auto sections = core_sections();
+  bool found = a.section.empty();
+  std::ostringstream os;
+  os << "# Every key the core reads, with its default. A plugin's own keys (in its [[encoder]], [[loss]],\n"
+        "# [precision] or [data] table): tessera plugins inspect NAME.\n";
+  for (const auto& s : sections) {
+    std::string bare = s.header;
+    bare.erase(std::remove(bare.begin(), bare.end(), '['), bare.end());
+    bare.erase(std::remove(bare.begin(), bare.end(), ']'), bare.end());
+    if (!a.section.empty() && a.section != bare) continue;
+    found = true;
+    os << "\n" << s.header << "\n";
+    for (const auto& k : s.schema.keys) {
+      os << "# " << k.doc;
+      if (k.min_value <= k.max_value) os << " [" << bound(k.min_value, k.type) << ", " << bound(k.max_value, k.type) << "]";
+      for (size_t i = 0; i < k.choices.size(); ++i) os << (i ? " | " : "; one of: ") << k.choices[i];
+      os << "\n";
+      if (k.default_toml) os << k.name << " = " << *k.default_toml << "\n";
+      else os << "# " << k.name << " = ...  (required, " << to_string(k.type) << ")\n";
+    }
+  }
+  if (!found) {
+    std::vector<std::string> names;
+    for (const auto& s : sections) {
+      std::string bare = s.header;
+      bare.erase(std::remove(bare.begin(), bare.end(), '['), bare.end());
+      bare.erase(std::remove(bare.begin(), bare.end(), ']'), bare.end());
+      names.push_back(bare);
+    }
+    std::string msg = "config defaults: no section '" + a.section + "'";
+    const std::string near = nearest(a.section, names);
+    if (!near.empty()) msg += "; did you mean '" + near + "'?";
+    throw std::invalid_argument(msg);
+  }
+  std::cout << os.str();
+  return 0;
+}
+
+struct Cli {
+  CLI::App app{"tessera — a trainer framework built from plugins", "tessera"};
+  Args a;
+  CLI::App *train, *check, *plugins, *inspect, *bench, *launch, *exp, *eval, *init, *generate, *data, *data_inspect,
+      *tokenize, *speak, *config, *defaults;
+
+  Cli() {
+    app.footer(kMainFooter);
+    app.set_version_flag("--version", std::string("tessera ") + TESSERA_VERSION + " (plugin ABI " +
+                                          std::to_string(TSR_ABI_MAJOR) + "." + std::to_string(TSR_ABI_MINOR) +
+                                          ", LibTorch " + core_torch_version() + ")",
+                         "print versions and exit");
+    app.require_subcommand(1);
+
+    train = app.add_subcommand("train", "train the experiment CONFIG describes");
+    train->add_option("CONFIG", a.config, "the experiment's TOML file")->required();
+    add_sets(train, a);
+    train->add_flag("--overwrite", a.overwrite,
+                    "replace an earlier run in the output directory (same as --set experiment.on_existing=overwrite)");
+    train->footer(
+        "\nWrites metrics.jsonl (also .csv and TensorBoard events when [metrics] asks), config.resolved.toml (every "
+        "key, defaults included) and model.safetensors to [experiment] output_dir (default runs/<name>). An output "
+        "directory that holds an earlier run is refused unless resuming ([checkpoint] resume), --overwrite, or "
+        "[experiment] on_existing = \"suffix\". Ctrl-C / SIGTERM stop at the step boundary (checkpointing first when "
+        "[checkpoint] every_steps is on) and exit 130 / 143.");
+
+    check = app.add_subcommand("check", "validate CONFIG and resolve its plugins; trains nothing");
+    check->add_option("CONFIG", a.config, "the experiment's TOML file")->required();
+    add_sets(check, a);
+    check->footer(
+        "\nValidates every key, type and range against the core's and each plugin's schema, loads and creates every "
+        "plugin, and prints the resolved experiment. Exit status 0 when the experiment would start, 1 otherwise.");
+
+    plugins = app.add_subcommand("plugins", "list the plugins found on the search path");
+    add_plugin_path(plugins, a);
+    plugins->footer("\nLists name, kind, version, ABI and file of every plugin, and each library that did not load, "
+                    "with the reason.");
+    inspect = plugins->add_subcommand("inspect", "describe a plugin and every config key it takes");
+    inspect->add_option("NAME", a.config, "the plugin's name")->required();
+    add_plugin_path(inspect, a);
+
+    bench = app.add_subcommand("bench", "train CONFIG once per precision backend and compare");
+    bench->add_option("CONFIG", a.config, "the experiment's TOML file")->required();
+    bench->add_option("--backends", a.backends, "comma-separated backends (default fp32,bf16,bf16_remainder,bf16_pure,fp16)")
+        ->type_name("A,B,...");
+    bench->add_option("--out", a.out, "where bench.json, bench.txt and each run go (default runs/bench)")->type_name("DIR");
+    add_sets(bench, a);
+    bench->footer(
+        "\nEach backend trains in its own process. The table: median step time and samples/s (first logging window "
+        "excluded as warm-up), model-state bytes/parameter, peak resident memory, final loss and test accuracy. A "
+        "backend that fails is reported with its error and makes the exit status 1.");
+
+    launch = app.add_subcommand("launch", "run N local ranks of `tessera ARGS...` (data parallel, torchrun's variables)");
+    launch->add_option("--nproc,--nproc-per-node,--nproc_per_node", a.nproc, "processes on this node (default 1)")
+        ->type_name("N");
+    launch->add_option("--nnodes", a.nnodes, "machines in the job (default 1)")->type_name("M");
+    launch->add_option("--node-rank,--node_rank", a.node_rank, "this machine's index, 0..M-1 (default 0)")->type_name("K");
+    launch->add_option("--master-addr,--master_addr", a.master_addr, "node 0's address (default 127.0.0.1)")
+        ->type_name("HOST");
+    launch->add_option("--master-port,--master_port", a.master_port, "the rendezvous port (default: a free one; required with M > 1)")
+        ->type_name("P");
+    launch->add_option("ARGS", a.rank_args, "after --: the arguments of every rank's `tessera` (e.g. train CONFIG)");
+    launch->footer(
+        "\nSets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT as torchrun does. On M "
+        "machines run it once per machine with the same --nnodes, --master-addr and --master-port: RANK = K * N + "
+        "LOCAL_RANK. SIGINT/SIGTERM are forwarded to every rank; when one rank fails the others are stopped and the "
+        "exit status is the failing rank's.\nExample: tessera launch --nproc 2 -- train configs/fashion_mnist.toml");
+
+    exp = app.add_subcommand("export", "the weights of a checkpoint (any world size) as one safetensors file");
+    exp->add_option("CHECKPOINT", a.config, "a checkpoint directory")->required();
+    exp->add_option("OUT", a.second, "the .safetensors file to write (not inside CHECKPOINT)")->required();
+    exp->footer("\nOne tensor per parameter, by name, in its shape, at the best precision the checkpoint holds (fp32 "
+                "when the run kept an fp32 master), and the encoders' buffers (BatchNorm statistics).");
+
+    eval = app.add_subcommand("eval", "evaluate a model file (model.safetensors, an export) in a fresh process");
+    eval->add_option("CONFIG", a.config, "the experiment's TOML file")->required();
+    eval->add_option("--weights", a.weights, "the model file")->type_name("FILE")->required();
+    add_sets(eval, a);
+
+    init = app.add_subcommand("init", "write the model's initial weights (step 0) as a model file");
+    init->add_option("CONFIG", a.config, "the experiment's TOML file")->required();
+    init->add_option("--out", a.out, "the .safetensors file to write")->type_name("FILE")->required();
+    add_sets(init, a);
+
+    generate = app.add_subcommand("generate", "sample text from a trained language model");
+    generate->add_option("RUN_OR_CHECKPOINT", a.config, "a run directory, a checkpoint directory or a model file")
+        ->required();
+    generate->add_option("--prompt", a.prompt, "the text to continue")->type_name("TEXT")->required();
+    generate->add_option("--max-new-tokens", a.max_new_tokens, "tokens to generate (default 64)")->type_name("N");
+    generate->add_option("--temperature", a.temperature, "divide the logits by T; 0 = greedy (default 1.0)")->type_name("T");
+    generate->add_option("--top-k", a.top_k, "sample among the K most likely tokens; 0 = all (default 0)")->type_name("K");
+    generate->add_option("--seed", a.seed, "the sampler's seed (default 0)")->type_name("S");
+    generate->add_option("--context", a.context, "the model sees the last N tokens; 0 = its max_seq_len")->type_name("N");
+    generate->add_option("--input", a.input, "the tokens' batch tensor and tokenizer field (default input_ids)")
+        ->type_name("NAME");
+    generate->add_option("--output", a.output, "the (B, T, V) logits the model writes (default logits)")->type_name("NAME");
+    add_sets(generate, a);
+    generate->footer("\nThe model is rebuilt from the config stored with the weights; the prompt is encoded and the "
+                     "result decoded by its dataset's tokenizer. The text goes to stdout, the log to stderr.");
+
+    data = app.add_subcommand("data", "inspect a dataset; prepare token shards and spoken captions");
+    data->require_subcommand(1);
+    data_inspect = data->add_subcommand("inspect", "what CONFIG's dataset holds and how fast it loads");
+    data_inspect->add_option("CONFIG", a.config, "the experiment's TOML file")->required();
+    data_inspect->add_option("--examples", a.examples, "decoded examples of the training split (default 3)")->type_name("N");
+    data_inspect->add_option("--batches", a.batches, "batches timed through the loader; 0 = none (default 20)")
+        ->type_name("N");
+    data_inspect->add_option("--out", a.out, "the contact sheet (default <output_dir>/contact_sheet.png)")
+        ->type_name("SHEET.png");
+    add_sets(data_inspect, a);
+    data_inspect->footer("\nPrints each split's size, every field's dtype and shape, the metadata (class names, "
+                         "prompts), the first examples in their epoch-0 order, writes a PNG contact sheet when a "
+                         "field holds images, and times batches with the configured batch_size and workers.");
+    // Provided by the tessera executable (tools/tessera/), which core does not link.
+    tokenize = data->add_subcommand("tokenize", "text -> SentencePiece -> llm.c token shards (see its --help)");
+    speak = data->add_subcommand("speak", "Fashion-MNIST's captions -> espeak-ng -> a spoken-caption cache (see its --help)");
+    for (CLI::App* c : {tokenize, speak}) c->prefix_command()->set_help_flag();
+
+    config = app.add_subcommand("config", "the core's configuration keys");
+    config->require_subcommand(1);
+    defaults = config->add_subcommand("defaults", "print every core key with its default, as TOML");
+    defaults->add_option("SECTION", a.section, "only this section (experiment, data, optimizer, ..., encoder, loss)");
+  }
+};
+
+std::vector<std::string> command_names(const CLI::App& app) {
+  std::vector<std::string> names;
+  for (const CLI::App* c : app.get_subcommands([](const CLI::App*) { return true; })) names.push_back(c->get_name());
+  return names;
 }
 
 }  // namespace
 
 int run_cli(const std::vector<std::string>& args) {
+  Cli cli;
+  CLI::App& app = cli.app;
   try {
-    if (args.size() < 2 || args[1] == "-h" || args[1] == "--help" || args[1] == "help") {
-      std::cout << kMainHelp;
-      return args.size() < 2 ? 2 : 0;
+    if (args.size() < 2) {
+      std::cout << app.help();
+      return 2;
     }
-    const std::string& cmd = args[1];
-    if (cmd == "--version") {
-      std::cout << "tessera " << TESSERA_VERSION << " (plugin ABI " << TSR_ABI_MAJOR << "." << TSR_ABI_MINOR
-                << ", LibTorch " << core_torch_version() << ")\n";
+    if (args[1] == "help") {
+      std::cout << app.help();
       return 0;
     }
-    if (cmd == "launch") return cmd_launch(args);  // its own parsing: everything after -- is the rank's
-    Parsed p = parse(args, 2);
-    if (cmd == "train") return cmd_train(p);
-    if (cmd == "check") return cmd_check(p);
-    if (cmd == "plugins") return cmd_plugins(p);
-    if (cmd == "bench") return cmd_bench(p);
-    if (cmd == "eval") {
-      if (p.help) return std::cout << kEvalHelp, 0;
-      if (p.positional.size() != 1 || p.weights.empty()) throw std::invalid_argument("eval needs CONFIG and --weights FILE");
-      Config cfg = Config::load(p.positional[0], p.sets);
-      setup_process(cfg);
-      Experiment exp(cfg);
-      exp.load_weights(p.weights);
-      const EvalResult r = exp.evaluate();
-      std::cout << std::fixed << std::setprecision(2) << "evaluated " << p.weights << ":";
-      if (r.accuracy >= 0) std::cout << " test accuracy " << 100.0 * r.accuracy << "%, test loss " << std::setprecision(4) << r.loss;
-      if (r.zero_shot_accuracy >= 0) std::cout << std::setprecision(2) << "; zero-shot accuracy " << 100.0 * r.zero_shot_accuracy << "%";
-      if (r.zero_shot_audio_accuracy >= 0)
-        std::cout << std::setprecision(2) << "; zero-shot audio accuracy " << 100.0 * r.zero_shot_audio_accuracy << "%";
-      if (r.recall_at_1 >= 0) std::cout << std::setprecision(2) << "; retrieval R@1 " << 100.0 * r.recall_at_1 << "%";
-      std::cout << "\n";
-      return 0;
+    // An unknown command: name it and the nearest one (CLI11 would only say "not expected").
+    if (args[1].empty() || args[1][0] != '-') {
+      const auto names = command_names(app);
+      if (std::find(names.begin(), names.end(), args[1]) == names.end()) {
+        std::string msg = "unknown command '" + args[1] + "'";
+        const std::string near = nearest(args[1], names);
+        if (!near.empty()) msg += "; did you mean '" + near + "'?";
+        throw std::invalid_argument(msg);
+      }
     }
-    if (cmd == "generate") {
-      if (p.help) return std::cout << kGenerateHelp, 0;
-      if (p.positional.size() != 1 || !p.prompt) throw std::invalid_argument("generate needs RUN_OR_CHECKPOINT and --prompt TEXT");
-      // The text alone goes to stdout (for pipes); the log goes to stderr.
-      spdlog::set_default_logger(spdlog::stderr_color_mt("tessera-generate"));
-      GenerateOptions g = p.gen;
-      g.source = p.positional[0];
-      g.prompt = *p.prompt;
-      g.sets = p.sets;
-      generate(g, std::cout);
-      return 0;
+    std::vector<const char*> argv;
+    for (const auto& s : args) argv.push_back(s.c_str());
+    try {
+      app.parse(static_cast<int>(argv.size()), argv.data());
+    } catch (const CLI::CallForHelp& e) {
+      return app.exit(e);
+    } catch (const CLI::CallForAllHelp& e) {
+      return app.exit(e);
+    } catch (const CLI::CallForVersion& e) {
+      return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+      // Which command's help to point at: the deepest one that was given.
+      std::string where = "tessera";
+      for (const CLI::App* c = &app; c;) {
+        const auto got = c->get_subcommands();
+        c = got.empty() ? nullptr : got.front();
+        if (c) where += " " + c->get_name();
+      }
+      throw std::invalid_argument(std::string(e.what()) + "\n(see " + where + " --help)");
     }
-    if (cmd == "init") {
-      if (p.help) return std::cout << kInitHelp, 0;
-      if (p.positional.size() != 1 || p.out.empty()) throw std::invalid_argument("init needs CONFIG and --out FILE");
-      Config cfg = Config::load(p.positional[0], p.sets);
-      setup_process(cfg);
-      Experiment exp(cfg);  // with its flat buffers: the weights as training would start from them
-      exp.save_model(p.out, 0);
-      return 0;
+    Args& a = cli.a;
+    // launch first: a rank's arguments without -- would also match a sibling (train CONFIG).
+    if (*cli.launch) {
+      a.port_given = cli.launch->get_option("--master-port")->count() > 0;
+      const auto sep = std::find(args.begin(), args.end(), "--");
+      return cmd_launch(a, sep != args.end());
     }
-    if (cmd == "data") {
-      if (p.help || p.positional.empty()) return std::cout << kDataHelp, p.help ? 0 : 2;
-      if (p.positional[0] != "inspect")
-        throw std::invalid_argument("unknown data subcommand '" + p.positional[0] + "' (inspect, tokenize, speak)");
-      if (p.positional.size() != 2) throw std::invalid_argument("data inspect needs exactly one CONFIG");
-      InspectOptions o;
-      o.config = p.positional[1];
-      o.sets = p.sets;
-      o.examples = p.examples;
-      o.batches = p.batches;
-      o.sheet = p.out;
-      inspect_data(o, std::cout);
-      return 0;
-    }
-    if (cmd == "export") {
-      if (p.help) return std::cout << kExportHelp, 0;
-      if (p.positional.size() != 2) throw std::invalid_argument("export needs CHECKPOINT and OUT.safetensors");
-      refuse_output_inside(p.positional[0], p.positional[1], "the checkpoint");
-      const size_t n = export_checkpoint(p.positional[0], p.positional[1]);
-      std::cout << "exported " << n << " tensors to " << p.positional[1] << "\n";
-      return 0;
-    }
-    throw std::invalid_argument("unknown command '" + cmd + "'");
+    if (*cli.train) return cmd_train(a);
+    if (*cli.check) return cmd_check(a);
+    if (*cli.inspect) return cmd_plugins_inspect(a);
+    if (*cli.plugins) return cmd_plugins(a);
+    if (*cli.bench) return cmd_bench(a);
+    if (*cli.exp) return cmd_export(a);
+    if (*cli.eval) return cmd_eval(a);
+    if (*cli.init) return cmd_init(a);
+    if (*cli.generate) return cmd_generate(a);
+    if (*cli.data_inspect) return cmd_data_inspect(a);
+    if (*cli.tokenize || *cli.speak)
+      throw std::invalid_argument("tessera data " + args[2] + " is provided by the tessera executable, not this library");
+    if (*cli.defaults) return cmd_config_defaults(a);
+    throw std::invalid_argument("unknown command '" + args[1] + "'");
   } catch (const std::invalid_argument& e) {
-    std::cerr << "error: " << e.what() << "\n(see tessera --help)\n";
+    const std::string m = e.what();
+    std::cerr << "error: " << m << (m.find("(see tessera") == std::string::npos ? "\n(see tessera --help)\n" : "\n");
     return 2;
   } catch (const Interrupted& e) {
     std::cerr << e.what() << "\n";

@@ -127,6 +127,15 @@ Components::Components(const Config& config, const PluginRegistry& registry, uin
   if (precision_info_.autocast_dtype != TSR_DTYPE_NONE) check_device_computes(precision_info_.autocast_dtype, "autocast", device);
 }
 
+void Components::resolved_tables(toml::table& root) const {
+  toml::array encoders, losses;
+  for (const auto& e : encoders_) encoders.push_back(e->config().to_table());
+  for (const auto& l : losses_) losses.push_back(l->config().to_table());
+  root.insert_or_assign("encoder", std::move(encoders));
+  root.insert_or_assign("loss", std::move(losses));
+  root.insert_or_assign("precision", precision_->config().to_table());
+}
+
 void Components::gather_across(Comm& comm) {
   for (size_t i = 0; i < losses_.size(); ++i) {
     const LossInstance& loss = *losses_[i];

@@ -618,11 +618,13 @@ void emit_table(std::ostream& os, const toml::table& t, const std::string& prefi
 }
 }  // namespace
 
-std::string Config::dump() const {
+std::string dump_toml(const toml::table& t) {
   std::ostringstream os;
-  emit_table(os, root(), "");
+  emit_table(os, t, "");
   return os.str();
 }
+
+std::string Config::dump() const { return dump_toml(root()); }
 
 // ---------------------------------------------------------------------------------------
 // Config: validation

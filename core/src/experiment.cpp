@@ -77,6 +77,22 @@ std::vector<std::pair<std::string, double>> Experiment::bytes_per_param() const 
           {"total", (p + g + master + states) / n}};
 }
 
+std::string Experiment::resolved_config() const {
+  toml::table root;
+  auto put = [&](const char* name, const Section& s) { root.insert_or_assign(name, s.to_table()); };
+  put("experiment", opt_.experiment.section);
+  put("data", data_slot_.section);  // the core's keys and the dataset plugin's
+  put("optimizer", opt_.optimizer.section);
+  put("schedule", opt_.schedule.section);
+  put("train", opt_.train.section);
+  put("eval", opt_.eval.section);
+  put("metrics", opt_.metrics.section);
+  put("checkpoint", opt_.checkpoint.section);
+  put("dist", opt_.dist.section);
+  components_->resolved_tables(root);
+  return dump_toml(root);
+}
+
 std::string Experiment::describe() const {
   std::ostringstream o;
   o << "dataset   " << data_slot_.label << "  <- " << data_slot_.lib->path() << "\n";

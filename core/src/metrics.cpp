@@ -6,7 +6,9 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -166,6 +168,148 @@ void ProgressLine::finish() {
   on_line_ = false;
   shown_any_ = false;
   pending_ = false;
+}
+
+std::string format_duration(double seconds) {
+  if (!(seconds >= 0) || !std::isfinite(seconds) || seconds > 1e8) return "?";
+  const auto t = static_cast<int64_t>(seconds);
+  char buf[32];
+  if (t >= 3600)
+    std::snprintf(buf, sizeof buf, "%lld:%02lld:%02lld", static_cast<long long>(t / 3600),
+                  static_cast<long long>(t / 60 % 60), static_cast<long long>(t % 60));
+  else
+    std::snprintf(buf, sizeof buf, "%02lld:%02lld", static_cast<long long>(t / 60), static_cast<long long>(t % 60));
+  return buf;
+}
+
+namespace {
+std::string rate(double v, const char* unit) {
+  char buf[48];
+  if (v >= 1e6) std::snprintf(buf, sizeof buf, "%.2fM %s/s", v / 1e6, unit);
+  else if (v >= 1e4) std::snprintf(buf, sizeof buf, "%.1fk %s/s", v / 1e3, unit);
+  else if (v >= 100) std::snprintf(buf, sizeof buf, "%.0f %s/s", v, unit);
+  else std::snprintf(buf, sizeof buf, "%.3g %s/s", v, unit);
+  return buf;
+}
+}  // namespace
+
+std::string render_progress_bar(const ProgressState& s, int columns) {
+  const double frac = s.total_steps > 0 ? std::clamp(static_cast<double>(s.step) / s.total_steps, 0.0, 1.0) : 0.0;
+  char pct[16];
+  std::snprintf(pct, sizeof pct, "%3d%%", static_cast<int>(frac * 100.0));
+  const std::string head = (s.epochs > 1 ? "epoch " + std::to_string(s.epoch) + "/" + std::to_string(s.epochs) + "  " : "") + pct;
+  const double eta = s.steps_per_s > 0 ? static_cast<double>(s.total_steps - s.step) / s.steps_per_s : -1;
+  std::string tail = " " + std::to_string(s.step) + "/" + std::to_string(s.total_steps) + " [" +
+                     format_duration(s.elapsed_s) + "<" + format_duration(eta) + ", " + rate(s.steps_per_s, "steps") +
+                     ", " + rate(s.samples_per_s, "samples");
+  if (s.tokens_per_s > 0) tail += ", " + rate(s.tokens_per_s, "tokens");
+  if (s.has_loss) {
+    char l[32];
+    std::snprintf(l, sizeof l, ", loss %.4f", s.loss);
+    tail += l;
+  }
+  tail += "]";
+  // The bar: what is left of the line, 10 to 40 cells, each eighth of a cell drawn.
+  const int text = static_cast<int>(head.size() + tail.size()) + 2;
+  const int cells = std::clamp(columns > 0 ? columns - 1 - text : 20, 10, 40);
+  static const char* kEighths[] = {"", "▏", "▎", "▍", "▌", "▋", "▊", "▉"};
+  const int eighths = static_cast<int>(frac * cells * 8);
+  std::string bar;
+  for (int i = 0; i < eighths / 8; ++i) bar += "█";
+  int drawn = eighths / 8;
+  if (drawn < cells && eighths % 8) bar += kEighths[eighths % 8], ++drawn;
+  bar.append(static_cast<size_t>(cells - drawn), ' ');
+  return head + "|" + bar + "|" + tail;
+}
+
+ProgressBar::ProgressBar(int64_t first_step, int64_t total_steps, int64_t epochs, bool force_plain, std::FILE* out,
+                         double min_interval_s)
+    : line_(force_plain, min_interval_s, out), out_(out != nullptr ? out : stderr) {
+  state_.step = first_step;
+  state_.total_steps = total_steps;
+  state_.epochs = epochs;
+  if (line_.is_terminal()) ticker_ = std::thread([this] { tick(); });
+}
+
+ProgressBar::~ProgressBar() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (ticker_.joinable()) ticker_.join();
+  try {
+    line_.finish();
+  } catch (...) {
+  }
+}
+
+ProgressState ProgressBar::state_locked() {
+  const auto now = Clock::now();
+  const double active = active_s_ + (paused_ ? 0.0 : std::chrono::duration<double>(now - active_since_).count());
+  ProgressState s = state_;
+  s.elapsed_s = std::chrono::duration<double>(now - start_).count();
+  if (active > 0 && done_steps_ > 0) {
+    s.steps_per_s = static_cast<double>(done_steps_) / active;
+    s.samples_per_s = static_cast<double>(samples_) / active;
+    s.tokens_per_s = static_cast<double>(tokens_) / active;
+  }
+  return s;
+}
+
+namespace {
+int columns_of(std::FILE* out) {
+  struct winsize ws {};
+  if (::ioctl(::fileno(out), TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
+  return 80;
+}
+}  // namespace
+
+void ProgressBar::step(int64_t step, int64_t epoch, int64_t samples, int64_t tokens, double loss, bool skipped) {
+  if (!line_.is_terminal()) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  const auto now = Clock::now();
+  if (paused_) {
+    // The first step after a pause (or the start) ran while the clock was stopped: count it
+    // from the pause on, so an evaluation's time never lowers the rate.
+    paused_ = false;
+    active_since_ = now;
+    state_.step = step;
+    state_.epoch = epoch + 1;
+    line_.update(render_progress_bar(state_locked(), columns_of(out_)));
+    return;
+  }
+  ++done_steps_;
+  samples_ += samples;
+  tokens_ += tokens;
+  state_.step = step;
+  state_.epoch = epoch + 1;
+  if (!skipped && std::isfinite(loss)) {
+    state_.loss = state_.has_loss ? 0.9 * state_.loss + 0.1 * loss : loss;
+    state_.has_loss = true;
+  }
+  line_.update(render_progress_bar(state_locked(), columns_of(out_)));
+}
+
+void ProgressBar::window_line(const std::string& text) {
+  if (line_.is_terminal()) return;
+  line_.update(text);
+}
+
+void ProgressBar::pause() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!paused_) active_s_ += std::chrono::duration<double>(Clock::now() - active_since_).count();
+  paused_ = true;
+  line_.finish();
+}
+
+void ProgressBar::tick() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    cv_.wait_for(lock, std::chrono::seconds(1));
+    if (stopping_) break;
+    if (!paused_) line_.update(render_progress_bar(state_locked(), columns_of(out_)));
+  }
 }
 
 }  // namespace tessera

@@ -30,9 +30,11 @@ void MetricsWindow::add(StepOutcome out) {
       v = t.item<double>();
     }
   }
+  step_loss_ = 0;
   for (const auto& [name, v] : out.terms) {
     terms_[name] += v;
     loss_ += v;
+    step_loss_ += v;
   }
   grad_norm_ = out.grad_norm;
   loss_scale_ = out.loss_scale;

@@ -15,6 +15,7 @@ ExperimentOptions ExperimentOptions::from(Section s) {
   o.output_dir = s.get_string("output_dir");
   if (o.output_dir.empty()) o.output_dir = "runs/" + o.name;
   o.log_level = s.get_string("log_level");
+  o.on_existing = s.get_string("on_existing");
   o.seed = static_cast<uint64_t>(s.get_int("seed"));
   o.threads = s.get_int("threads");
   o.plugin_path = s.get_strings("plugin_path");
@@ -77,6 +78,7 @@ TrainOptions TrainOptions::from(Section s) {
   o.clip_grad_norm = s.get_float("clip_grad_norm");
   o.peak_tflops = s.get_float("peak_tflops");
   o.save_model = s.get_bool("save_model");
+  o.memory_limit_mib = s.get_int("memory_limit_mib");
   o.skip_nonfinite = s.get_string("nonfinite") == "skip";
   o.section = std::move(s);
   return o;

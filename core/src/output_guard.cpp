@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <system_error>
 
 #include "tessera/core/error.hpp"
@@ -42,6 +43,37 @@ void refuse_output_inside(const std::string& input_dir, const std::string& outpu
   if (!fs::exists(out, ec) || !fs::is_directory(in, ec)) return;
   for (const auto& entry : fs::directory_iterator(in, ec))
     if (fs::equivalent(entry.path(), out, ec)) throw Error(refuse + " (it is " + entry.path().string() + ")");
+}
+
+std::vector<std::string> earlier_run_outputs(const std::string& dir, const std::string& checkpoint_dir,
+                                             const std::string& tensorboard_dir) {
+  std::vector<std::string> found;
+  std::error_code ec;
+  auto add_if = [&](const fs::path& p, bool nonempty) {
+    if (fs::is_regular_file(p, ec) && (!nonempty || fs::file_size(p, ec) > 0)) found.push_back(p.string());
+  };
+  // Metrics count once they hold a record: a run that stopped at its start wrote only the
+  // header record (JSON Lines) or the header row (CSV), and is nothing to keep.
+  auto add_if_records = [&](const fs::path& p, const std::string& header_mark) {
+    std::ifstream f(p);
+    for (std::string line; std::getline(f, line);)
+      if (!line.empty() && line.find(header_mark) == std::string::npos) {
+        found.push_back(p.string());
+        return;
+      }
+  };
+  add_if_records(fs::path(dir) / "metrics.jsonl", "\"header\":true");
+  for (const char* csv : {"metrics.csv", "eval.csv"}) {
+    std::ifstream f(fs::path(dir) / csv);
+    std::string header, row;
+    if (std::getline(f, header) && std::getline(f, row) && !row.empty()) found.push_back((fs::path(dir) / csv).string());
+  }
+  add_if(fs::path(dir) / "model.safetensors", false);
+  if (!tensorboard_dir.empty() && fs::is_directory(tensorboard_dir, ec))
+    for (const auto& e : fs::directory_iterator(tensorboard_dir, ec))
+      if (e.path().filename().string().rfind("events.out.tfevents.", 0) == 0) add_if(e.path(), false);
+  if (!checkpoint_dir.empty()) add_if(fs::path(checkpoint_dir) / "latest", false);
+  return found;
 }
 
 OutputDirLock::OutputDirLock(const std::string& dir) {

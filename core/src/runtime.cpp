@@ -27,6 +27,8 @@ namespace tessera {
 
 void setup_process(const ExperimentOptions& experiment, const DistEnv& env) {
   spdlog::set_level(env.rank == 0 ? spdlog::level::from_str(experiment.log_level) : spdlog::level::warn);
+  // The other ranks' lines (warnings and errors) say whose they are.
+  if (env.rank > 0) spdlog::set_pattern("[%Y-%m-%d %H:%M:%S.%e] [rank " + std::to_string(env.rank) + "] [%^%l%$] %v");
   // glibc returns large freed blocks to the OS at once; every step then page-faults its
   // activations back in (~25% of a CPU step here). Keep them in the heap instead.
   mallopt(M_MMAP_THRESHOLD, 256 << 20);

@@ -32,6 +32,10 @@ const Schema& experiment_schema() {
       key("device", S, "\"cpu\"", "where to train", 1, 0, {"cpu", "cuda"}),
       key("threads", I, "0", "intra-op CPU threads; 0 = all cores", 0, 1024),
       key("output_dir", S, "\"\"", "where metrics and the model go; empty = runs/<name>"),
+      key("on_existing", S, "\"refuse\"",
+          "a fresh run into an output directory that holds an earlier run: refuse; overwrite its metrics and model "
+          "(its checkpoints are kept); or write to the first free <output_dir>-2, -3, ... (suffix)",
+          1, 0, {"refuse", "overwrite", "suffix"}),
       key("plugin_path", SA, "[]", "extra plugin directories, searched before TESSERA_PLUGIN_PATH"),
       key("log_level", S, "\"info\"", "console log level", 1, 0, {"debug", "info", "warn", "error"}),
   }};
@@ -87,6 +91,10 @@ const Schema& train_schema() {
       key("clip_grad_norm", F, "0.0", "clip the global gradient norm to this; 0 = off", 0, 1e12),
       key("log_every", I, "50", "optimizer steps between metric records", 1, 1e9),
       key("save_model", B, "true", "write model.safetensors at the end"),
+      key("memory_limit_mib", I, "0",
+          "stop with an error, naming the batch size, before this process's resident memory passes this; "
+          "0 = the machine's (or its cgroup's) memory less a margin, so the kernel's OOM killer never strikes first",
+          0, 1e9),
       key("nonfinite", S, "\"error\"", "a NaN/Inf loss term: stop with an error, or skip the step and count it", 1, 0,
           {"error", "skip"}),
       key("peak_tflops", F, "0.0",

@@ -15,6 +15,7 @@
 #include "tessera/core/checkpoint_schedule.hpp"
 #include "tessera/core/error.hpp"
 #include "tessera/core/metrics.hpp"
+#include "tessera/core/memory_guard.hpp"
 #include "tessera/core/metrics_sinks.hpp"
 #include "tessera/core/output_guard.hpp"
 #include "tessera/core/runtime.hpp"
@@ -182,20 +183,79 @@ TrainSummary Experiment::train() {
   }
 }
 
+void Experiment::claim_output_dir(bool resuming) {
+  std::string& dir = opt_.experiment.output_dir;
+  // The checkpoint and TensorBoard directories an earlier run in `d` wrote; for a "<dir>-N"
+  // candidate only those inside it (an explicit [checkpoint] dir is shared by every candidate).
+  auto outputs_of = [&](const std::string& d, bool candidate) {
+    const std::string ckpt = opt_.checkpoint.dir.empty() ? d + "/checkpoints" : candidate ? "" : opt_.checkpoint.dir;
+    const std::string tb = opt_.metrics.tensorboard_dir.empty() ? d + "/tensorboard" : candidate ? "" : opt_.metrics.tensorboard_dir;
+    return earlier_run_outputs(d, ckpt, tb);
+  };
+  int64_t suffix = 0;  // rank 0's decision: 0 = `dir` itself, N = "<dir>-N", -1 = refused
+  std::exception_ptr refused;
+  if (env_.rank == 0) {
+    try {
+      fs::create_directories(dir);
+      output_lock_ = std::make_unique<OutputDirLock>(dir);
+      const std::vector<std::string> found = resuming ? std::vector<std::string>{} : outputs_of(dir, false);
+      const std::string& policy = opt_.experiment.on_existing;
+      std::string listed;
+      for (const auto& f : found) listed += (listed.empty() ? "" : ", ") + f;
+      if (!found.empty() && policy == "refuse")
+        throw Error("output directory " + dir + " holds an earlier run (" + listed +
+                    "): refusing to overwrite it. Resume it with --set checkpoint.resume=latest, replace it with "
+                    "--overwrite ([experiment] on_existing = \"overwrite\"), write to a fresh " + dir +
+                    "-N with on_existing = \"suffix\", or give this run another [experiment] output_dir or name");
+      if (!found.empty() && policy == "overwrite") {
+        for (const auto& f : found) fs::remove(f);
+        spdlog::warn("{}: replacing the earlier run in {} (removed {}; its checkpoints, "
+                     "if any, are kept and never pruned by this run)",
+                     opt_.experiment.section.where("on_existing").str(), dir, listed);
+      } else if (!found.empty()) {  // suffix
+        output_lock_.reset();
+        for (suffix = 2;; ++suffix) {
+          const std::string candidate = dir + "-" + std::to_string(suffix);
+          fs::create_directories(candidate);
+          std::unique_ptr<OutputDirLock> lock;
+          try {
+            lock = std::make_unique<OutputDirLock>(candidate);
+          } catch (const Error&) {
+            continue;  // another run is writing there
+          }
+          if (!outputs_of(candidate, true).empty()) continue;
+          output_lock_ = std::move(lock);
+          spdlog::info("{} holds an earlier run: this run writes to {} ([experiment] on_existing = \"suffix\")", dir,
+                       candidate);
+          break;
+        }
+      }
+    } catch (const std::exception&) {
+      suffix = -1;
+      refused = std::current_exception();
+    }
+  }
+  if (comm_) {
+    at::Tensor t = at::full({1}, suffix, at::kLong);
+    comm_->broadcast(t, 0);
+    suffix = t.item<int64_t>();
+  }
+  if (refused) std::rethrow_exception(refused);
+  if (suffix < 0) throw Error("rank 0 could not use the output directory " + dir + " (its error says why)");
+  if (suffix > 0) dir += "-" + std::to_string(suffix);
+}
+
 TrainSummary Experiment::train_loop() {
   if (!data_) throw Error("experiment was built without data; cannot train");
   // Outputs (metrics, progress, model, checkpoints, evaluation) belong to rank 0; with data
   // parallelism every rank holds the same weights.
   const bool main = env_.rank == 0;
   const std::string& output_dir = opt_.experiment.output_dir;
-  if (main) {
-    fs::create_directories(output_dir);
-    output_lock_ = std::make_unique<OutputDirLock>(output_dir);  // before anything is written there
-    std::ofstream(output_dir + "/config.resolved.toml") << config_.dump();
-  }
+  const bool resuming = !opt_.checkpoint.resume.empty();
+  claim_output_dir(resuming);  // before anything is written there
+  if (main) std::ofstream(output_dir + "/config.resolved.toml") << resolved_config();
   // Resume first: it decides where the loop starts and whether metrics are appended.
   CheckpointMeta resumed;
-  const bool resuming = !opt_.checkpoint.resume.empty();
   if (resuming) resumed = resume_from(opt_.checkpoint.resume);
   std::optional<MetricsSinks> metrics;
   if (main && resuming) {
@@ -209,7 +269,6 @@ TrainSummary Experiment::train_loop() {
                     m.tensorboard ? (m.tensorboard_dir.empty() ? output_dir + "/tensorboard" : m.tensorboard_dir) : "",
                     resuming ? resumed.step : -1);
   }
-  ProgressLine progress;
   const int64_t accum = opt_.train.grad_accum, epochs = opt_.train.epochs;
   const int64_t steps_per_epoch = data_->batches_per_epoch() / accum;
   int64_t total_steps = steps_per_epoch * epochs;
@@ -226,6 +285,13 @@ TrainSummary Experiment::train_loop() {
   for (const auto& [cat, b] : bytes_per_param()) mem += fmt::format(" {} {:.2f}", cat, b);
   spdlog::info("model-state bytes/param:{}", mem);
   if (main) metrics->write(header_record(resumed.step, resuming, total_steps));
+  ProgressBar progress(resumed.step, total_steps, epochs, /*force_plain=*/!main);
+  // A step the machine cannot hold stops the run with the figure and the keys to change.
+  MemoryGuard memory(opt_.train.memory_limit_mib << 20,
+                     fmt::format("lower [data] batch_size ({} at {}; raise [train] grad_accum to keep the global batch) "
+                                 "or, in an evaluation, [data] eval_batch_size ({})",
+                                 opt_.data.batch_size, opt_.data.section.where("batch_size").str(),
+                                 opt_.data.eval_batch_size));
 
   TrainSummary summary;
   summary.output_dir = output_dir;
@@ -243,7 +309,8 @@ TrainSummary Experiment::train_loop() {
   const int64_t eval_every = opt_.eval.enabled ? opt_.eval.every_steps : 0;
   auto run_eval = [&](int64_t at_step, int64_t epoch_done, const std::string& label) {
     const auto eval_start = std::chrono::steady_clock::now();
-    progress.finish();
+    progress.pause();
+    memory.set_phase("evaluation after step " + std::to_string(at_step));
     nlohmann::json rec = {{"eval", true}, {"step", at_step}, {"epoch", epoch_done}, {"time", unix_time()}};
     std::string line = label + ":";
     EvalResult ev = tessera::evaluate(evaluators_, *components_, data_->test(), device_, rec, line);
@@ -267,9 +334,12 @@ TrainSummary Experiment::train_loop() {
     bool save_after_eval = false;
     for (int64_t s = first; s < steps_per_epoch && !done; ++s) {
       ++step;
+      memory.set_phase("training step " + std::to_string(step));
       StepOutcome out = train_step(step, total_steps, data_->next_step(accum));
       const bool skipped = out.skipped, stop = out.stop;
+      const int64_t samples = out.samples, tokens = out.tokens;
       window.add(std::move(out));
+      if (main) progress.step(step, epoch, samples, tokens, window.step_loss(), skipped);
       done = step >= total_steps;
       if (skipped) {
         ++summary.skipped_steps;
@@ -282,15 +352,18 @@ TrainSummary Experiment::train_loop() {
         summary.final_loss = window.last_loss();
         if (main) {
           metrics->write(rec);
-          progress.update(line);
+          progress.window_line(line);
         }
       }
       if (eval_every > 0 && main && (step % eval_every == 0 || done)) run_eval(step, epoch + 1, "step " + std::to_string(step));
       const CheckpointSchedule::When when = checkpoints.after_step(step, done, s + 1 == steps_per_epoch);
-      if (when == CheckpointSchedule::When::Now) save_checkpoint_at(step, epoch, (s + 1) * accum, summary.skipped_steps);
+      if (when == CheckpointSchedule::When::Now) {
+        if (main) progress.pause();  // its log lines start their own line
+        save_checkpoint_at(step, epoch, (s + 1) * accum, summary.skipped_steps);
+      }
       if (when == CheckpointSchedule::When::AfterEval) save_after_eval = true;
       if (stop) {  // at the step boundary, after its record; the epoch's evaluation runs on resume
-        if (main) progress.finish();
+        if (main) progress.pause();
         interrupt(step, epoch, (s + 1) * accum, summary.skipped_steps, when == CheckpointSchedule::When::Now);
       }
     }
@@ -298,7 +371,7 @@ TrainSummary Experiment::train_loop() {
     if (opt_.eval.enabled && eval_every == 0 && main) run_eval(step, epoch + 1, fmt::format("epoch {}", epoch + 1));
     if (save_after_eval) save_checkpoint_at(step, epoch + 1, 0, summary.skipped_steps);
   }
-  progress.finish();
+  progress.pause();
   summary.steps = step;
   if (step > resumed.step && summary.skipped_steps - resumed.skipped_steps >= step - resumed.step)
     throw NonFiniteError("every one of the " + std::to_string(step - resumed.step) +

@@ -14,6 +14,7 @@
 #include <torch/csrc/autograd/autograd.h>
 
 #include "tessera/core/cli.hpp"
+#include "tessera/core/memory_guard.hpp"
 #include "tessera/core/error.hpp"
 #include "tessera/core/safetensors.hpp"
 #include "tessera/core/output_guard.hpp"
@@ -347,11 +348,105 @@ TEST(Cli, HelpAndUsage) {
   for (auto args : std::vector<std::vector<std::string>>{{"--help"}, {"train", "--help"}, {"check", "--help"}, {"plugins", "--help"}}) {
     CliResult r = cli(args);
     EXPECT_EQ(r.code, 0) << args[0];
-    EXPECT_NE(r.out.find("usage"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("Usage: tessera"), std::string::npos) << r.out;
   }
-  EXPECT_EQ(cli({"trian"}).code, 2);
-  EXPECT_EQ(cli({"train"}).code, 2);
-  EXPECT_EQ(cli({"train", "x.toml", "--bogus"}).code, 2);
+  CliResult r = cli({"trian"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("unknown command 'trian'; did you mean 'train'?"), std::string::npos) << r.err;
+  r = cli({"train"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("CONFIG is required"), std::string::npos) << r.err;
+  r = cli({"train", "x.toml", "--bogus"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--bogus"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("(see tessera train --help)"), std::string::npos) << r.err;
+  // A flag of another command is refused, not ignored.
+  r = cli({"check", "x.toml", "--weights", "w.safetensors"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--weights"), std::string::npos) << r.err;
+  EXPECT_EQ(cli({"train", "x.toml", "--set"}).code, 2);  // a flag without its value
+  EXPECT_EQ(cli({"data"}).code, 2);                      // a command without its subcommand
+  r = cli({"--version"});
+  EXPECT_EQ(r.code, 0);
+  EXPECT_NE(r.out.find("plugin ABI"), std::string::npos) << r.out;
+}
+
+// Every subcommand's help is generated from its options: each one is listed.
+TEST(Cli, EachCommandsHelpListsEveryOption) {
+  const std::vector<std::pair<std::vector<std::string>, std::vector<std::string>>> cases = {
+      {{"train"}, {"CONFIG", "--set", "--overwrite", "--help"}},
+      {{"check"}, {"CONFIG", "--set"}},
+      {{"plugins"}, {"--plugin-path", "inspect"}},
+      {{"plugins", "inspect"}, {"NAME", "--plugin-path"}},
+      {{"bench"}, {"CONFIG", "--backends", "--out", "--set"}},
+      {{"launch"}, {"--nproc", "--nnodes", "--node-rank", "--master-addr", "--master-port", "ARGS"}},
+      {{"export"}, {"CHECKPOINT", "OUT"}},
+      {{"eval"}, {"CONFIG", "--weights", "--set"}},
+      {{"init"}, {"CONFIG", "--out", "--set"}},
+      {{"generate"}, {"--prompt", "--max-new-tokens", "--temperature", "--top-k", "--seed", "--context", "--input", "--output"}},
+      {{"data"}, {"inspect", "tokenize", "speak"}},
+      {{"data", "inspect"}, {"CONFIG", "--examples", "--batches", "--out", "--set"}},
+      {{"config", "defaults"}, {"SECTION"}},
+  };
+  for (const auto& [cmd, options] : cases) {
+    std::vector<std::string> args = cmd;
+    args.push_back("--help");
+    CliResult r = cli(args);
+    EXPECT_EQ(r.code, 0) << cmd[0] << ": " << r.err;
+    for (const auto& o : options) EXPECT_NE(r.out.find(o), std::string::npos) << cmd[0] << " lacks " << o << ":\n" << r.out;
+  }
+  // --opt=value works like --opt value.
+  CliResult a = cli({"config", "defaults", "optimizer"});
+  EXPECT_EQ(a.code, 0) << a.err;
+}
+
+// `tessera config defaults` prints every core key with its default, as TOML that parses and
+// that the core accepts.
+TEST(Cli, ConfigDefaultsListsEveryCoreKeyAsValidToml) {
+  CliResult r = cli({"config", "defaults"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const Schema* s : {&experiment_schema(), &data_schema(), &optimizer_schema(), &schedule_schema(), &train_schema(),
+                          &eval_schema(), &metrics_schema(), &checkpoint_schema(), &dist_schema()})
+    for (const auto& k : s->keys) {
+      ASSERT_TRUE(k.default_toml.has_value()) << k.name;
+      EXPECT_NE(r.out.find("\n" + k.name + " = " + *k.default_toml + "\n"), std::string::npos) << k.name;
+    }
+  // The core sections alone (the slots need plugins) resolve without an error.
+  const std::string text = r.out.substr(0, r.out.find("\n[[encoder]]"));
+  Config c = Config::parse(text, "defaults.toml");
+  EXPECT_NO_THROW(CoreOptions::resolve(c, DistEnv{}));
+  r = cli({"config", "defaults", "optimizr"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("no section 'optimizr'; did you mean 'optimizer'?"), std::string::npos) << r.err;
+  r = cli({"config", "defaults", "dist"});
+  EXPECT_EQ(r.code, 0);
+  EXPECT_NE(r.out.find("zero_stage = 0"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("[optimizer]"), std::string::npos) << r.out;
+}
+
+// A step that outgrows the memory it may use stops the run with the figure and the keys to
+// change (exit 1), instead of the kernel's OOM killer ending it without a word.
+TEST(EndToEnd, AStepTheMachineCannotHoldStopsWithTheFigureAndTheKey) {
+  if (!have_data()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  const tessera::MemoryReading m = tessera::read_memory();
+  EXPECT_GT(m.limit, 0);
+  EXPECT_GT(m.process, 0);
+  EXPECT_LE(m.used, m.limit);
+  fs::path out = temp_dir("oom");
+  const std::string cfg = write_file(out / "oom.toml", small_config(out / "run", 7, "max_steps = 50\n"));
+  const std::string log = (out / "log.txt").string();
+  // 64 MiB is less than the process holds before its first step: the guard must fire.
+  const int rc = std::system((std::string(TESSERA_CLI) + " train " + cfg +
+                              " --set train.memory_limit_mib=64 --set data.batch_size=400 > " + log + " 2>&1").c_str());
+  const std::string text = tessera::test::read_file(log);
+  EXPECT_EQ(WEXITSTATUS(rc), 1) << text;
+  EXPECT_NE(text.find("past [train] memory_limit_mib = 64; lower [data] batch_size (400 at --set data.batch_size=400;"),
+            std::string::npos) << text;
+  EXPECT_NE(text.find("[data] eval_batch_size (1000)"), std::string::npos) << text;
+  EXPECT_EQ(text.find("done:"), std::string::npos) << text;
+  // The lock died with the process: the same run can start again at once (and finish).
+  const int again = std::system((std::string(TESSERA_CLI) + " train " + cfg + " --set train.max_steps=2 >> " + log + " 2>&1").c_str());
+  EXPECT_EQ(WEXITSTATUS(again), 0) << tessera::test::read_file(log);
 }
 
 // Silent mistakes get a word: a warm-up longer than the run is warned about, and a run whose
@@ -398,9 +493,85 @@ TEST(EndToEnd, ASecondRunIntoABusyOutputDirectoryIsRefusedWithTheHoldersPid) {
     }
     EXPECT_FALSE(fs::exists(out / "metrics.jsonl"));  // nothing was written
   }
-  Config cfg = Config::parse(small_config(out, 7, "max_steps = 2\n"), "free.toml");
+  Config cfg = Config::parse(small_config(out, 7, "max_steps = 2\n[eval]\nenabled = false\n"), "free.toml",
+                             {"experiment.on_existing=\"overwrite\""});
   Experiment exp(cfg);
   EXPECT_NO_THROW(exp.train());  // free again once the holder is gone
   Experiment again(cfg);
   EXPECT_NO_THROW(again.train());  // and after a run ends, while its Experiment still lives
+}
+
+// A fresh run into a directory that holds an earlier run never silently replaces it: refused
+// by default (naming what is there and the ways out), replaced with on_existing = "overwrite"
+// (checkpoints kept), or moved to the first free <dir>-N with "suffix". Resuming is not refused.
+TEST(EndToEnd, AFreshRunNeverSilentlyReplacesAnEarlierOne) {
+  if (!have_data()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  fs::path root = temp_dir("reuse");
+  const fs::path out = root / "run";
+  auto config = [&](const std::string& policy, int seed) {
+    return Config::parse(small_config(out, seed, "max_steps = 3\n[eval]\nenabled = false\n[checkpoint]\nevery_steps = 3\n"),
+                         "reuse.toml", {"experiment.on_existing=\"" + policy + "\""});
+  };
+  {
+    Config c = config("refuse", 7);
+    Experiment first(c);
+    first.train();
+  }
+  const std::string metrics_before = tessera::test::read_file(out / "metrics.jsonl");
+  const std::string model_before = tessera::test::read_file(out / "model.safetensors");
+  {
+    Config c = config("refuse", 8);
+    Experiment second(c);
+    try {
+      second.train();
+      FAIL() << "a fresh run replaced an earlier one";
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find("output directory " + out.string() + " holds an earlier run ("), std::string::npos) << m;
+      EXPECT_NE(m.find("metrics.jsonl"), std::string::npos) << m;
+      EXPECT_NE(m.find("model.safetensors"), std::string::npos) << m;
+      EXPECT_NE(m.find("--overwrite"), std::string::npos) << m;
+      EXPECT_NE(m.find("on_existing = \"suffix\""), std::string::npos) << m;
+    }
+  }
+  EXPECT_EQ(tessera::test::read_file(out / "metrics.jsonl"), metrics_before);  // nothing was touched
+  EXPECT_EQ(tessera::test::read_file(out / "model.safetensors"), model_before);
+  {
+    Config c = config("suffix", 8);
+    Experiment third(c);
+    const TrainSummary s = third.train();
+    EXPECT_EQ(s.output_dir, out.string() + "-2");
+    EXPECT_TRUE(fs::exists(out.string() + "-2/model.safetensors"));
+    EXPECT_TRUE(fs::exists(out.string() + "-2/checkpoints/latest"));
+  }
+  EXPECT_EQ(tessera::test::read_file(out / "metrics.jsonl"), metrics_before);
+  {
+    Config c = config("suffix", 9);  // -2 is taken now: -3
+    Experiment fourth(c);
+    EXPECT_EQ(fourth.train().output_dir, out.string() + "-3");
+  }
+  {
+    Config c = config("overwrite", 8);
+    Experiment fifth(c);
+    EXPECT_EQ(fifth.train().output_dir, out.string());
+  }
+  EXPECT_NE(tessera::test::read_file(out / "model.safetensors"), model_before);  // seed 8's weights now
+  EXPECT_TRUE(fs::exists(out / "checkpoints" / "step_3" / "manifest.json"));
+  {
+    // Resuming the directory's own run is what a rerun into it is for.
+    Config c = Config::parse(small_config(out, 8, "max_steps = 3\n[eval]\nenabled = false\n[checkpoint]\nresume = \"latest\"\n"),
+                             "resume.toml");
+    Experiment resumed(c);
+    EXPECT_NO_THROW(resumed.train());
+  }
+  // Through the CLI: --overwrite is the same as on_existing = "overwrite".
+  const std::string cfg = write_file(root / "cli.toml", small_config(out, 7, "max_steps = 2\n[eval]\nenabled = false\n"));
+  const std::string log = (root / "cli.log").string();
+  int rc = std::system((std::string(TESSERA_CLI) + " train " + cfg + " > " + log + " 2>&1").c_str());
+  EXPECT_EQ(WEXITSTATUS(rc), 1) << tessera::test::read_file(log);
+  EXPECT_NE(tessera::test::read_file(log).find("holds an earlier run"), std::string::npos);
+  rc = std::system((std::string(TESSERA_CLI) + " train " + cfg + " --overwrite > " + log + " 2>&1").c_str());
+  EXPECT_EQ(WEXITSTATUS(rc), 0) << tessera::test::read_file(log);
+  EXPECT_NE(tessera::test::read_file(log).find("replacing the earlier run in " + out.string()), std::string::npos)
+      << tessera::test::read_file(log);
 }

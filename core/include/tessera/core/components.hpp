@@ -59,6 +59,8 @@ class Components {
   const tsr_precision_info& precision_info() const { return precision_info_; }
   // One line per component, for the log and `tessera check`.
   std::string describe() const;
+  // Every slot's validated table, defaults filled in: [[encoder]], [[loss]] and [precision] of `root`.
+  void resolved_tables(toml::table& root) const;
 
  private:
   void check_device_computes(int32_t dtype, const char* role, at::Device device) const;

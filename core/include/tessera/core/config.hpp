@@ -134,6 +134,9 @@ class Config {
   std::shared_ptr<toml::table> root_;
 };
 
+// A TOML table as the text Config::dump writes: keys, then [tables], then [[arrays of tables]].
+std::string dump_toml(const toml::table& t);
+
 // Nearest candidate by (Damerau) edit distance, case-insensitive, or empty if none is close
 // enough: distance <= max(2, len(word)/3) and smaller than both words' lengths. Ties: first.
 std::string nearest(std::string_view word, const std::vector<std::string>& candidates);

@@ -2,10 +2,13 @@
 // (a live, rewritten progress line on a terminal; throttled plain lines otherwise).
 #pragma once
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 
 namespace tessera {
 
@@ -79,6 +82,64 @@ class ProgressLine {
   bool pending_ = false;     // last_ has not been emitted
   std::string last_;
   Clock::time_point last_emit_{};
+};
+
+// What the training progress bar shows.
+struct ProgressState {
+  int64_t step = 0, total_steps = 0;  // optimizer steps done and planned
+  int64_t epoch = 0, epochs = 0;      // 1-based epoch being trained, of `epochs`
+  double elapsed_s = 0;               // wall time since the run (or resume) started
+  double steps_per_s = 0;             // over this process's steps, evaluations excluded
+  double samples_per_s = 0, tokens_per_s = 0;  // tokens: 0 when no loss counts them
+  double loss = 0;                    // a running mean (EMA) of the recent steps' loss
+  bool has_loss = false;
+};
+
+// "01:18", "1:02:03"; "?" for an unknown (non-finite or negative) duration.
+std::string format_duration(double seconds);
+
+// One line, tqdm's layout, at most `columns` wide (the bar takes what the text leaves, 10 to 40
+// cells of eighth blocks):
+//   "epoch 2/5  37%|███████▍            | 812/2345 [00:41<01:18, 19.6 steps/s, 2510 samples/s, loss 0.3121]"
+// ETA = (total - step) / steps_per_s; "?" before the first step.
+std::string render_progress_bar(const ProgressState& s, int columns);
+
+// The training loop's progress, on stderr. On a terminal: the bar above, redrawn as steps end
+// (at most ten times a second, via ProgressLine) and once a second by a ticker thread, so that
+// elapsed time and ETA stay current through long steps, whatever [train] log_every is.
+// Elsewhere (a log file, a pipe): the logged windows' lines, as ProgressLine prints them.
+// pause() ends the bar's line before other output (an evaluation) and stops the rate's clock
+// until the next step.
+class ProgressBar {
+ public:
+  ProgressBar(int64_t first_step, int64_t total_steps, int64_t epochs, bool force_plain = false,
+              std::FILE* out = stderr, double min_interval_s = 2.0);
+  ~ProgressBar();
+  ProgressBar(const ProgressBar&) = delete;
+  ProgressBar& operator=(const ProgressBar&) = delete;
+
+  // After every optimizer step: the global batch's samples and tokens, the step's loss
+  // (global mean; ignored when `skipped`).
+  void step(int64_t step, int64_t epoch, int64_t samples, int64_t tokens, double loss, bool skipped);
+  void window_line(const std::string& text);  // a logged window; printed in plain mode only
+  void pause();
+  bool is_terminal() const { return line_.is_terminal(); }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  ProgressState state_locked();  // with mu_ held
+  void tick();
+
+  ProgressLine line_;
+  std::FILE* out_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false, paused_ = true;
+  int64_t done_steps_ = 0, samples_ = 0, tokens_ = 0;
+  ProgressState state_;
+  Clock::time_point start_ = Clock::now(), active_since_ = Clock::now();
+  double active_s_ = 0;  // time in steps (not paused) before active_since_
+  std::thread ticker_;
 };
 
 }  // namespace tessera

@@ -45,6 +45,7 @@ class MetricsWindow {
                        int64_t total_steps);
   // The mean training loss of the last flushed window.
   double last_loss() const { return last_loss_; }
+  double step_loss() const { return step_loss_; }  // the last step added: its global loss
   // Time spent outside training steps since `since` (an evaluation) does not count in the window.
   void exclude_since(std::chrono::steady_clock::time_point since) { window_start_ += Clock::now() - since; }
 
@@ -59,7 +60,7 @@ class MetricsWindow {
   double wait_ms_ = 0;  // data wait summed over the window's steps
   double tokens_ = 0, flops_ = 0;  // summed over the window's steps
   std::map<std::string, double> terms_;
-  double loss_ = 0, lr_ = 0, grad_norm_ = 0, loss_scale_ = 1, last_loss_ = 0;
+  double loss_ = 0, lr_ = 0, grad_norm_ = 0, loss_scale_ = 1, last_loss_ = 0, step_loss_ = 0;
   bool last_applied_ = false;
 };
 

@@ -29,6 +29,7 @@ const Schema& precision_slot_schema();  // keys of [precision] the core owns (pl
 struct ExperimentOptions {
   Section section;
   std::string name, device, output_dir, log_level;
+  std::string on_existing = "refuse";  // refuse | overwrite | suffix: see the schema
   uint64_t seed = 0;
   int64_t threads = 0;
   std::vector<std::string> plugin_path;
@@ -68,6 +69,7 @@ struct TrainOptions {
   int64_t epochs = 1, max_steps = 0, grad_accum = 1, log_every = 50;
   double clip_grad_norm = 0;
   double peak_tflops = 0;  // 0 = from the device table
+  int64_t memory_limit_mib = 0;  // 0 = the machine's less a margin (MemoryGuard)
   bool save_model = true;
   bool skip_nonfinite = false;  // nonfinite = "skip" (else "error")
   static TrainOptions from(Section s);

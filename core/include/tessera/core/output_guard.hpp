@@ -3,6 +3,7 @@
 // the lock that keeps two runs from writing one output directory at once.
 #pragma once
 #include <string>
+#include <vector>
 
 namespace tessera {
 
@@ -10,6 +11,13 @@ namespace tessera {
 // and `..`), or names the same file (a hard link, say) as one of its entries. `what` names the
 // input in the message ("the checkpoint").
 void refuse_output_inside(const std::string& input_dir, const std::string& output, const std::string& what);
+
+// What an earlier run left in `dir` that a fresh run would replace: metrics.jsonl, metrics.csv
+// and eval.csv once they hold a record beyond their header, model.safetensors, TensorBoard event files in `tensorboard_dir`, and the `latest`
+// pointer of `checkpoint_dir` (paths as found; empty when the directory holds no run). An empty
+// `checkpoint_dir` or `tensorboard_dir` is not looked at.
+std::vector<std::string> earlier_run_outputs(const std::string& dir, const std::string& checkpoint_dir,
+                                             const std::string& tensorboard_dir);
 
 // An exclusive lock on <dir>/.tessera.lock (flock: the kernel drops it when the process dies,
 // so a killed run leaves no stale lock) holding this process's pid. Throws Error naming the

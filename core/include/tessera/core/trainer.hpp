@@ -72,9 +72,16 @@ class Experiment {
   std::vector<std::pair<std::string, double>> bytes_per_param() const;
   // One line per component, for the log and `tessera check`.
   std::string describe() const;
+  // The whole experiment as TOML: every section and slot with every key, defaults filled in
+  // (what config.resolved.toml holds; it trains the same run when given back to `train`).
+  std::string resolved_config() const;
 
  private:
   TrainSummary train_loop();
+  // Rank 0 locks the output directory; a fresh run (not `resuming`) into one that holds an
+  // earlier run is refused, overwrites it or moves to the first free "<dir>-N", as [experiment]
+  // on_existing says. Every rank then uses the directory rank 0 chose.
+  void claim_output_dir(bool resuming);
   StepOutcome train_step(int64_t step, int64_t total_steps, StepBatches batches);
   // Per [[loss]]: the units (tokens) its sum terms cover in the whole global batch (this rank's
   // micro-batches, summed over ranks), at least 1.
@@ -108,8 +115,8 @@ class Experiment {
   std::unique_ptr<TrainingData> data_;
   std::vector<std::unique_ptr<Evaluator>> evaluators_;
   bool warned_unused_ = false;
-  std::string run_id_;
-  std::unique_ptr<OutputDirLock> output_lock_;  // rank 0, while training: no second run writes here  // in each checkpoint's manifest: pruning removes only this run's
+  std::string run_id_;  // in each checkpoint's manifest: pruning removes only this run's
+  std::unique_ptr<OutputDirLock> output_lock_;  // rank 0, while training: no second run writes here
 };
 
 }  // namespace tessera
