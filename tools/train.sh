@@ -7,4 +7,6 @@ bash tools/install-deps.sh
 bash tools/build.sh
 config=configs/fashion_mnist.toml
 if [ $# -gt 0 ] && [[ "$1" != -* ]]; then config=$1; shift; fi
-exec ./build/bin/tessera train "$config" "$@"
+# Run it again and the earlier run stays: this one goes to runs/<name>-2, -3, ... (a later
+# --set experiment.on_existing=... or --overwrite decides otherwise).
+exec ./build/bin/tessera train "$config" --set experiment.on_existing='"suffix"' "$@"

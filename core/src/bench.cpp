@@ -64,7 +64,9 @@ std::vector<BenchRow> run_bench(const BenchOptions& opt) {
     fs::remove_all(dir);
     fs::create_directories(dir);
     std::vector<std::string> args{opt.self_exe, "train", opt.config, "--set", "precision.plugin=\"" + backend + "\"",
-                                  "--set", "experiment.output_dir=\"" + dir + "\""};
+                                  "--set", "experiment.output_dir=\"" + dir + "\"",
+                                  // DIR/<backend> is the bench's own: a rerun replaces it.
+                                  "--set", "experiment.on_existing=\"overwrite\""};
     for (const auto& s : opt.sets) args.insert(args.end(), {"--set", s});
     const std::string log = dir + "/train.log";
     const int code = run_child(args, log, row.peak_rss_mib);

@@ -133,7 +133,18 @@ void ProgressLine::emit(const std::string& text) {
   if (terminal_) {
     std::string shown = text;
     const int cols = terminal_columns(out_);
-    if (cols > 1 && shown.size() >= static_cast<size_t>(cols)) shown.resize(cols - 1);
+    // Cut to cols - 1 columns, counted in characters (a UTF-8 continuation byte takes none)
+    // and never inside one.
+    if (cols > 1) {
+      size_t width = 0;
+      for (size_t i = 0; i < shown.size(); ++i) {
+        if ((static_cast<unsigned char>(shown[i]) & 0xC0) == 0x80) continue;
+        if (++width == static_cast<size_t>(cols)) {
+          shown.resize(i);
+          break;
+        }
+      }
+    }
     std::fputs("\r", out_);
     std::fputs(shown.c_str(), out_);
     std::fputs("\033[K", out_);
@@ -270,18 +281,15 @@ void ProgressBar::step(int64_t step, int64_t epoch, int64_t samples, int64_t tok
   std::lock_guard<std::mutex> lock(mu_);
   const auto now = Clock::now();
   if (paused_) {
-    // The first step after a pause (or the start) ran while the clock was stopped: count it
-    // from the pause on, so an evaluation's time never lowers the rate.
+    // The first step after a pause (or the start) ran while the clock was stopped: the rate
+    // counts from here on, so neither warm-up nor an evaluation lowers it.
     paused_ = false;
     active_since_ = now;
-    state_.step = step;
-    state_.epoch = epoch + 1;
-    line_.update(render_progress_bar(state_locked(), columns_of(out_)));
-    return;
+  } else {
+    ++done_steps_;
+    samples_ += samples;
+    tokens_ += tokens;
   }
-  ++done_steps_;
-  samples_ += samples;
-  tokens_ += tokens;
   state_.step = step;
   state_.epoch = epoch + 1;
   if (!skipped && std::isfinite(loss)) {

@@ -326,3 +326,97 @@ TEST(ProgressLine, TerminalModeRewritesTheLine) {
   std::fclose(tty);
   ::close(master);
 }
+
+// The bar: tqdm's layout, its width within the terminal's, eighth blocks, elapsed < ETA, the
+// rates (tokens only when counted) and the loss.
+TEST(ProgressBar, RendersTqdmsLayoutWithinTheWidth) {
+  tessera::ProgressState s;
+  s.step = 812;
+  s.total_steps = 2345;
+  s.epoch = 2;
+  s.epochs = 5;
+  s.elapsed_s = 41.2;
+  s.steps_per_s = 19.6;
+  s.samples_per_s = 2510;
+  s.loss = 0.31214;
+  s.has_loss = true;
+  const std::string line = tessera::render_progress_bar(s, 100);
+  EXPECT_EQ(line.rfind("epoch 2/5   34%|", 0), 0u) << line;
+  EXPECT_NE(line.find("| 812/2345 [00:41<01:18, 19.6 steps/s, 2510 samples/s, loss 0.3121]"), std::string::npos) << line;
+  EXPECT_EQ(line.find("tokens"), std::string::npos) << line;
+  // Display width (UTF-8 continuation bytes take no column) fits in 99 columns.
+  auto width = [](const std::string& t) {
+    size_t w = 0;
+    for (unsigned char c : t) w += (c & 0xC0) != 0x80;
+    return w;
+  };
+  EXPECT_LE(width(line), 99u) << line;
+  // The filled part: 812/2345 of the cells, in eighths.
+  const size_t open = line.find('|'), close = line.find('|', open + 1);
+  const std::string bar = line.substr(open + 1, close - open - 1);
+  size_t full = 0;
+  for (size_t i = 0; (i = bar.find("█", i)) != std::string::npos; i += 3) ++full;
+  const size_t cells = width(bar);
+  EXPECT_EQ(full, cells * 812 / 2345) << bar;
+  s.tokens_per_s = 52000;
+  s.step = s.total_steps;
+  const std::string done = tessera::render_progress_bar(s, 60);
+  EXPECT_NE(done.find("100%|"), std::string::npos) << done;
+  EXPECT_NE(done.find("52.0k tokens/s"), std::string::npos) << done;
+  EXPECT_NE(done.find("<00:00"), std::string::npos) << done;
+  s.steps_per_s = 0;  // before the first step: no ETA
+  EXPECT_NE(tessera::render_progress_bar(s, 0).find("<?,"), std::string::npos);
+  EXPECT_EQ(tessera::format_duration(3723), "1:02:03");
+  EXPECT_EQ(tessera::format_duration(-1), "?");
+}
+
+// In plain mode (a file, a pipe) the bar draws nothing; the logged windows are the lines.
+TEST(ProgressBar, PlainModePrintsTheWindowsOnly) {
+  std::FILE* f = std::tmpfile();
+  {
+    tessera::ProgressBar bar(0, 10, 1, /*force_plain=*/false, f, 0.0);
+    EXPECT_FALSE(bar.is_terminal());
+    bar.step(1, 0, 32, 0, 2.3, false);
+    bar.window_line("epoch 1/1  step 1/10  loss 2.3000");
+    bar.step(2, 0, 32, 0, 2.2, false);
+    bar.pause();
+  }
+  EXPECT_EQ(contents(f), "epoch 1/1  step 1/10  loss 2.3000\n");
+  std::fclose(f);
+}
+
+// On a terminal the bar is redrawn in place, and by its ticker at least once a second while
+// a step is long.
+TEST(ProgressBar, TerminalRedrawsInPlaceAndTicksThroughLongSteps) {
+  const int master = ::posix_openpt(O_RDWR | O_NOCTTY);
+  if (master < 0 || ::grantpt(master) != 0 || ::unlockpt(master) != 0) GTEST_SKIP() << "no pseudo-terminals here";
+  struct winsize ws {};
+  ws.ws_col = 100;
+  ws.ws_row = 24;
+  ASSERT_EQ(::ioctl(master, TIOCSWINSZ, &ws), 0);
+  std::FILE* tty = std::fopen(::ptsname(master), "w");
+  ASSERT_NE(tty, nullptr);
+  std::string got;
+  {
+    tessera::ProgressBar bar(0, 4, 2, false, tty);
+    ASSERT_TRUE(bar.is_terminal());
+    bar.step(1, 0, 64, 0, 2.0, false);
+    bar.step(2, 0, 64, 0, 1.0, false);
+    got = drain_pty(master);
+    std::this_thread::sleep_for(std::chrono::milliseconds(2300));  // a long step: the ticker redraws
+    got += drain_pty(master);
+    bar.window_line("never shown on a terminal");
+    bar.pause();
+  }
+  got += drain_pty(master);
+  EXPECT_NE(got.find("\repoch 1/2   25%|"), std::string::npos) << testing::PrintToString(got);
+  EXPECT_NE(got.find(" 2/4 [00:0"), std::string::npos) << testing::PrintToString(got);
+  EXPECT_NE(got.find("loss 1.9000]"), std::string::npos) << testing::PrintToString(got);  // EMA 0.9 * 2 + 0.1 * 1
+  size_t redraws = 0;
+  for (size_t i = 0; (i = got.find(" 2/4 [", i)) != std::string::npos; ++i) ++redraws;
+  EXPECT_GE(redraws, 2u) << testing::PrintToString(got);  // held back after step 1's draw: the ticks draw it
+  EXPECT_EQ(got.find("never shown"), std::string::npos);
+  std::fclose(tty);
+  ::close(master);
+}
+
