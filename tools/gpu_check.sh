@@ -8,7 +8,7 @@
 #   3. `tessera bench` of the five precision backends on configs/fashion_mnist.toml with
 #      device = "cuda" (fp16's accuracy criterion can only be met here).
 # Results go to $OUT (default /tmp/tessera-gpu-out). Dependencies the machine lacks come from
-# .deps/gpu-deps.tar.gz (../shared/gpu/collect-deps.sh), as in gpu_kernel_check.sh.
+# .deps/*.tar.gz (tools/collect-gpu-deps.sh: ../shared/gpu/collect-deps.sh + CLI11), as in gpu_kernel_check.sh.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/tessera-gpu-out}

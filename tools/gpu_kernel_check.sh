@@ -10,7 +10,7 @@
 #            default: build-gpu.
 # GoogleTest (and, for --full, TOML++/spdlog/...) come from TESSERA_DEPS (default /tmp/deps),
 # unpacked from .deps/gpu-deps.tar.gz when that archive was carried along
-# (../shared/gpu/collect-deps.sh packs it); GoogleTest may also be at /usr/src/googletest.
+# (tools/collect-gpu-deps.sh packs them); GoogleTest may also be at /usr/src/googletest.
 # TESSERA_CUDA_ARCHITECTURES overrides the architecture (default 90: H100/H200); TESSERA_JOBS the
 # number of parallel compile jobs (default: all cores).
 set -euo pipefail
@@ -26,7 +26,7 @@ nvcc --version | tail -n 1
 
 deps=${TESSERA_DEPS:-/tmp/deps}
 if [ -f .deps/gpu-deps.tar.gz ] && [ ! -d "$deps/usr" ]; then
-  mkdir -p "$deps" && tar xzf .deps/gpu-deps.tar.gz -C "$deps"
+  mkdir -p "$deps" && for a in .deps/*.tar.gz; do tar xzf "$a" -C "$deps"; done
 fi
 gtest=""
 for d in "$deps/usr/src/googletest" /usr/src/googletest; do

@@ -287,7 +287,14 @@ std::map<std::string, at::Tensor> assemble(const std::map<std::string, at::Tenso
     const auto at_pos = rest.rfind('@');
     if (at_pos == std::string::npos) continue;
     const std::string name = rest.substr(0, at_pos);
-    const int64_t start = std::stoll(rest.substr(at_pos + 1));
+    // "<parameter>@<first element>": a piece whose offset is not a plain decimal number is
+    // named, never handed to stoll (whose own message is the bare word "stoll").
+    const std::string offset = rest.substr(at_pos + 1);
+    if (offset.empty() || offset.size() > 18 ||
+        !std::all_of(offset.begin(), offset.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      throw Error("checkpoint " + path + ": piece '" + it->first.substr(0, 200) +
+                  "' is not named <parameter>@<offset> with a decimal offset");
+    const int64_t start = std::stoll(offset);
     auto n = numel.find(name);
     if (n == numel.end()) continue;  // a parameter this model does not have
     at::Tensor& full = out[name];

@@ -82,6 +82,22 @@ int launch_int(const std::string& flag, const std::string& text, int lo, int hi,
   return static_cast<int>(v);
 }
 
+// `text` as lines of at most `width` columns, broken at spaces; its own newlines are kept.
+std::string wrap(const std::string& text, size_t width = 96) {
+  std::string out, line;
+  std::istringstream paragraphs(text);
+  for (std::string para; std::getline(paragraphs, para);) {
+    std::istringstream words(para);
+    line.clear();
+    for (std::string w; words >> w;) {
+      if (!line.empty() && line.size() + 1 + w.size() > width) out += line + "\n", line.clear();
+      line += (line.empty() ? "" : " ") + w;
+    }
+    out += line + "\n";
+  }
+  return out;
+}
+
 void add_sets(CLI::App* cmd, Args& a) {
   cmd->add_option("--set", a.sets, kSetHelp)->type_name("SECTION.KEY=VALUE")->allow_extra_args(false);
 }
@@ -378,24 +394,22 @@ struct Cli {
     add_sets(train, a);
     train->add_flag("--overwrite", a.overwrite,
                     "replace an earlier run in the output directory (same as --set experiment.on_existing=overwrite)");
-    train->footer(
-        "\nWrites metrics.jsonl (also .csv and TensorBoard events when [metrics] asks), config.resolved.toml (every "
+    train->footer("\n" + wrap("Writes metrics.jsonl (also .csv and TensorBoard events when [metrics] asks), config.resolved.toml (every "
         "key, defaults included) and model.safetensors to [experiment] output_dir (default runs/<name>). An output "
         "directory that holds an earlier run is refused unless resuming ([checkpoint] resume), --overwrite, or "
         "[experiment] on_existing = \"suffix\". Ctrl-C / SIGTERM stop at the step boundary (checkpointing first when "
-        "[checkpoint] every_steps is on) and exit 130 / 143.");
+        "[checkpoint] every_steps is on) and exit 130 / 143."));
 
     check = app.add_subcommand("check", "validate CONFIG and resolve its plugins; trains nothing");
     check->add_option("CONFIG", a.config, "the experiment's TOML file")->required();
     add_sets(check, a);
-    check->footer(
-        "\nValidates every key, type and range against the core's and each plugin's schema, loads and creates every "
-        "plugin, and prints the resolved experiment. Exit status 0 when the experiment would start, 1 otherwise.");
+    check->footer("\n" + wrap("Validates every key, type and range against the core's and each plugin's schema, loads and creates every "
+        "plugin, and prints the resolved experiment. Exit status 0 when the experiment would start, 1 otherwise."));
 
     plugins = app.add_subcommand("plugins", "list the plugins found on the search path");
     add_plugin_path(plugins, a);
-    plugins->footer("\nLists name, kind, version, ABI and file of every plugin, and each library that did not load, "
-                    "with the reason.");
+    plugins->footer("\n" + wrap("Lists name, kind, version, ABI and file of every plugin, and each library that did not load, "
+                    "with the reason."));
     inspect = plugins->add_subcommand("inspect", "describe a plugin and every config key it takes");
     inspect->add_option("NAME", a.config, "the plugin's name")->required();
     add_plugin_path(inspect, a);
@@ -406,10 +420,9 @@ struct Cli {
         ->type_name("A,B,...");
     bench->add_option("--out", a.out, "where bench.json, bench.txt and each run go (default runs/bench)")->type_name("DIR");
     add_sets(bench, a);
-    bench->footer(
-        "\nEach backend trains in its own process. The table: median step time and samples/s (first logging window "
+    bench->footer("\n" + wrap("Each backend trains in its own process. The table: median step time and samples/s (first logging window "
         "excluded as warm-up), model-state bytes/parameter, peak resident memory, final loss and test accuracy. A "
-        "backend that fails is reported with its error and makes the exit status 1.");
+        "backend that fails is reported with its error and makes the exit status 1."));
 
     launch = app.add_subcommand("launch", "run N local ranks of `tessera ARGS...` (data parallel, torchrun's variables)");
     launch->add_option("--nproc,--nproc-per-node,--nproc_per_node", a.nproc, "processes on this node (default 1)")
@@ -421,17 +434,16 @@ struct Cli {
     launch->add_option("--master-port,--master_port", a.master_port, "the rendezvous port (default: a free one; required with M > 1)")
         ->type_name("P");
     launch->add_option("ARGS", a.rank_args, "after --: the arguments of every rank's `tessera` (e.g. train CONFIG)");
-    launch->footer(
-        "\nSets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT as torchrun does. On M "
+    launch->footer("\n" + wrap("Sets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT as torchrun does. On M "
         "machines run it once per machine with the same --nnodes, --master-addr and --master-port: RANK = K * N + "
         "LOCAL_RANK. SIGINT/SIGTERM are forwarded to every rank; when one rank fails the others are stopped and the "
-        "exit status is the failing rank's.\nExample: tessera launch --nproc 2 -- train configs/fashion_mnist.toml");
+        "exit status is the failing rank's.\nExample: tessera launch --nproc 2 -- train configs/fashion_mnist.toml"));
 
     exp = app.add_subcommand("export", "the weights of a checkpoint (any world size) as one safetensors file");
     exp->add_option("CHECKPOINT", a.config, "a checkpoint directory")->required();
     exp->add_option("OUT", a.second, "the .safetensors file to write (not inside CHECKPOINT)")->required();
-    exp->footer("\nOne tensor per parameter, by name, in its shape, at the best precision the checkpoint holds (fp32 "
-                "when the run kept an fp32 master), and the encoders' buffers (BatchNorm statistics).");
+    exp->footer("\n" + wrap("One tensor per parameter, by name, in its shape, at the best precision the checkpoint holds (fp32 "
+                "when the run kept an fp32 master), and the encoders' buffers (BatchNorm statistics)."));
 
     eval = app.add_subcommand("eval", "evaluate a model file (model.safetensors, an export) in a fresh process");
     eval->add_option("CONFIG", a.config, "the experiment's TOML file")->required();
@@ -456,8 +468,8 @@ struct Cli {
         ->type_name("NAME");
     generate->add_option("--output", a.output, "the (B, T, V) logits the model writes (default logits)")->type_name("NAME");
     add_sets(generate, a);
-    generate->footer("\nThe model is rebuilt from the config stored with the weights; the prompt is encoded and the "
-                     "result decoded by its dataset's tokenizer. The text goes to stdout, the log to stderr.");
+    generate->footer("\n" + wrap("The model is rebuilt from the config stored with the weights; the prompt is encoded and the "
+                     "result decoded by its dataset's tokenizer. The text goes to stdout, the log to stderr."));
 
     data = app.add_subcommand("data", "inspect a dataset; prepare token shards and spoken captions");
     data->require_subcommand(1);
@@ -469,9 +481,9 @@ struct Cli {
     data_inspect->add_option("--out", a.out, "the contact sheet (default <output_dir>/contact_sheet.png)")
         ->type_name("SHEET.png");
     add_sets(data_inspect, a);
-    data_inspect->footer("\nPrints each split's size, every field's dtype and shape, the metadata (class names, "
+    data_inspect->footer("\n" + wrap("Prints each split's size, every field's dtype and shape, the metadata (class names, "
                          "prompts), the first examples in their epoch-0 order, writes a PNG contact sheet when a "
-                         "field holds images, and times batches with the configured batch_size and workers.");
+                         "field holds images, and times batches with the configured batch_size and workers."));
     // Provided by the tessera executable (tools/tessera/), which core does not link.
     tokenize = data->add_subcommand("tokenize", "text -> SentencePiece -> llm.c token shards (see its --help)");
     speak = data->add_subcommand("speak", "Fashion-MNIST's captions -> espeak-ng -> a spoken-caption cache (see its --help)");
@@ -514,8 +526,33 @@ int run_cli(const std::vector<std::string>& args) {
         throw std::invalid_argument(msg);
       }
     }
+    // A command's subcommand, checked the same way (CLI11 would say "A subcommand is required").
+    if (args.size() >= 3 && (args[1] == "data" || args[1] == "config") && !args[2].empty() && args[2][0] != '-') {
+      const CLI::App* cmd = app.get_subcommand(args[1]);
+      const auto names = command_names(*cmd);
+      if (std::find(names.begin(), names.end(), args[2]) == names.end()) {
+        std::string msg = "unknown " + args[1] + " subcommand '" + args[2] + "'";
+        const std::string near = nearest(args[2], names);
+        if (!near.empty()) msg += "; did you mean '" + near + "'?";
+        std::string all;
+        for (const auto& n : names) all += (all.empty() ? "" : ", ") + n;
+        throw std::invalid_argument(msg + " (" + all + ")");
+      }
+    }
+    // "--opt=" with nothing after the "=": an empty value (CLI11 would take the next argument).
+    std::vector<std::string> split;
+    bool rank_args = false;
+    for (const auto& s : args) {
+      rank_args = rank_args || s == "--";
+      if (!rank_args && s.size() > 3 && s.rfind("--", 0) == 0 && s.back() == '=' && s.find('=') == s.size() - 1) {
+        split.push_back(s.substr(0, s.size() - 1));
+        split.emplace_back();
+      } else {
+        split.push_back(s);
+      }
+    }
     std::vector<const char*> argv;
-    for (const auto& s : args) argv.push_back(s.c_str());
+    for (const auto& s : split) argv.push_back(s.c_str());
     try {
       app.parse(static_cast<int>(argv.size()), argv.data());
     } catch (const CLI::CallForHelp& e) {

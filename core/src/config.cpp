@@ -486,7 +486,7 @@ void Config::apply_override(const std::string& arg) {
           if (!found && nm->get() == sel) found = et;
         }
       }
-      if (!found && all_digits(sel)) {
+      if (!found && all_digits(sel) && sel.size() <= 9) {
         const size_t idx = std::stoul(sel);
         if (idx < arr->size()) found = arr->get(idx)->as_table();
       }

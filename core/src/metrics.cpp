@@ -199,7 +199,8 @@ std::string rate(double v, const char* unit) {
   if (v >= 1e6) std::snprintf(buf, sizeof buf, "%.2fM %s/s", v / 1e6, unit);
   else if (v >= 1e4) std::snprintf(buf, sizeof buf, "%.1fk %s/s", v / 1e3, unit);
   else if (v >= 100) std::snprintf(buf, sizeof buf, "%.0f %s/s", v, unit);
-  else std::snprintf(buf, sizeof buf, "%.3g %s/s", v, unit);
+  else if (v >= 10) std::snprintf(buf, sizeof buf, "%.1f %s/s", v, unit);
+  else std::snprintf(buf, sizeof buf, "%.2f %s/s", v, unit);  // fixed decimals: the bar keeps its width
   return buf;
 }
 }  // namespace

@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include <nlohmann/json.hpp>
+#include <zlib.h>
 
 #include "tessera/core/checkpoint.hpp"
 #include "tessera/core/error.hpp"
@@ -316,6 +317,37 @@ TEST(Checkpoint, CorruptTruncatedAndForeignCheckpointsAreClearErrors) {
     std::ofstream(d / "manifest.json") << "{ not json";
     expect_error(d, "is corrupt");
   }
+  {  // a piece whose name is not <parameter>@<offset>, in a file the manifest vouches for
+    fs::path d = copy_of("piece");
+    const std::string file = (d / "rank_0.safetensors").string();
+    SafetensorsFile f = load_safetensors(file);
+    bool renamed = false;
+    for (auto& [name, t] : f.tensors)
+      if (!renamed && name.rfind("param/", 0) == 0 && name.find('@') != std::string::npos) {
+        name = name.substr(0, name.find('@')) + "@zero";
+        renamed = true;
+      }
+    ASSERT_TRUE(renamed);
+    save_safetensors(file, f.tensors, f.metadata);
+    std::ifstream in(d / "manifest.json");
+    nlohmann::json m = nlohmann::json::parse(in);
+    in.close();
+    const std::string bytes = tessera::test::read_file(file);
+    for (auto& entry : m["files"])
+      if (entry["name"] == "rank_0.safetensors") {
+        entry["bytes"] = static_cast<int64_t>(bytes.size());
+        entry["crc32"] = static_cast<uint32_t>(
+            crc32(crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(bytes.data()), static_cast<uInt>(bytes.size())));
+      }
+    std::ofstream(d / "manifest.json") << m.dump();
+    try {
+      export_checkpoint(d.string(), (src / "piece.safetensors").string());
+      ADD_FAILURE() << "a malformed piece name was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("@zero' is not named <parameter>@<offset> with a decimal offset"), std::string::npos)
+          << e.what();
+    }
+  }
   // Nothing already saved was touched: the original still loads.
   std::map<std::string, at::Tensor> t;
   EXPECT_EQ(read_checkpoint(good.string(), t).step, 10);
@@ -359,7 +391,8 @@ TEST(Checkpoint, PruningTouchesOnlyThisRunsCheckpointsAndPublishesNoTemporaries)
   fs::create_directories(out / "checkpoints/.step_20.tmp");
   tessera::test::write_file(out / "checkpoints/.step_20.tmp/rank_0.safetensors.tmp.999", "a dead attempt's bytes");
   {  // a new run of 20 steps: its checkpoints have lower step numbers than the old run's
-    Config cfg = Config::parse(config_text(out, "fp32", ckpt), "new.toml", {"train.max_steps=20"});
+    Config cfg = Config::parse(config_text(out, "fp32", ckpt), "new.toml",
+                               {"train.max_steps=20", "experiment.on_existing=\"overwrite\""});
     Experiment(cfg).train();
   }
   EXPECT_TRUE(fs::exists(out / "checkpoints/step_30/manifest.json"));  // the old run's: kept

@@ -444,8 +444,10 @@ TEST(EndToEnd, AStepTheMachineCannotHoldStopsWithTheFigureAndTheKey) {
             std::string::npos) << text;
   EXPECT_NE(text.find("[data] eval_batch_size (1000)"), std::string::npos) << text;
   EXPECT_EQ(text.find("done:"), std::string::npos) << text;
-  // The lock died with the process: the same run can start again at once (and finish).
-  const int again = std::system((std::string(TESSERA_CLI) + " train " + cfg + " --set train.max_steps=2 >> " + log + " 2>&1").c_str());
+  // The lock died with the process: the same run can start again at once (and finish; the
+  // stopped run may have logged steps before the guard's first look, hence --overwrite).
+  const int again = std::system(
+      (std::string(TESSERA_CLI) + " train " + cfg + " --set train.max_steps=2 --overwrite >> " + log + " 2>&1").c_str());
   EXPECT_EQ(WEXITSTATUS(again), 0) << tessera::test::read_file(log);
 }
 

@@ -20,6 +20,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include <CLI/CLI.hpp>
+
 #include "captions.hpp"
 #include "spoken.hpp"
 
@@ -31,26 +33,13 @@ namespace {
 namespace fs = std::filesystem;
 namespace fm = tessera::fashion_mnist;
 
-constexpr const char* kSpeakHelp = R"(usage: tessera data speak [--out DIR] [--wordnet DIR] [--per-class N] [--heldout N]
-                          [--espeak PROGRAM] [--jobs N]
-
-Speaks Fashion-MNIST's class captions (WordNet, as the fashion_mnist dataset builds them) with
+constexpr const char* kSpeakAbout = R"(Speaks Fashion-MNIST's class captions (WordNet, as the fashion_mnist dataset builds them) with
 espeak-ng into DIR: each class's first N training captions (default 12) in 8 training voices,
 and its held-out captions (default 3, as [data] heldout_captions) in 3 held-out voices whose
 accents and variants no training voice has; speed and pitch vary per clip, deterministically.
 Writes DIR/c<class>/<set>_<n>.wav (espeak-ng's 22050 Hz mono) and DIR/manifest.tsv, into a
 temporary directory renamed into place at the end: an interrupted run leaves DIR as it was. A
-DIR whose manifest and files already match is left alone.
-
-  --out DIR        the cache (default $XDG_CACHE_HOME/tessera/fashion_spoken, else
-                   ~/.cache/tessera/fashion_spoken: what configs/fashion_trimodal.toml reads)
-  --wordnet DIR    WordNet 3.0 database (default /usr/share/wordnet, Debian's wordnet-base)
-  --per-class N    training captions spoken per class (default 12)
-  --heldout N      held-out captions per class (default 3; must match [data] heldout_captions
-                   or be fewer)
-  --espeak PROG    the espeak-ng program (default espeak-ng, Debian's espeak-ng)
-  --jobs N         espeak-ng processes at once (default: the number of cores)
-)";
+DIR whose manifest and files already match is left alone.)";
 
 struct SpeakOptions {
   std::string out, wordnet = fm::kWordNetDefaultDir, espeak = "espeak-ng";
@@ -77,21 +66,37 @@ std::string default_cache() {
   throw std::invalid_argument("neither XDG_CACHE_HOME nor HOME is set: pass --out DIR");
 }
 
-// false: help was asked for.
+// false: help was asked for (and printed). Throws std::invalid_argument for bad usage.
 bool parse(const std::vector<std::string>& args, SpeakOptions& o) {
-  for (size_t i = 3; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "-h" || a == "--help") return false;
-    if (i + 1 >= args.size()) throw std::invalid_argument("unknown or incomplete option '" + a + "'");
-    const std::string& v = args[++i];
-    if (a == "--out") o.out = v;
-    else if (a == "--wordnet") o.wordnet = v;
-    else if (a == "--espeak") o.espeak = v;
-    else if (a == "--per-class") o.per_class = count_arg(a, v, 1, 1000);
-    else if (a == "--heldout") o.heldout = count_arg(a, v, 1, 16);
-    else if (a == "--jobs") o.jobs = count_arg(a, v, 1, 256);
-    else throw std::invalid_argument("unknown option '" + a + "'");
+  CLI::App app{kSpeakAbout, "tessera data speak"};
+  std::string per_class = "12", heldout = "3", jobs;
+  app.add_option("--out", o.out,
+                 "the cache (default $XDG_CACHE_HOME/tessera/fashion_spoken, else ~/.cache/tessera/fashion_spoken: "
+                 "what configs/fashion_trimodal.toml reads)")
+      ->type_name("DIR");
+  app.add_option("--wordnet", o.wordnet, "WordNet 3.0 database (default /usr/share/wordnet, Debian's wordnet-base)")
+      ->type_name("DIR");
+  app.add_option("--per-class", per_class, "training captions spoken per class (default 12)")->type_name("N");
+  app.add_option("--heldout", heldout,
+                 "held-out captions per class (default 3; must match [data] heldout_captions or be fewer)")
+      ->type_name("N");
+  app.add_option("--espeak", o.espeak, "the espeak-ng program (default espeak-ng, Debian's espeak-ng)")
+      ->type_name("PROG");
+  app.add_option("--jobs", jobs, "espeak-ng processes at once (default: the number of cores)")->type_name("N");
+  std::vector<const char*> argv{"tessera data speak"};
+  for (size_t i = 3; i < args.size(); ++i) argv.push_back(args[i].c_str());
+  try {
+    app.parse(static_cast<int>(argv.size()), argv.data());
+  } catch (const CLI::CallForHelp&) {
+    const std::string help = app.help();
+    std::cout << help << (help.empty() || help.back() != '\n' ? "\n" : "");
+    return false;
+  } catch (const CLI::ParseError& e) {
+    throw std::invalid_argument(e.what());
   }
+  o.per_class = count_arg("--per-class", per_class, 1, 1000);
+  o.heldout = count_arg("--heldout", heldout, 1, 16);
+  o.jobs = jobs.empty() ? 0 : count_arg("--jobs", jobs, 1, 256);
   if (o.out.empty()) o.out = default_cache();
   if (o.jobs == 0) o.jobs = std::max<int64_t>(1, sysconf(_SC_NPROCESSORS_ONLN));
   return true;
@@ -195,7 +200,7 @@ int speak(const SpeakOptions& o) {
 int run_data_speak(const std::vector<std::string>& args) {
   try {
     SpeakOptions o;
-    if (!parse(args, o)) return std::cout << kSpeakHelp, 0;
+    if (!parse(args, o)) return 0;
     return speak(o);
   } catch (const std::invalid_argument& e) {
     std::cerr << "error: " << e.what() << "\n(see tessera data speak --help)\n";

@@ -19,6 +19,8 @@
 #include <map>
 #include <vector>
 
+#include <CLI/CLI.hpp>
+
 #include "isolated_sentencepiece.hpp"
 
 namespace tessera::tools {
@@ -26,35 +28,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const char* kDataHelp = R"(usage: tessera data <command> [options]
-
-commands:
-  tokenize --out-dir DIR [options] TEXT...   text files -> SentencePiece tokens -> token shards
-  speak [--out DIR] [options]                 Fashion-MNIST's captions -> espeak-ng -> WAV cache
-)";
-
-const char* kTokenizeHelp = R"(usage: tessera data tokenize --out-dir DIR [options] TEXT...
-
-Encodes plain-text UTF-8 files, in the order given, into token shards that the token_shards
+const char* kTokenizeAbout = R"(Encodes plain-text UTF-8 files, in the order given, into token shards that the token_shards
 dataset reads. Each non-empty line is one document: its tokens, then the model's end-of-sequence
 id (</s>) when the model has one. The first --val-fraction of the text (whole lines) goes to the
 val split, the rest to train. Shards are named NAME_val_000000.bin, NAME_train_000000.bin, ...;
-old shards of that NAME in DIR are removed first.
-
-options:
-  --out-dir DIR        where the shards go (created; required)
-  --model FILE         encode with this SentencePiece .model instead of training one
-  --vocab-size N       train a BPE model of N pieces on the TEXT files (default 8192)
-  --model-prefix P     the trained model: P.model and P.vocab (default DIR/tokenizer)
-  --name NAME          shard file prefix (default "tokens")
-  --val-fraction F     share of the input bytes, from the start, for val (default 0.1; 0 = no val)
-  --shard-tokens N     tokens per shard (default 100000000); the last shard of a split takes the
-                       rest, so it holds between N/2 and 1.5 N tokens
-  --format FMT         llmc (default): a 256 x int32 header, then uint16 tokens (version 1) or,
-                       when the vocabulary exceeds 65536, uint32 (version 7);
-                       nanogpt: headerless uint16
-  -h, --help           this help
-)";
+old shards of that NAME in DIR are removed first.)";
 
 constexpr int32_t kMagicU16 = 20240520, kMagicU32 = 20240801;
 
@@ -95,35 +73,43 @@ double parse_fraction(const std::string& flag, const std::string& v) {
   return x;
 }
 
-// Throws std::invalid_argument (exit 2) for bad usage; returns false for --help.
+// Throws std::invalid_argument (exit 2) for bad usage; returns false for --help (printed).
 bool parse_tokenize(const std::vector<std::string>& args, TokenizeOptions& o) {
-  for (size_t i = 3; i < args.size(); ++i) {
-    std::string a = args[i], value;
-    if (a == "-h" || a == "--help") return false;
-    if (a.rfind("--", 0) != 0) {
-      o.inputs.push_back(a);
-      continue;
-    }
-    const size_t eq = a.find('=');
-    if (eq != std::string::npos) {
-      value = a.substr(eq + 1);
-      a = a.substr(0, eq);
-    } else {
-      if (i + 1 >= args.size()) throw std::invalid_argument(a + " needs a value");
-      value = args[++i];
-    }
-    if (a == "--out-dir") o.out_dir = value;
-    else if (a == "--model") o.model = value;
-    else if (a == "--model-prefix") o.model_prefix = value;
-    else if (a == "--name") o.name = value;
-    else if (a == "--vocab-size") o.vocab_size = parse_int(a, value, 4, 1 << 22), o.vocab_size_given = true;
-    else if (a == "--val-fraction") o.val_fraction = parse_fraction(a, value);
-    else if (a == "--shard-tokens") o.shard_tokens = parse_int(a, value, 2, 1000000000);
-    else if (a == "--format") o.format = value;
-    else throw std::invalid_argument("unknown option '" + a + "' for data tokenize");
+  CLI::App app{kTokenizeAbout, "tessera data tokenize"};
+  std::string out_dir, vocab_size, val_fraction = "0.1", shard_tokens = "100000000";
+  app.add_option("TEXT", o.inputs, "plain-text UTF-8 files, in order")->required();
+  app.add_option("--out-dir", out_dir, "where the shards go (created)")->type_name("DIR")->required();
+  app.add_option("--model", o.model, "encode with this SentencePiece .model instead of training one")->type_name("FILE");
+  app.add_option("--vocab-size", vocab_size, "train a BPE model of N pieces on the TEXT files (default 8192)")
+      ->type_name("N");
+  app.add_option("--model-prefix", o.model_prefix, "the trained model: P.model and P.vocab (default DIR/tokenizer)")
+      ->type_name("P");
+  app.add_option("--name", o.name, "shard file prefix (default \"tokens\")")->type_name("NAME");
+  app.add_option("--val-fraction", val_fraction, "share of the input bytes, from the start, for val (default 0.1; 0 = no val)")
+      ->type_name("F");
+  app.add_option("--shard-tokens", shard_tokens,
+                 "tokens per shard (default 100000000); the last shard of a split takes the rest, so it holds "
+                 "between N/2 and 1.5 N tokens")
+      ->type_name("N");
+  app.add_option("--format", o.format,
+                 "llmc (default): a 256 x int32 header, then uint16 tokens (version 1) or, when the vocabulary "
+                 "exceeds 65536, uint32 (version 7); nanogpt: headerless uint16")
+      ->type_name("FMT");
+  std::vector<const char*> argv{"tessera data tokenize"};
+  for (size_t i = 3; i < args.size(); ++i) argv.push_back(args[i].c_str());
+  try {
+    app.parse(static_cast<int>(argv.size()), argv.data());
+  } catch (const CLI::CallForHelp&) {
+    const std::string help = app.help();
+    std::cout << help << (help.empty() || help.back() != '\n' ? "\n" : "");
+    return false;
+  } catch (const CLI::ParseError& e) {
+    throw std::invalid_argument(e.what());
   }
-  if (o.out_dir.empty()) throw std::invalid_argument("data tokenize needs --out-dir DIR");
-  if (o.inputs.empty()) throw std::invalid_argument("data tokenize needs at least one TEXT file");
+  o.out_dir = out_dir;
+  if (!vocab_size.empty()) o.vocab_size = parse_int("--vocab-size", vocab_size, 4, 1 << 22), o.vocab_size_given = true;
+  o.val_fraction = parse_fraction("--val-fraction", val_fraction);
+  o.shard_tokens = parse_int("--shard-tokens", shard_tokens, 2, 1000000000);
   if (o.format != "llmc" && o.format != "nanogpt")
     throw std::invalid_argument("--format is llmc or nanogpt, not '" + o.format + "'");
   if (!o.model.empty() && (o.vocab_size_given || !o.model_prefix.empty()))
@@ -381,13 +367,9 @@ int tokenize(const TokenizeOptions& o) {
 
 int run_data_command(const std::vector<std::string>& args) {
   try {
-    if (args.size() < 3 || args[2] == "-h" || args[2] == "--help") {
-      std::cout << kDataHelp;
-      return args.size() < 3 ? 2 : 0;
-    }
-    if (args[2] != "tokenize") throw std::invalid_argument("unknown command 'data " + args[2] + "'");
+    // main.cpp calls this for `tessera data tokenize ...`; `tessera data --help` is the core's.
     TokenizeOptions o;
-    if (!parse_tokenize(args, o)) return std::cout << kTokenizeHelp, 0;
+    if (!parse_tokenize(args, o)) return 0;
     return tokenize(o);
   } catch (const std::invalid_argument& e) {
     std::cerr << "error: " << e.what() << "\n(see tessera data tokenize --help)\n";

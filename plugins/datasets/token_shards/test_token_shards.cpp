@@ -578,13 +578,14 @@ TEST(DataTokenize, BadUsageExitsTwo) {
     std::string args, message;
   };
   for (const Case& c : std::vector<Case>{
-           {"data tokenize " + text, "data tokenize needs --out-dir DIR"},
+           {"data tokenize " + text, "--out-dir is required"},
            {"data tokenize --out-dir " + d.string() + " --vocab-size lots " + text,
             "--vocab-size takes an integer in [4, 4194304], not 'lots'"},
            {"data tokenize --out-dir " + d.string() + " --val-fraction 1 " + text, "--val-fraction takes a number in [0, 1)"},
            {"data tokenize --out-dir " + d.string() + " --model m.model --vocab-size 100 " + text, "give one or the other"},
-           {"data tokenize --out-dir " + d.string() + " --shards 3 " + text, "unknown option '--shards'"},
-           {"data tokenise", "unknown data subcommand 'tokenise' (inspect, tokenize, speak)"},
+           {"data tokenize --out-dir " + d.string() + " --shards 3 " + text, "argument was not expected: --shards"},
+           {"data tokenize --out-dir=" + d.string() + " --vocab-size=lots " + text, "--vocab-size takes an integer"},
+           {"data tokenise", "unknown data subcommand 'tokenise'; did you mean 'tokenize'? (inspect, tokenize, speak)"},
        }) {
     CliRun r = tessera_cli(c.args, d);
     EXPECT_EQ(r.code, 2) << c.args << "\n" << r.output;
