@@ -32,8 +32,7 @@
 namespace tessera {
 namespace {
 
-const char* kMainFooter = R"(
-Each command takes --help (tessera train --help). Plugins are searched in [experiment]
+const char* kMainFooter = R"(Each command takes --help (tessera train --help). Plugins are searched in [experiment]
 plugin_path, then $TESSERA_PLUGIN_PATH (':'-separated), then beside the executable
 (bin/../plugins, bin/../lib/tessera/plugins).)";
 
@@ -394,7 +393,7 @@ struct Cli {
     add_sets(train, a);
     train->add_flag("--overwrite", a.overwrite,
                     "replace an earlier run in the output directory (same as --set experiment.on_existing=overwrite)");
-    train->footer("\n" + wrap("Writes metrics.jsonl (also .csv and TensorBoard events when [metrics] asks), config.resolved.toml (every "
+    train->footer(wrap("Writes metrics.jsonl (also .csv and TensorBoard events when [metrics] asks), config.resolved.toml (every "
         "key, defaults included) and model.safetensors to [experiment] output_dir (default runs/<name>). An output "
         "directory that holds an earlier run is refused unless resuming ([checkpoint] resume), --overwrite, or "
         "[experiment] on_existing = \"suffix\". Ctrl-C / SIGTERM stop at the step boundary (checkpointing first when "
@@ -403,12 +402,12 @@ struct Cli {
     check = app.add_subcommand("check", "validate CONFIG and resolve its plugins; trains nothing");
     check->add_option("CONFIG", a.config, "the experiment's TOML file")->required();
     add_sets(check, a);
-    check->footer("\n" + wrap("Validates every key, type and range against the core's and each plugin's schema, loads and creates every "
+    check->footer(wrap("Validates every key, type and range against the core's and each plugin's schema, loads and creates every "
         "plugin, and prints the resolved experiment. Exit status 0 when the experiment would start, 1 otherwise."));
 
     plugins = app.add_subcommand("plugins", "list the plugins found on the search path");
     add_plugin_path(plugins, a);
-    plugins->footer("\n" + wrap("Lists name, kind, version, ABI and file of every plugin, and each library that did not load, "
+    plugins->footer(wrap("Lists name, kind, version, ABI and file of every plugin, and each library that did not load, "
                     "with the reason."));
     inspect = plugins->add_subcommand("inspect", "describe a plugin and every config key it takes");
     inspect->add_option("NAME", a.config, "the plugin's name")->required();
@@ -420,7 +419,7 @@ struct Cli {
         ->type_name("A,B,...");
     bench->add_option("--out", a.out, "where bench.json, bench.txt and each run go (default runs/bench)")->type_name("DIR");
     add_sets(bench, a);
-    bench->footer("\n" + wrap("Each backend trains in its own process. The table: median step time and samples/s (first logging window "
+    bench->footer(wrap("Each backend trains in its own process. The table: median step time and samples/s (first logging window "
         "excluded as warm-up), model-state bytes/parameter, peak resident memory, final loss and test accuracy. A "
         "backend that fails is reported with its error and makes the exit status 1."));
 
@@ -434,7 +433,7 @@ struct Cli {
     launch->add_option("--master-port,--master_port", a.master_port, "the rendezvous port (default: a free one; required with M > 1)")
         ->type_name("P");
     launch->add_option("ARGS", a.rank_args, "after --: the arguments of every rank's `tessera` (e.g. train CONFIG)");
-    launch->footer("\n" + wrap("Sets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT as torchrun does. On M "
+    launch->footer(wrap("Sets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT as torchrun does. On M "
         "machines run it once per machine with the same --nnodes, --master-addr and --master-port: RANK = K * N + "
         "LOCAL_RANK. SIGINT/SIGTERM are forwarded to every rank; when one rank fails the others are stopped and the "
         "exit status is the failing rank's.\nExample: tessera launch --nproc 2 -- train configs/fashion_mnist.toml"));
@@ -442,7 +441,7 @@ struct Cli {
     exp = app.add_subcommand("export", "the weights of a checkpoint (any world size) as one safetensors file");
     exp->add_option("CHECKPOINT", a.config, "a checkpoint directory")->required();
     exp->add_option("OUT", a.second, "the .safetensors file to write (not inside CHECKPOINT)")->required();
-    exp->footer("\n" + wrap("One tensor per parameter, by name, in its shape, at the best precision the checkpoint holds (fp32 "
+    exp->footer(wrap("One tensor per parameter, by name, in its shape, at the best precision the checkpoint holds (fp32 "
                 "when the run kept an fp32 master), and the encoders' buffers (BatchNorm statistics)."));
 
     eval = app.add_subcommand("eval", "evaluate a model file (model.safetensors, an export) in a fresh process");
@@ -468,7 +467,7 @@ struct Cli {
         ->type_name("NAME");
     generate->add_option("--output", a.output, "the (B, T, V) logits the model writes (default logits)")->type_name("NAME");
     add_sets(generate, a);
-    generate->footer("\n" + wrap("The model is rebuilt from the config stored with the weights; the prompt is encoded and the "
+    generate->footer(wrap("The model is rebuilt from the config stored with the weights; the prompt is encoded and the "
                      "result decoded by its dataset's tokenizer. The text goes to stdout, the log to stderr."));
 
     data = app.add_subcommand("data", "inspect a dataset; prepare token shards and spoken captions");
@@ -481,7 +480,7 @@ struct Cli {
     data_inspect->add_option("--out", a.out, "the contact sheet (default <output_dir>/contact_sheet.png)")
         ->type_name("SHEET.png");
     add_sets(data_inspect, a);
-    data_inspect->footer("\n" + wrap("Prints each split's size, every field's dtype and shape, the metadata (class names, "
+    data_inspect->footer(wrap("Prints each split's size, every field's dtype and shape, the metadata (class names, "
                          "prompts), the first examples in their epoch-0 order, writes a PNG contact sheet when a "
                          "field holds images, and times batches with the configured batch_size and workers."));
     // Provided by the tessera executable (tools/tessera/), which core does not link.

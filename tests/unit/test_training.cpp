@@ -424,6 +424,44 @@ TEST(Cli, ConfigDefaultsListsEveryCoreKeyAsValidToml) {
   EXPECT_EQ(r.out.find("[optimizer]"), std::string::npos) << r.out;
 }
 
+// config.resolved.toml holds every key the run used, defaults included (the core's and the
+// plugins'), and trains the same run, bit for bit, when given back to `train`.
+TEST(EndToEnd, TheResolvedConfigHoldsEveryDefaultAndTrainsTheSameRun) {
+  if (!have_data()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  fs::path out = temp_dir("resolved");
+  {
+    Config c = Config::parse(small_config(out / "a", 7, "max_steps = 12\n"), "a.toml");
+    Experiment(c).train();
+  }
+  const std::string resolved = (out / "a" / "config.resolved.toml").string();
+  Config r = Config::load(resolved);
+  EXPECT_EQ(r.table("optimizer")["beta2"].value<double>(), 0.999);        // a core default
+  EXPECT_EQ(r.table("dist")["zero_stage"].value<int64_t>(), 0);
+  EXPECT_EQ(r.table("experiment")["on_existing"].value<std::string>(), "refuse");
+  ASSERT_EQ(r.tables("encoder").size(), 1u);
+  EXPECT_TRUE(r.tables("encoder")[0]->contains("hidden_layers"));         // the mlp plugin's default
+  EXPECT_EQ((*r.tables("encoder")[0])["hidden_features"].value<int64_t>(), 64);  // the file's value
+  EXPECT_TRUE(r.table("precision").contains("plugin"));
+  EXPECT_TRUE(r.table("data").contains("normalize_mean"));                // the dataset plugin's
+  {
+    Config again = Config::load(resolved, {"experiment.output_dir=\"" + (out / "b").string() + "\""});
+    Experiment(again).train();
+  }
+  auto strip = [](std::vector<nlohmann::json> recs) {
+    std::vector<nlohmann::json> kept;
+    for (auto& rec : recs) {
+      if (rec.contains("header")) continue;
+      for (const char* k : {"elapsed_s", "samples_per_s", "data_wait_ms", "step_ms", "time", "rss_peak_mib", "tokens_per_s", "mfu"})
+        rec.erase(k);
+      kept.push_back(rec);
+    }
+    return kept;
+  };
+  const auto a = strip(read_jsonl(out / "a" / "metrics.jsonl")), b = strip(read_jsonl(out / "b" / "metrics.jsonl"));
+  ASSERT_FALSE(a.empty());
+  EXPECT_EQ(a, b);
+}
+
 // A step that outgrows the memory it may use stops the run with the figure and the keys to
 // change (exit 1), instead of the kernel's OOM killer ending it without a word.
 TEST(EndToEnd, AStepTheMachineCannotHoldStopsWithTheFigureAndTheKey) {
