@@ -122,21 +122,51 @@ struct OverrideParts {
   std::vector<std::string> path;
   std::string raw;
 };
+// "a.b.c=value": the key path, each part bare (ASCII letters, digits, '_', '-', or any non-ASCII
+// character, so an element named "bildé" is addressed as written) or quoted as TOML quotes keys
+// ("img.v2" or 'img.v2': dots and '=' inside are the name's own), then the raw value.
 std::optional<OverrideParts> split_override(const std::string& arg) {
-  const size_t eq = arg.find('=');
-  if (eq == std::string::npos) return std::nullopt;
   OverrideParts parts;
-  parts.raw = trim(std::string_view(arg).substr(eq + 1));
-  const std::string key = trim(std::string_view(arg).substr(0, eq));
-  size_t start = 0;
-  while (true) {
-    const size_t dot = key.find('.', start);
-    std::string comp = key.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
-    if (!is_bare_key(comp)) return std::nullopt;
+  size_t i = 0;
+  const size_t n = arg.size();
+  auto skip_space = [&] {
+    while (i < n && (arg[i] == ' ' || arg[i] == '\t')) ++i;
+  };
+  skip_space();
+  for (;;) {
+    std::string comp;
+    if (i < n && (arg[i] == '"' || arg[i] == '\'')) {
+      const char q = arg[i++];
+      bool closed = false;
+      while (i < n) {
+        if (arg[i] == q) {
+          closed = true;
+          ++i;
+          break;
+        }
+        if (q == '"' && arg[i] == '\\' && i + 1 < n) ++i;  // \" and \\ in a basic string
+        comp += arg[i++];
+      }
+      if (!closed || comp.empty()) return std::nullopt;
+    } else {
+      while (i < n) {
+        const unsigned char c = static_cast<unsigned char>(arg[i]);
+        if (!(c >= 0x80 || std::isalnum(c) || c == '_' || c == '-')) break;
+        comp += arg[i++];
+      }
+      if (comp.empty()) return std::nullopt;
+    }
     parts.path.push_back(std::move(comp));
-    if (dot == std::string::npos) break;
-    start = dot + 1;
+    skip_space();
+    if (i < n && arg[i] == '.') {
+      ++i;
+      skip_space();
+      continue;
+    }
+    if (i < n && arg[i] == '=') break;
+    return std::nullopt;
   }
+  parts.raw = trim(std::string_view(arg).substr(i + 1));
   return parts;
 }
 
@@ -426,7 +456,7 @@ void Config::apply_override(const std::string& arg) {
 
   auto parts = split_override(arg);
   if (!parts)
-    fail("malformed override; expected section.key=value or array.NAME.key=value / array.INDEX.key=value");
+    fail("malformed override; expected section.key=value or array.NAME.key=value / array.INDEX.key=value (quote a NAME holding dots: encoder.\"img.v2\".channels=64)");
   const std::vector<std::string>& path = parts->path;
   auto dotted = [&](size_t upto) {  // path[0..upto] joined with '.'
     std::string s;

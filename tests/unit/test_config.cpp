@@ -312,11 +312,29 @@ TEST(ConfigErrors, ErrorsOnSetValuesNameTheSet) {
 TEST(ConfigErrors, MalformedSet) {
   EXPECT_EQ(error_of([] { Config::parse("", "test.toml", {"optimizer.name"}); }),
             "--set optimizer.name: malformed override; expected section.key=value or "
-            "array.NAME.key=value / array.INDEX.key=value");
-  for (const char* bad : {"=3", "optimizer..lr=3", ".lr=3", "optimizer.=3", "opt imizer.lr=3"}) {
+            "array.NAME.key=value / array.INDEX.key=value (quote a NAME holding dots: encoder.\"img.v2\".channels=64)");
+  for (const char* bad : {"=3", "optimizer..lr=3", ".lr=3", "optimizer.=3", "opt imizer.lr=3", "encoder.\"img.v2.x=1",
+                          "encoder.\"\".x=1", "encoder.img$.x=1"}) {
     std::string msg = error_of([&] { Config::parse("", "test.toml", {bad}); });
     EXPECT_EQ(msg.rfind(std::string("--set ") + bad + ": malformed override", 0), 0u) << msg;
   }
+}
+
+// Elements are addressed by any name they can have: non-ASCII names as written, names with
+// dots (or '=') quoted as TOML quotes keys.
+TEST(Config, SetAddressesUnicodeAndDottedNames) {
+  const std::string text = "[[encoder]]\nname = \"bildé\"\nhidden = 1\n[[encoder]]\nname = \"img.v2\"\nhidden = 2\n"
+                           "[[encoder]]\nname = \"a=b\"\nhidden = 3\n";
+  Config c = Config::parse(text, "test.toml",
+                           {"encoder.bildé.hidden=10", "encoder.\"img.v2\".hidden=20", "encoder.'a=b'.hidden = 30"});
+  const auto els = c.tables("encoder");
+  ASSERT_EQ(els.size(), 3u);
+  EXPECT_EQ((*els[0])["hidden"].value<int64_t>(), 10);
+  EXPECT_EQ((*els[1])["hidden"].value<int64_t>(), 20);
+  EXPECT_EQ((*els[2])["hidden"].value<int64_t>(), 30);
+  EXPECT_EQ(error_of([&] { Config::parse(text, "test.toml", {"encoder.img.v2.hidden=1"}); }),
+            "--set encoder.img.v2.hidden=1: [[encoder]] has no element named 'img' (it has 3 elements; names: bildé, "
+            "img.v2, a=b)");
 }
 
 TEST(ConfigErrors, SetOntoMissingArrayElement) {
