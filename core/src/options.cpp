@@ -5,6 +5,7 @@
 #include <tessera/abi.h>
 
 #include <cmath>
+#include <filesystem>
 
 namespace tessera {
 
@@ -18,7 +19,15 @@ ExperimentOptions ExperimentOptions::from(Section s) {
   o.on_existing = s.get_string("on_existing");
   o.seed = static_cast<uint64_t>(s.get_int("seed"));
   o.threads = s.get_int("threads");
-  o.plugin_path = s.get_strings("plugin_path");
+  // Relative directories written in a config file are the file's: resolved against its
+  // directory (from --set they are the shell's, against the working directory).
+  const SourcePos where = s.where("plugin_path");
+  for (const std::string& dir : s.get_strings("plugin_path")) {
+    std::filesystem::path p(dir);
+    if (p.is_relative() && where.line > 0 && !where.file.empty())
+      p = std::filesystem::path(where.file).parent_path() / p;
+    o.plugin_path.push_back(p.lexically_normal().string());
+  }
   o.section = std::move(s);
   return o;
 }

@@ -212,6 +212,17 @@ void PluginRegistry::scan(const std::vector<std::string>& dirs) {
         failures_.push_back({f.string(), e.what()});
         continue;
       }
+      // Earlier directories override later ones (a user's build of `convnet` before the
+      // installed one); within one directory two of a name stay an error (add()).
+      const auto earlier = std::find_if(plugins_.begin(), plugins_.end(), [&](const auto& p) {
+        return p->name() == lib->name() && p->path() != lib->path() && fs::path(p->path()).parent_path() != f.parent_path();
+      });
+      if (earlier != plugins_.end()) {
+        spdlog::info("plugin '{}': using {} (earlier on the search path); {} is overridden", lib->name(),
+                     (*earlier)->path(), lib->path());
+        overridden_.push_back(lib->path());
+        continue;
+      }
       add(std::move(lib));
     }
   }

@@ -27,6 +27,7 @@
 #include <exception>
 #include <map>
 #include <memory>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -48,7 +49,13 @@ class Error : public std::runtime_error {
 };
 
 // ---- config schema, declared once as a static array of these -----------------------------
-constexpr double kUnbounded = 0.0;  // use min=1, max=0 (min > max) for "no bounds"
+// Bounds of a number key. Leave both out for "any value"; give one side and the other open:
+//   key_int("layers", "2", "transformer blocks", 1, kNoMax)        -> layers >= 1
+//   key_float("shift", "0.0", "added to the input", kNoMin, 10.0)  -> shift <= 10
+// (In the C ABI, min > max also means "no bounds"; the core refuses, when the plugin loads, a
+// default outside its own key's bounds or allowed values, naming the plugin and the key.)
+constexpr double kNoMin = -std::numeric_limits<double>::infinity();
+constexpr double kNoMax = std::numeric_limits<double>::infinity();
 constexpr tsr_config_key key_int(const char* name, const char* default_toml, const char* doc,
                                  double min_value = 1.0, double max_value = 0.0) {
   return {sizeof(tsr_config_key), name, TSR_CONFIG_INT, default_toml, doc, min_value, max_value, nullptr};
@@ -583,15 +590,19 @@ constexpr const void* vtable_for() {
 }  // namespace tessera::sdk
 
 // Defines the plugin's one exported entry symbol for class CLASS deriving from BASE
-// (tessera::sdk::Encoder, ::Loss, ::Precision or ::Dataset). KEYS is a static tsr_config_key array.
-#define TESSERA_PLUGIN(CLASS, BASE, NAME, VERSION, DESCRIPTION, KEYS)                         \
+// (tessera::sdk::Encoder, ::Loss, ::Precision or ::Dataset). KEYS is a static tsr_config_key
+// array; a plugin without config keys uses TESSERA_PLUGIN_NO_KEYS (no array needed).
+#define TESSERA_PLUGIN_ENTRY_(CLASS, BASE, NAME, VERSION, DESCRIPTION, KEY_PTR, KEY_COUNT)   \
   extern "C" TSR_EXPORT const tsr_plugin_descriptor* tessera_plugin_entry(void) {            \
     static_assert(std::is_base_of_v<BASE, CLASS>, #CLASS " must derive from " #BASE);         \
     static const tsr_plugin_descriptor descriptor{                                            \
         sizeof(tsr_plugin_descriptor), TSR_ABI_MAJOR, TSR_ABI_MINOR, NAME, VERSION,           \
-        BASE::kKind, DESCRIPTION, TORCH_VERSION, KEYS,                                        \
-        static_cast<uint32_t>(sizeof(KEYS) / sizeof((KEYS)[0])),                              \
+        BASE::kKind, DESCRIPTION, TORCH_VERSION, KEY_PTR, KEY_COUNT,                          \
         &tessera::sdk::detail::create<CLASS>, &tessera::sdk::detail::destroy<CLASS>,          \
         tessera::sdk::detail::vtable_for<BASE, CLASS>()};                                     \
     return &descriptor;                                                                       \
   }
+#define TESSERA_PLUGIN(CLASS, BASE, NAME, VERSION, DESCRIPTION, KEYS) \
+  TESSERA_PLUGIN_ENTRY_(CLASS, BASE, NAME, VERSION, DESCRIPTION, KEYS, static_cast<uint32_t>(sizeof(KEYS) / sizeof((KEYS)[0])))
+#define TESSERA_PLUGIN_NO_KEYS(CLASS, BASE, NAME, VERSION, DESCRIPTION) \
+  TESSERA_PLUGIN_ENTRY_(CLASS, BASE, NAME, VERSION, DESCRIPTION, nullptr, 0u)

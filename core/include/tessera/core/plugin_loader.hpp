@@ -51,8 +51,10 @@ class PluginRegistry {
   static std::vector<std::string> default_search_path(const std::vector<std::string>& from_config);
 
   // Loads every shared library (*.so) in the directories. A library that fails to load is
-  // remembered (failures()) and reported if a plugin of the name is asked for; two plugins
-  // with the same name are an error at once.
+  // remembered (failures()) and reported if a plugin of the name is asked for. The order is an
+  // override order: a plugin in an earlier directory hides a same-named one in a later
+  // directory (logged, naming both files); two plugins of one name in ONE directory are an
+  // error at once.
   void scan(const std::vector<std::string>& dirs);
   // Adds one library (e.g. an explicit path). Throws PluginError on a duplicate name.
   void add(std::shared_ptr<PluginLibrary> lib);
@@ -67,11 +69,13 @@ class PluginRegistry {
   };
   const std::vector<Failure>& failures() const { return failures_; }
   const std::vector<std::string>& searched() const { return searched_; }
+  const std::vector<std::string>& overridden() const { return overridden_; }
 
  private:
   std::vector<std::shared_ptr<PluginLibrary>> plugins_;
   std::vector<Failure> failures_;
   std::vector<std::string> searched_;
+  std::vector<std::string> overridden_;  // files hidden by a same-named plugin earlier on the path
 };
 
 // The descriptor's config keys as a schema. Reads key i at byte offset i * keys[0].struct_size
