@@ -1,5 +1,6 @@
 # TesseraPlugin.cmake — tessera_add_plugin(): builds one Tessera plugin as a shared module
-# with hidden visibility, exporting only its entry symbol. Part of the installed SDK.
+# with hidden visibility, exporting only its entry symbol, which the link checks is defined.
+# Part of the installed SDK.
 #
 #   tessera_add_plugin(my_encoder SOURCES my_encoder.cpp [TORCH] [OUTPUT_NAME name]
 #                      [OUTPUT_DIRECTORY dir] [LIBRARIES extra libs...])
@@ -24,7 +25,10 @@ function(tessera_add_plugin target)
   if(NOT EXISTS ${_map})
     file(WRITE ${_map} "{ global: tessera_plugin_entry; local: *; };\n")
   endif()
-  target_link_options(${target} PRIVATE -Wl,--no-undefined -Wl,--version-script=${_map})
+  # --require-defined: a plugin without the entry symbol fails to link, naming it, instead of
+  # being found out when the core loads it.
+  target_link_options(${target} PRIVATE -Wl,--no-undefined -Wl,--version-script=${_map}
+                      -Wl,--require-defined=tessera_plugin_entry)
   target_link_libraries(${target} PRIVATE TesseraSDK::sdk ${ARG_LIBRARIES})
   if(ARG_TORCH)
     target_link_libraries(${target} PRIVATE ${TORCH_LIBRARIES})

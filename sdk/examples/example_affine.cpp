@@ -1,5 +1,5 @@
-// tests/out_of_tree/example_affine.cpp — a third party's encoder: y = scale * x + shift with
-// two learnable scalars. Built against the installed SDK only, loaded by the CI test.
+// example_affine.cpp — a third party's encoder: y = scale * x + shift with
+// two learnable scalars. Built against the installed SDK only; CI builds, lists and trains it.
 #include <tessera/plugin.hpp>
 
 namespace {
