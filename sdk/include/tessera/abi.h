@@ -1,4 +1,4 @@
-/* tessera/abi.h — the Tessera plugin ABI, version 1.2. Pure C11, and a plugin author's whole
+/* tessera/abi.h — the Tessera plugin ABI, version 1.3. Pure C11, and a plugin author's whole
  * manual: status codes, dtypes, opaque handles, the host table (core -> plugin), the plugin
  * descriptor (plugin -> core) and one function table per plugin kind, each call with its contract.
  *
@@ -95,6 +95,29 @@
  *   (LibTorch's autocast promotes its fp32-list ops, e.g. log_softmax, to f32). A loss must
  *   accept any floating dtype; a term may be of any floating dtype; an explicit grad must have
  *   the term's shape, dtype and device. Computing a term's reduction in f32 is recommended.
+ *   A plain-C plugin reads bf16 and f16 data with tessera/half.h (tsr_bf16_to_f32, ...).
+ *
+ * 7b. A loss in plain C: the explicit-gradient pattern
+ *   A C plugin cannot build autograd graphs: it only reads tensors (tensor_to_dlpack) and makes
+ *   new ones (tensor_from_dlpack), which have no grad_fn. So it emits the tensor it was GIVEN
+ *   (an encoder's output, which is in the graph) as a non-scalar term, with the gradient of its
+ *   loss with respect to that tensor computed by hand, and the loss itself as `value`:
+ *     L = sum_i (p_i - t_i)^2 / n           ->  dL/dp_i = 2 (p_i - t_i) / n
+ *       tsr_tensor* p = host->set_get(batch, "prediction");    (borrowed, in the graph)
+ *       DLManagedTensor* pm; host->tensor_to_dlpack(p, &pm);   (read p's data; pm->deleter(pm))
+ *       ... compute L and fill a malloc'ed float buffer g with dL/dp, p's shape ...
+ *       tsr_tensor* grad; host->tensor_from_dlpack(host->ctx, &g_managed, &grad);
+ *       tsr_term term = {0};
+ *       term.struct_size = sizeof term; term.name = "mse";
+ *       term.tensor = p; term.grad = grad;  (same shape, dtype, device as p)
+ *       term.weight = 1.0; term.has_value = 1; term.value = L;
+ *       host->emit_term(sink, &term); host->tensor_release(grad);
+ *   The core then backwards p with seed grad * weights (section 7), exactly what autograd would
+ *   do for L itself, and logs L. Under bf16/fp16 backends p may be BF16/F16: then the gradient
+ *   buffer must be in p's dtype too (tsr_f32_to_bf16 / tsr_f32_to_f16 of tessera/half.h), or
+ *   the plugin refuses the dtype by name. A complete plugin, with strides, errors, ownership
+ *   and threading written out: plugins/losses/mse_c/mse_c.c (installed with the SDK as
+ *   share/tessera/examples/mse_c.c; `cmake -S <prefix>/share/tessera/examples` builds it).
  *
  * 8. Datasets (since 1.2): what the core asks of a tessera.dataset/1 plugin
  *   The [data] table names the plugin (`dataset = "NAME"`); the core's keys there (batch sizes,
