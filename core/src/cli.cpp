@@ -187,10 +187,12 @@ int cmd_plugins_inspect(const Args& a) {
 
 int cmd_plugins(const Args& a) {
   PluginRegistry reg = scan(a);
-  std::cout << std::left << std::setw(16) << "NAME" << std::setw(22) << "KIND" << std::setw(10) << "VERSION"
+  int width = 16;  // the longest name and two spaces, so a long name never runs into its kind
+  for (const auto& lib : reg.plugins()) width = std::max(width, static_cast<int>(lib->name().size()) + 2);
+  std::cout << std::left << std::setw(width) << "NAME" << std::setw(22) << "KIND" << std::setw(10) << "VERSION"
             << std::setw(6) << "ABI" << "PATH\n";
   for (const auto& lib : reg.plugins())
-    std::cout << std::setw(16) << lib->name() << std::setw(22) << lib->kind() << std::setw(10) << lib->version()
+    std::cout << std::setw(width) << lib->name() << std::setw(22) << lib->kind() << std::setw(10) << lib->version()
               << std::setw(6) << (std::to_string(lib->abi_major()) + "." + std::to_string(lib->abi_minor()))
               << lib->path() << "\n";
   for (const auto& f : reg.failures()) std::cout << "not loaded: " << f.reason << "\n";
