@@ -269,13 +269,6 @@ ProgressState ProgressBar::state_locked() {
   return s;
 }
 
-namespace {
-int columns_of(std::FILE* out) {
-  struct winsize ws {};
-  if (::ioctl(::fileno(out), TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
-  return 80;
-}
-}  // namespace
 
 void ProgressBar::step(int64_t step, int64_t epoch, int64_t samples, int64_t tokens, double loss, bool skipped) {
   if (!line_.is_terminal()) return;
@@ -297,7 +290,7 @@ void ProgressBar::step(int64_t step, int64_t epoch, int64_t samples, int64_t tok
     state_.loss = state_.has_loss ? 0.9 * state_.loss + 0.1 * loss : loss;
     state_.has_loss = true;
   }
-  line_.update(render_progress_bar(state_locked(), columns_of(out_)));
+  line_.update(render_progress_bar(state_locked(), terminal_columns(out_)));
 }
 
 void ProgressBar::window_line(const std::string& text) {
@@ -317,7 +310,7 @@ void ProgressBar::tick() {
   while (!stopping_) {
     cv_.wait_for(lock, std::chrono::seconds(1));
     if (stopping_) break;
-    if (!paused_) line_.update(render_progress_bar(state_locked(), columns_of(out_)));
+    if (!paused_) line_.update(render_progress_bar(state_locked(), terminal_columns(out_)));
   }
 }
 

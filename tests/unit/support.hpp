@@ -9,13 +9,28 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "tessera/core/cli.hpp"
 #include "tessera/core/plugin_loader.hpp"
 
 namespace tessera::test {
 
 namespace fs = std::filesystem;
+
+// `tessera ARGS...` run in this process (run_cli), with what it printed.
+struct CliResult {
+  int code;
+  std::string out, err;
+};
+inline CliResult cli(std::vector<std::string> args) {
+  args.insert(args.begin(), "tessera");
+  testing::internal::CaptureStdout();
+  testing::internal::CaptureStderr();
+  const int code = tessera::run_cli(args);
+  return {code, testing::internal::GetCapturedStdout(), testing::internal::GetCapturedStderr()};
+}
 
 // An empty directory <tmp>/tessera_<suite>_<tag>_<pid>, removed first if it exists.
 inline fs::path temp_dir(const std::string& suite, const std::string& tag) {

@@ -21,6 +21,9 @@
 namespace fs = std::filesystem;
 using namespace tessera;
 
+using tessera::test::cli;
+using tessera::test::CliResult;
+
 namespace {
 fs::path temp_dir(const std::string& tag) { return tessera::test::temp_dir("sdk", tag); }
 
@@ -33,17 +36,6 @@ std::string error_of(const std::function<void()>& f) {
   return "";
 }
 
-struct CliResult {
-  int code;
-  std::string out, err;
-};
-CliResult cli(std::vector<std::string> args) {
-  args.insert(args.begin(), "tessera");
-  testing::internal::CaptureStdout();
-  testing::internal::CaptureStderr();
-  const int code = run_cli(args);
-  return {code, testing::internal::GetCapturedStdout(), testing::internal::GetCapturedStderr()};
-}
 }  // namespace
 
 // TESSERA_PLUGIN_NO_KEYS: no zero-size array, and the core builds and trains such a plugin.

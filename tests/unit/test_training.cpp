@@ -272,19 +272,8 @@ TEST(EndToEnd, SigtermStopsAtAStepBoundaryWithACheckpoint) {
 }
 
 // ---- the CLI ---------------------------------------------------------------------------------
-namespace {
-struct CliResult {
-  int code;
-  std::string out, err;
-};
-CliResult cli(std::vector<std::string> args) {
-  args.insert(args.begin(), "tessera");
-  testing::internal::CaptureStdout();
-  testing::internal::CaptureStderr();
-  int code = run_cli(args);
-  return {code, testing::internal::GetCapturedStdout(), testing::internal::GetCapturedStderr()};
-}
-}  // namespace
+using tessera::test::cli;
+using tessera::test::CliResult;
 
 TEST(Cli, CheckReportsMisspeltKeyWithPositionAndSuggestion) {
   fs::path d = temp_dir("cli");

@@ -20,9 +20,8 @@
 #include <sstream>
 #include <stdexcept>
 
-#include <CLI/CLI.hpp>
-
 #include "captions.hpp"
+#include "tool_cli.hpp"
 #include "spoken.hpp"
 
 extern char** environ;
@@ -83,17 +82,7 @@ bool parse(const std::vector<std::string>& args, SpeakOptions& o) {
   app.add_option("--espeak", o.espeak, "the espeak-ng program (default espeak-ng, Debian's espeak-ng)")
       ->type_name("PROG");
   app.add_option("--jobs", jobs, "espeak-ng processes at once (default: the number of cores)")->type_name("N");
-  std::vector<const char*> argv{"tessera data speak"};
-  for (size_t i = 3; i < args.size(); ++i) argv.push_back(args[i].c_str());
-  try {
-    app.parse(static_cast<int>(argv.size()), argv.data());
-  } catch (const CLI::CallForHelp&) {
-    const std::string help = app.help();
-    std::cout << help << (help.empty() || help.back() != '\n' ? "\n" : "");
-    return false;
-  } catch (const CLI::ParseError& e) {
-    throw std::invalid_argument(e.what());
-  }
+  if (!parse_tool_args(app, args)) return false;
   o.per_class = count_arg("--per-class", per_class, 1, 1000);
   o.heldout = count_arg("--heldout", heldout, 1, 16);
   o.jobs = jobs.empty() ? 0 : count_arg("--jobs", jobs, 1, 256);

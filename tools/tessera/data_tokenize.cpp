@@ -19,9 +19,8 @@
 #include <map>
 #include <vector>
 
-#include <CLI/CLI.hpp>
-
 #include "isolated_sentencepiece.hpp"
+#include "tool_cli.hpp"
 
 namespace tessera::tools {
 namespace {
@@ -95,17 +94,7 @@ bool parse_tokenize(const std::vector<std::string>& args, TokenizeOptions& o) {
                  "llmc (default): a 256 x int32 header, then uint16 tokens (version 1) or, when the vocabulary "
                  "exceeds 65536, uint32 (version 7); nanogpt: headerless uint16")
       ->type_name("FMT");
-  std::vector<const char*> argv{"tessera data tokenize"};
-  for (size_t i = 3; i < args.size(); ++i) argv.push_back(args[i].c_str());
-  try {
-    app.parse(static_cast<int>(argv.size()), argv.data());
-  } catch (const CLI::CallForHelp&) {
-    const std::string help = app.help();
-    std::cout << help << (help.empty() || help.back() != '\n' ? "\n" : "");
-    return false;
-  } catch (const CLI::ParseError& e) {
-    throw std::invalid_argument(e.what());
-  }
+  if (!parse_tool_args(app, args)) return false;
   o.out_dir = out_dir;
   if (!vocab_size.empty()) o.vocab_size = parse_int("--vocab-size", vocab_size, 4, 1 << 22), o.vocab_size_given = true;
   o.val_fraction = parse_fraction("--val-fraction", val_fraction);
