@@ -20,6 +20,7 @@
 #include "tessera/core/error.hpp"
 #include "tessera/core/plugin_host.hpp"
 #include "tessera/core/plugin_loader.hpp"
+#include "paths.hpp"
 
 namespace fs = std::filesystem;
 namespace fm = tessera::fashion_mnist;
@@ -50,7 +51,7 @@ std::string wav(const std::vector<int16_t>& samples, uint32_t rate) {
 
 std::pair<int, std::string> cli(const std::string& args, const std::string& tag) {
   const auto out = tessera::test::temp_dir("spoken_cli", tag) / "out.txt";
-  const int rc = std::system((std::string(TESSERA_CLI) + " " + args + " > " + out.string() + " 2>&1").c_str());
+  const int rc = std::system((TESSERA_CLI + " " + args + " > " + out.string() + " 2>&1").c_str());
   return {WEXITSTATUS(rc), tessera::test::read_file(out)};
 }
 

@@ -14,6 +14,7 @@
 
 #include "tessera/core/cli.hpp"
 #include "tessera/core/plugin_loader.hpp"
+#include "paths.hpp"
 
 namespace tessera::test {
 

@@ -16,6 +16,7 @@
 #include "tessera/core/shard.hpp"
 #include "tessera/core/trainer.hpp"
 #include "support.hpp"
+#include "paths.hpp"
 
 namespace fs = std::filesystem;
 using namespace tessera;
@@ -64,7 +65,7 @@ FlatParams two_params(at::ScalarType dtype) {
 
 std::string config_text(const fs::path& out, const std::string& extra = "") {
   return "[experiment]\nthreads = 2\nseed = 4\noutput_dir = \"" + out.string() +
-         "\"\nplugin_path = [\"" TESSERA_PLUGIN_DIR "\", \"" TESSERA_TEST_PLUGIN_DIR "\"]\n"
+         "\"\nplugin_path = [\"" + TESSERA_PLUGIN_DIR + "\", \"" + TESSERA_TEST_PLUGIN_DIR + "\"]\n"
          "[data]\ntrain_limit = 640\ntest_limit = 200\nbatch_size = 64\n"
          "[[encoder]]\nplugin = \"mlp\"\nhidden_features = 32\n"
          "[[loss]]\nplugin = \"cross_entropy\"\n"

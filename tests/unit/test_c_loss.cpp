@@ -13,6 +13,7 @@
 #include "tessera/core/plugin_host.hpp"
 #include "tessera/core/plugin_loader.hpp"
 #include "tessera/core/trainer.hpp"
+#include "paths.hpp"
 
 using namespace tessera;
 

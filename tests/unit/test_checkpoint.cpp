@@ -18,6 +18,7 @@
 #include "tessera/core/safetensors.hpp"
 #include "tessera/core/trainer.hpp"
 #include "support.hpp"
+#include "paths.hpp"
 
 namespace fs = std::filesystem;
 using namespace tessera;
@@ -31,7 +32,7 @@ fs::path temp_dir(const std::string& tag) { return tessera::test::temp_dir("ckpt
 // A small conv net (BatchNorm buffers, dropout) on 640 images: 10 steps per epoch, 3 epochs.
 std::string config_text(const fs::path& out, const std::string& precision = "fp32", const std::string& extra = "") {
   return "[experiment]\nthreads = 2\nseed = 9\noutput_dir = \"" + out.string() +
-         "\"\nplugin_path = [\"" TESSERA_PLUGIN_DIR "\"]\n"
+         "\"\nplugin_path = [\"" + TESSERA_PLUGIN_DIR + "\"]\n"
          "[data]\ntrain_limit = 640\ntest_limit = 200\nbatch_size = 64\n"
          "[[encoder]]\nplugin = \"convnet\"\nname = \"image\"\nchannels = 4\nblocks = 1\nhidden_features = 16\ndropout = 0.2\n"
          "[[loss]]\nplugin = \"cross_entropy\"\n[precision]\nplugin = \"" + precision + "\"\n"
@@ -432,7 +433,7 @@ TEST(Checkpoint, ExportedWeightsAloneReproduceTheEvalAccuracyInAFreshProcess) {
   EXPECT_TRUE(has_running_mean);
   EXPECT_EQ(model.metadata.at("precision"), "bf16");
   const std::string exported = (out / "exported.safetensors").string();
-  ASSERT_EQ(std::system((std::string(TESSERA_CLI) + " export " + (out / "run/checkpoints/step_30").string() + " " + exported +
+  ASSERT_EQ(std::system((TESSERA_CLI + " export " + (out / "run/checkpoints/step_30").string() + " " + exported +
                          " > /dev/null 2>&1").c_str()), 0);
   auto exp_file = load_safetensors(exported);
   ASSERT_EQ(exp_file.tensors.size(), model.tensors.size());
@@ -445,7 +446,7 @@ TEST(Checkpoint, ExportedWeightsAloneReproduceTheEvalAccuracyInAFreshProcess) {
     EXPECT_EQ(exp_file.metadata.count(key), 1u) << key;  // the same metadata as model.safetensors
   for (const std::string& weights : {(out / "run/model.safetensors").string(), exported}) {
     const std::string log = (out / "eval.txt").string();
-    const int rc = std::system((std::string(TESSERA_CLI) + " eval " + cfg + " --weights " + weights + " > " + log + " 2>&1").c_str());
+    const int rc = std::system((TESSERA_CLI + " eval " + cfg + " --weights " + weights + " > " + log + " 2>&1").c_str());
     const std::string text = tessera::test::read_file(log);
     ASSERT_EQ(WEXITSTATUS(rc), 0) << text;
     char want[64];

@@ -14,6 +14,7 @@
 #include "support.hpp"
 #include "tessera/core/config.hpp"
 #include "tessera/core/plugin_loader.hpp"
+#include "paths.hpp"
 
 namespace tessera {
 namespace {
@@ -437,8 +438,7 @@ TEST(Config, DumpRoundTrips) {
 }
 
 TEST(Config, LoadFileAndMissingFile) {
-#ifdef TESSERA_TEST_DATA_DIR
-  const std::string path = std::string(TESSERA_TEST_DATA_DIR) + "/config/basic.toml";
+  const std::string path = TESSERA_TEST_DATA_DIR + "/config/basic.toml";
   Config cfg = Config::load(path, {"optimizer.learning_rate=0.5"});
   EXPECT_EQ(cfg.path(), path);
   Section o = cfg.resolve(cfg.table("optimizer"), optimizer_schema(), "[optimizer]");
@@ -449,7 +449,6 @@ TEST(Config, LoadFileAndMissingFile) {
   ASSERT_EQ(encs.size(), 2u);
   EXPECT_EQ(error_of([&] { cfg.resolve(*encs[1], Schema{}, "[[encoder]] #2 (text)"); }),
             path + ":13:1: unknown key 'plugin' in [[encoder]] #2 (text); it takes no keys");
-#endif
   std::string msg = error_of([] { Config::load("/nonexistent/tessera.toml"); });
   EXPECT_EQ(msg.rfind("/nonexistent/tessera.toml: cannot open config file", 0), 0u) << msg;
 }
@@ -631,7 +630,7 @@ TEST(Config, ADirectoryOrAnUnclosedQuoteIsNamedAndABenchOfNoSuchBackendFails) {
   const Config plain = Config::parse("", "t.toml", {"experiment.name=a\"b"});
   EXPECT_EQ(plain.root()["experiment"]["name"].value<std::string>().value_or(""), "a\"b");  // a quote inside: plain text
   const std::string log = (dir / "bench.txt").string();
-  const int rc = std::system((std::string(TESSERA_CLI) + " bench " TESSERA_SOURCE_DIR "/configs/fashion_mnist.toml --backends nosuch --out " +
+  const int rc = std::system((TESSERA_CLI + " bench " + TESSERA_SOURCE_DIR + "/configs/fashion_mnist.toml --backends nosuch --out " +
                               (dir / "bench").string() + " > " + log + " 2>&1").c_str());
   EXPECT_EQ(WEXITSTATUS(rc), 1) << tessera::test::read_file(log);
   EXPECT_NE(tessera::test::read_file(log).find("error: backend 'nosuch' failed"), std::string::npos);

@@ -36,9 +36,9 @@
 #include "tessera/kernels/cuda.h"
 
 // The plugin test at the end needs the core and the plugins: it is compiled into tessera_tests,
-// which knows where the plugins are. tools/gpu_kernel_check.sh also builds this file alone,
+// which defines TESSERA_TESTS_WITH_CORE. tools/gpu_kernel_check.sh also builds this file alone,
 // against kernels/ only, so that the kernel tests run on a machine without LibTorch's deps.
-#ifdef TESSERA_PLUGIN_DIR
+#ifdef TESSERA_TESTS_WITH_CORE
 #include <ATen/ATen.h>
 
 #include "tessera/core/config.hpp"
@@ -46,6 +46,7 @@
 #include "tessera/core/plugin_host.hpp"
 #include "tessera/core/plugin_loader.hpp"
 #include "tessera/core/trainer.hpp"
+#include "paths.hpp"
 #endif
 
 namespace k = tessera::kernels;
@@ -689,7 +690,7 @@ TEST_F(CudaKernels, SumSquares16EqualsSumSquaresOfTheWidenedValues) {
   }
 }
 
-#ifdef TESSERA_PLUGIN_DIR
+#ifdef TESSERA_TESTS_WITH_CORE
 
 // ---- the precision plugins hand CUDA shards to these kernels -----------------------------------
 //
@@ -772,7 +773,7 @@ TEST_F(CudaKernels, PrecisionBackendsOnCudaShardsEqualTheirCpuRunsBitwise) {
   }
 }
 
-#endif  // TESSERA_PLUGIN_DIR
+#endif  // TESSERA_TESTS_WITH_CORE
 
 #else  // !TESSERA_HAVE_CUDA_KERNELS
 

@@ -17,6 +17,7 @@
 #include "tessera/core/loader.hpp"
 #include "tessera/core/options.hpp"
 #include "tessera/core/plugin_loader.hpp"
+#include "paths.hpp"
 
 using namespace tessera;
 
@@ -315,7 +316,7 @@ namespace {
 // Runs the CLI with `args`; returns (exit status, stdout + stderr).
 std::pair<int, std::string> cli(const std::string& args) {
   const auto out = tessera::test::temp_dir("inspect", "out") / "out.txt";
-  const int rc = std::system((std::string(TESSERA_CLI) + " " + args + " > " + out.string() + " 2>&1").c_str());
+  const int rc = std::system((TESSERA_CLI + " " + args + " > " + out.string() + " 2>&1").c_str());
   return {WEXITSTATUS(rc), tessera::test::read_file(out)};
 }
 
@@ -323,7 +324,7 @@ std::string seq_config(const std::string& data_keys) {
   const auto dir = tessera::test::temp_dir("inspect", "cfg");
   return tessera::test::write_file(dir / "seq.toml",
                                    "[experiment]\nname = \"seq\"\nthreads = 1\noutput_dir = \"" + (dir / "run").string() +
-                                       "\"\nplugin_path = [\"" TESSERA_TEST_PLUGIN_DIR "\"]\n[data]\ndataset = "
+                                       "\"\nplugin_path = [\"" + TESSERA_TEST_PLUGIN_DIR + "\"]\n[data]\ndataset = "
                                        "\"seq_dataset\"\nbatch_size = 4\n" + data_keys);
 }
 
@@ -355,7 +356,7 @@ TEST(DataInspect, PrintsSplitsFieldsExamplesAndLoaderSpeed) {
 TEST(DataInspect, WritesAContactSheetOfTheImages) {
   if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) GTEST_SKIP();
   const auto sheet = tessera::test::temp_dir("inspect", "sheet") / "sheet.png";
-  auto [rc, out] = cli("data inspect " TESSERA_SOURCE_DIR "/configs/fashion_mnist.toml --set data.train_limit=20 --batches 0 --out " +
+  auto [rc, out] = cli("data inspect " + TESSERA_SOURCE_DIR + "/configs/fashion_mnist.toml --set data.train_limit=20 --batches 0 --out " +
                        sheet.string());
   ASSERT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("contact sheet: " + sheet.string() + " (20 images of field 'image')"), std::string::npos) << out;
@@ -371,10 +372,10 @@ TEST(DataInspect, WritesAContactSheetOfTheImages) {
 }
 
 TEST(DataInspect, ShowsTheStampsImagesCaptionsAndAudioLengths) {
-  if (!std::filesystem::exists(TESSERA_PLUGIN_DIR "/folder.so")) GTEST_SKIP() << "the folder plugin was not built";
+  if (!std::filesystem::exists(TESSERA_PLUGIN_DIR + "/folder.so")) GTEST_SKIP() << "the folder plugin was not built";
   if (!std::filesystem::exists("/usr/share/tuxpaint/stamps")) GTEST_SKIP() << "needs tuxpaint-stamps-default";
   const auto sheet = tessera::test::temp_dir("inspect", "stamps") / "stamps.png";
-  auto [rc, out] = cli("data inspect " TESSERA_SOURCE_DIR "/configs/tuxpaint_stamps.toml --examples 2 --batches 2 --out " +
+  auto [rc, out] = cli("data inspect " + TESSERA_SOURCE_DIR + "/configs/tuxpaint_stamps.toml --examples 2 --batches 2 --out " +
                        sheet.string());
   ASSERT_EQ(rc, 0) << out;
   for (const char* want : {"train       730 examples", "val         66 examples", "image           Float     (3, 64, 64)",
@@ -388,7 +389,7 @@ TEST(DataInspect, ShowsTheStampsImagesCaptionsAndAudioLengths) {
 TEST(DataConfig, ZeroShotEvaluationOfADatasetWithoutPromptsIsRefused) {
   if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) GTEST_SKIP();
   const auto out = tessera::test::temp_dir("inspect", "noprompts");
-  auto [rc, text] = cli("train " TESSERA_SOURCE_DIR "/configs/fashion_clip.toml --set data.captions=false --set experiment.output_dir=" +
+  auto [rc, text] = cli("train " + TESSERA_SOURCE_DIR + "/configs/fashion_clip.toml --set data.captions=false --set experiment.output_dir=" +
                         out.string());
   EXPECT_EQ(rc, 1) << text;
   EXPECT_NE(text.find("zero_shot_image"), std::string::npos) << text;
@@ -398,7 +399,7 @@ TEST(DataConfig, ZeroShotEvaluationOfADatasetWithoutPromptsIsRefused) {
 TEST(DataConfig, ZeroShotAudioAndRetrievalMistakesAreNamed) {
   if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) GTEST_SKIP();
   const auto out = tessera::test::temp_dir("inspect", "evalkeys");
-  const std::string train = "train " TESSERA_SOURCE_DIR "/configs/fashion_clip.toml --set data.train_limit=64 "
+  const std::string train = "train " + TESSERA_SOURCE_DIR + "/configs/fashion_clip.toml --set data.train_limit=64 "
                             "--set experiment.output_dir=" + out.string() + " ";
   // Spoken prompts asked of a dataset without spoken captions.
   auto [rc, text] = cli(train + "'--set=eval.zero_shot_audio=\"text_emb\"'");

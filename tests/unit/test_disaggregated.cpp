@@ -10,6 +10,7 @@
 #include <filesystem>
 
 #include "tessera/core/safetensors.hpp"
+#include "paths.hpp"
 
 namespace fs = std::filesystem;
 

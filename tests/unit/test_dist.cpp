@@ -14,6 +14,7 @@
 
 #include "tessera/core/safetensors.hpp"
 #include "support.hpp"
+#include "paths.hpp"
 
 namespace fs = std::filesystem;
 
@@ -25,7 +26,7 @@ fs::path temp_dir(const std::string& tag) { return tessera::test::temp_dir("dist
 
 std::string write_config(const fs::path& dir, int max_steps, const std::string& optimizer = "adamw") {
   const fs::path p = dir / ("dp_" + optimizer + ".toml");
-  std::ofstream(p) << "[experiment]\nthreads = 1\nseed = 3\nplugin_path = [\"" TESSERA_PLUGIN_DIR "\"]\n"
+  std::ofstream(p) << "[experiment]\nthreads = 1\nseed = 3\nplugin_path = [\"" + TESSERA_PLUGIN_DIR + "\"]\n"
                       "[data]\ntrain_limit = 1024\ntest_limit = 200\nbatch_size = 64\n"
                       "[[encoder]]\nplugin = \"mlp\"\nhidden_features = 32\n[[loss]]\nplugin = \"cross_entropy\"\n"
                       "[optimizer]\nname = \"" << optimizer << "\"\nlr = 0.003\n[train]\nmax_steps = " << max_steps << "\nlog_every = 5\n"
@@ -46,7 +47,7 @@ Weights launch_and_load(const fs::path& dir, const std::string& cfg, int n, cons
                         const std::string& extra, std::string* log_text = nullptr) {
   const fs::path out = dir / tag;
   const std::string log = (dir / (tag + ".log")).string();
-  const int code = run("timeout 300 " TESSERA_CLI " launch --nproc " + std::to_string(n) + " -- train " + cfg +
+  const int code = run("timeout 300 " + TESSERA_CLI + " launch --nproc " + std::to_string(n) + " -- train " + cfg +
                        " --set experiment.output_dir=" + out.string() + " " + extra + " > " + log + " 2>&1");
   std::ifstream f(log);
   std::string text((std::istreambuf_iterator<char>(f)), {});
@@ -139,7 +140,7 @@ TEST(DataParallel, DeterministicGroupsGiveTheSameBitsOnEveryWorldSize) {
   // Plain data parallel on the same config is not bitwise (that is what the mode is for).
   EXPECT_FALSE(bitwise_equal(one, launch_and_load(dir, cfg, 4, "plain_n4", "")));
   const std::string log = (dir / "refused.log").string();
-  EXPECT_NE(run("timeout 120 " TESSERA_CLI " launch --nproc 2 -- train " + cfg + " " + det +
+  EXPECT_NE(run("timeout 120 " + TESSERA_CLI + " launch --nproc 2 -- train " + cfg + " " + det +
                 " --set dist.zero_stage=2 > " + log + " 2>&1"),
             0);
   std::ifstream f(log);
@@ -158,7 +159,7 @@ TEST(DataParallel, GatheredContrastiveLossSeesTheGlobalBatch) {
   if (!fs::exists("/usr/share/wordnet/data.noun")) GTEST_SKIP() << "wordnet-base is not installed";
   fs::path dir = temp_dir("gather");
   const std::string cfg = (dir / "clip.toml").string();
-  std::ofstream(cfg) << "[experiment]\nthreads = 1\nseed = 5\nplugin_path = [\"" TESSERA_PLUGIN_DIR "\"]\n"
+  std::ofstream(cfg) << "[experiment]\nthreads = 1\nseed = 5\nplugin_path = [\"" + TESSERA_PLUGIN_DIR + "\"]\n"
                         "[data]\ntrain_limit = 1024\ntest_limit = 200\nbatch_size = 64\ncaptions = true\ncaption_len = 48\n"
                         "[[encoder]]\nplugin = \"mlp\"\nname = \"image\"\noutput = \"image_emb\"\nhidden_features = 32\n"
                         "out_features = 16\n"
@@ -225,14 +226,12 @@ TEST(DataParallel, AKilledRankStopsTheJobAndIsNamed) {
   fs::path dir = temp_dir("kill");
   const std::string cfg = write_config(dir, 100000);  // with epochs=100000 below: runs until killed
   const std::string log = (dir / "launch.log").string();
+  const std::string launch = TESSERA_CLI + " launch --nproc 4 -- train " + cfg +
+                             " --set train.epochs=100000 --set experiment.output_dir=" + (dir / "out").string() +
+                             " > " + log + " 2>&1";
   pid_t launcher = fork();
   if (launcher == 0) {
-    execl("/bin/sh", "sh", "-c",
-          (std::string(TESSERA_CLI) + " launch --nproc 4 -- train " + cfg +
-           " --set train.epochs=100000 --set experiment.output_dir=" +
-           (dir / "out").string() + " > " + log + " 2>&1")
-              .c_str(),
-          nullptr);
+    execl("/bin/sh", "sh", "-c", launch.c_str(), nullptr);
     _exit(127);
   }
   // Wait until rank 2 is training, then kill it.
@@ -284,15 +283,15 @@ TEST(DataParallel, SurvivorsNameTheLostRankWhateverLauncherStartedThem) {
     std::vector<pid_t> pids;
     for (int r = 0; r < sc.world; ++r) {
       const std::string log = (dir / (tag + "_rank" + std::to_string(r) + ".log")).string();
+      const std::string cmd = "exec " + TESSERA_CLI + " train " + cfg +
+                              " --set train.epochs=100000 --set experiment.output_dir=" + (dir / tag).string() + " > " +
+                              log + " 2>&1";
       pid_t pid = fork();
       if (pid == 0) {
         setenv("WORLD_SIZE", std::to_string(sc.world).c_str(), 1);
         setenv("RANK", std::to_string(r).c_str(), 1);
         setenv("MASTER_ADDR", "127.0.0.1", 1);
         setenv("MASTER_PORT", std::to_string(port + sc.victim).c_str(), 1);
-        const std::string cmd = std::string("exec " TESSERA_CLI " train ") + cfg +
-                                " --set train.epochs=100000 --set experiment.output_dir=" + (dir / tag).string() + " > " +
-                                log + " 2>&1";
         execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
         _exit(127);
       }
@@ -337,8 +336,8 @@ TEST(DataParallel, RanksWithDifferentConfigsRefuseToStart) {
   // Rank 1 gets another learning rate: started by hand, as a cluster launcher would.
   const std::string base = "timeout 120 env WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
                            std::to_string(20000 + ::getpid() % 20000) + " ";
-  const std::string r0 = base + "RANK=0 " TESSERA_CLI " train " + cfg + " --set experiment.output_dir=" + (dir / "a").string();
-  const std::string r1 = base + "RANK=1 " TESSERA_CLI " train " + cfg + " --set optimizer.lr=0.1 --set experiment.output_dir=" +
+  const std::string r0 = base + "RANK=0 " + TESSERA_CLI + " train " + cfg + " --set experiment.output_dir=" + (dir / "a").string();
+  const std::string r1 = base + "RANK=1 " + TESSERA_CLI + " train " + cfg + " --set optimizer.lr=0.1 --set experiment.output_dir=" +
                          (dir / "b").string();
   const std::string log = (dir / "log").string();
   const int code = run("bash -c '" + r0 + " > " + log + ".0 2>&1 & p=$!; " + r1 + " > " + log + ".1 2>&1; b=$?; wait $p; a=$?; "
@@ -358,7 +357,7 @@ TEST(DataParallel, CheckpointsReshardAcrossWorldSizes) {
   fs::path dir = temp_dir("reshard");
   const std::string cfg = write_config(dir, 12, "sgd");
   auto train = [&](int n, const std::string& out, const std::string& extra) {
-    return run("timeout 300 " TESSERA_CLI " launch --nproc " + std::to_string(n) + " -- train " + cfg +
+    return run("timeout 300 " + TESSERA_CLI + " launch --nproc " + std::to_string(n) + " -- train " + cfg +
                " --set dist.zero_stage=2 --set experiment.output_dir=" + out + " " + extra + " > " +
                (dir / "log").string() + " 2>&1");
   };
@@ -386,12 +385,12 @@ TEST(DataParallel, ExportWritesOneSafetensorsFileFromAShardedCheckpoint) {
   if (!fs::exists("/usr/bin/python3")) GTEST_SKIP() << "no /usr/bin/python3";
   fs::path dir = temp_dir("export");
   const std::string cfg = write_config(dir, 4);
-  ASSERT_EQ(run("timeout 300 " TESSERA_CLI " launch --nproc 2 -- train " + cfg + " --set dist.zero_stage=1" +
+  ASSERT_EQ(run("timeout 300 " + TESSERA_CLI + " launch --nproc 2 -- train " + cfg + " --set dist.zero_stage=1" +
                 " --set checkpoint.every_steps=4 --set experiment.output_dir=" + (dir / "run").string() + " > " +
                 (dir / "log").string() + " 2>&1"),
             0);
   const std::string out = (dir / "exported.safetensors").string();
-  ASSERT_EQ(run(std::string(TESSERA_CLI) + " export " + (dir / "run/checkpoints/step_4").string() + " " + out +
+  ASSERT_EQ(run(TESSERA_CLI + " export " + (dir / "run/checkpoints/step_4").string() + " " + out +
                 " > /dev/null"),
             0);
   auto exported = tessera::load_safetensors(out).tensors;
@@ -400,7 +399,7 @@ TEST(DataParallel, ExportWritesOneSafetensorsFileFromAShardedCheckpoint) {
   std::map<std::string, at::Tensor> by_name(exported.begin(), exported.end());
   for (const auto& [name, t] : model) EXPECT_TRUE(at::equal(by_name.at(name), t)) << name;
   const std::string listing = (dir / "listing.txt").string();
-  ASSERT_EQ(run("/usr/bin/python3 " TESSERA_SOURCE_DIR "/tools/read_safetensors.py " + out + " > " + listing), 0);
+  ASSERT_EQ(run("/usr/bin/python3 " + TESSERA_SOURCE_DIR + "/tools/read_safetensors.py " + out + " > " + listing), 0);
   std::ifstream f(listing);
   std::string text((std::istreambuf_iterator<char>(f)), {});
   EXPECT_NE(text.find("mlp.fc0.weight F32 [32, 784]"), std::string::npos) << text;
@@ -417,8 +416,8 @@ TEST(DataParallel, TrimodalTwoRanksWithZero2FollowOneRank) {
   if (std::system("espeak-ng --version > /dev/null 2>&1") != 0) GTEST_SKIP() << "needs espeak-ng";
   fs::path dir = temp_dir("trimodal");
   const fs::path cache = dir / "spoken";
-  ASSERT_EQ(run(TESSERA_CLI " data speak --per-class 2 --jobs 2 --out " + cache.string() + " > " + (dir / "speak.log").string() + " 2>&1"), 0);
-  const std::string cfg = TESSERA_SOURCE_DIR "/configs/fashion_trimodal.toml";
+  ASSERT_EQ(run(TESSERA_CLI + " data speak --per-class 2 --jobs 2 --out " + cache.string() + " > " + (dir / "speak.log").string() + " 2>&1"), 0);
+  const std::string cfg = TESSERA_SOURCE_DIR + "/configs/fashion_trimodal.toml";
   const std::string common = "--set experiment.threads=1 '--set=data.spoken_captions=\"" + cache.string() + "\"' "
                              "--set data.train_limit=512 "
                              "--set data.batch_size=64 --set train.max_steps=6 --set train.log_every=2 "

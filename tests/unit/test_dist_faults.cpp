@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "support.hpp"
+#include "paths.hpp"
 
 namespace fs = std::filesystem;
 
@@ -22,7 +23,7 @@ bool have_data() { return fs::exists("/usr/share/datasets/fashion-mnist/train-im
 std::string endless_config(const fs::path& dir) {
   return tessera::test::write_file(
       dir / "endless.toml",
-      "[experiment]\nthreads = 1\nseed = 3\nplugin_path = [\"" TESSERA_PLUGIN_DIR "\"]\n"
+      "[experiment]\nthreads = 1\nseed = 3\nplugin_path = [\"" + TESSERA_PLUGIN_DIR + "\"]\n"
       "[data]\ntrain_limit = 512\ntest_limit = 100\nbatch_size = 32\n"
       "[[encoder]]\nplugin = \"mlp\"\nhidden_features = 16\n[[loss]]\nplugin = \"cross_entropy\"\n"
       "[optimizer]\nname = \"sgd\"\nlr = 0.01\n[train]\nmax_steps = 100000000\nepochs = 100000\nlog_every = 2\n"
@@ -89,7 +90,7 @@ TEST(DistFaults, AFrozenRankEndsTheJobAndIsNamed) {
     const std::string tag = "victim" + std::to_string(c.victim);
     const fs::path out = dir / tag;
     const std::string log = (dir / (tag + ".log")).string();
-    const pid_t launcher = spawn_shell("exec " TESSERA_CLI " launch --nproc 2 -- train " + cfg +
+    const pid_t launcher = spawn_shell("exec " + TESSERA_CLI + " launch --nproc 2 -- train " + cfg +
                                        " --set experiment.output_dir=" + out.string() + " > " + log + " 2>&1");
     // Training is under way once rank 0 has logged metrics.
     for (int i = 0; i < 600 && !(fs::exists(out / "metrics.jsonl") && fs::file_size(out / "metrics.jsonl") > 0); ++i)
@@ -124,7 +125,7 @@ TEST(DistFaults, ARankThatNeverStartsIsNamed) {
   const std::string log = (dir / "rank0.log").string();
   const auto t0 = std::chrono::steady_clock::now();
   const pid_t rank0 = spawn_shell("exec env WORLD_SIZE=2 RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
-                                  std::to_string(22000 + ::getpid() % 20000) + " " TESSERA_CLI " train " + cfg +
+                                  std::to_string(22000 + ::getpid() % 20000) + " " + TESSERA_CLI + " train " + cfg +
                                   " --set experiment.output_dir=" + (dir / "out").string() + " > " + log + " 2>&1");
   int status = 0;
   ASSERT_TRUE(wait_for(rank0, std::chrono::seconds(60), &status)) << tessera::test::read_file(log);

@@ -7,6 +7,7 @@
 #include "tessera/core/engine.hpp"
 #include "tessera/core/error.hpp"
 #include "tessera/core/trainer.hpp"
+#include "paths.hpp"
 
 using namespace tessera;
 

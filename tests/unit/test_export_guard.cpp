@@ -8,6 +8,7 @@
 #include "support.hpp"
 #include "tessera/core/error.hpp"
 #include "tessera/core/output_guard.hpp"
+#include "paths.hpp"
 
 namespace fs = std::filesystem;
 
@@ -18,7 +19,7 @@ TEST(ExportGuard, OutputInsideTheCheckpointIsRefusedAndTheCheckpointKept) {
   const std::string original = "not really a checkpoint, but it must survive";
   tessera::test::write_file(ckpt / "rank_0.safetensors", original);
   const std::string log = (dir / "log").string();
-  const std::string cmd = std::string(TESSERA_CLI) + " export " + ckpt.string() + " " + (ckpt / "rank_0.safetensors").string() +
+  const std::string cmd = TESSERA_CLI + " export " + ckpt.string() + " " + (ckpt / "rank_0.safetensors").string() +
                           " > " + log + " 2>&1";
   const int status = std::system(cmd.c_str());
   ASSERT_TRUE(WIFEXITED(status));

@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "support.hpp"
+#include "paths.hpp"
 
 namespace fs = std::filesystem;
 
@@ -20,7 +21,7 @@ struct Result {
 
 Result run(const std::string& args, const fs::path& dir) {
   const std::string out = (dir / "out.txt").string(), err = (dir / "err.txt").string();
-  const int status = std::system(("timeout 120 " TESSERA_CLI " " + args + " > " + out + " 2> " + err).c_str());
+  const int status = std::system(("timeout 120 " + TESSERA_CLI + " " + args + " > " + out + " 2> " + err).c_str());
   Result r;
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   r.out = tessera::test::read_file(out);
@@ -35,7 +36,7 @@ class Generate : public ::testing::Test {
     dir_ = tessera::test::temp_dir("generate", "run");
     const fs::path cfg = dir_ / "cycle.toml";
     std::ofstream(cfg) << "[experiment]\nthreads = 1\nseed = 5\noutput_dir = \"" << (dir_ / "run").string()
-                       << "\"\nplugin_path = [\"" TESSERA_PLUGIN_DIR "\", \"" TESSERA_TEST_PLUGIN_DIR "\"]\n"
+                       << "\"\nplugin_path = [\"" + TESSERA_PLUGIN_DIR + "\", \"" + TESSERA_TEST_PLUGIN_DIR + "\"]\n"
                           "[data]\ndataset = \"token_seq_dataset\"\nsize = 64\nvocab = 16\ncycle = true\nbatch_size = 8\n"
                           "eval_split = \"val\"\n"
                           "[[encoder]]\nplugin = \"bigram_lm\"\nname = \"lm\"\nvocab = 16\n"

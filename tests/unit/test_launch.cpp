@@ -13,6 +13,7 @@
 #include "support.hpp"
 #include "tessera/core/runtime.hpp"
 #include "tessera/core/safetensors.hpp"
+#include "paths.hpp"
 
 namespace fs = std::filesystem;
 
@@ -40,7 +41,7 @@ TEST(Launch, BadValuesNameTheFlagAndTheExpectedForm) {
                         Case{"--nnodes 2 --node-rank 1", "--master-port is required with --nnodes > 1"},
                         Case{"--master-port=", "--master-port expects a TCP port number in 1..65535, got ''"}}) {
     const std::string log = (dir / "log").string();
-    EXPECT_EQ(run(std::string(TESSERA_CLI) + " launch " + c.flags + " -- train none.toml > " + log + " 2>&1"), 2) << c.flags;
+    EXPECT_EQ(run(TESSERA_CLI + " launch " + c.flags + " -- train none.toml > " + log + " 2>&1"), 2) << c.flags;
     const std::string text = tessera::test::read_file(log);
     EXPECT_NE(text.find(c.expect), std::string::npos) << c.flags << "\n" << text;
   }
@@ -55,18 +56,18 @@ TEST(Launch, TwoNodesOnLoopbackTrainLikeOneTwoRankLaunch) {
   const fs::path dir = tessera::test::temp_dir("launch", "nodes");
   const std::string cfg = tessera::test::write_file(
       dir / "tiny.toml",
-      "[experiment]\nthreads = 1\nseed = 3\nplugin_path = [\"" TESSERA_PLUGIN_DIR "\"]\n"
+      "[experiment]\nthreads = 1\nseed = 3\nplugin_path = [\"" + TESSERA_PLUGIN_DIR + "\"]\n"
       "[data]\ntrain_limit = 512\ntest_limit = 100\nbatch_size = 32\n"
       "[[encoder]]\nplugin = \"mlp\"\nhidden_features = 16\n[[loss]]\nplugin = \"cross_entropy\"\n"
       "[optimizer]\nname = \"adamw\"\nlr = 0.003\n[train]\nmax_steps = 6\nlog_every = 2\n"
       "[eval]\nenabled = false\n[dist]\ntimeout_s = 30\n");
   const std::string train = " -- train " + cfg + " --set experiment.output_dir=";
-  ASSERT_EQ(run("timeout 200 " TESSERA_CLI " launch --nproc 2" + train + (dir / "one").string() + " > " +
+  ASSERT_EQ(run("timeout 200 " + TESSERA_CLI + " launch --nproc 2" + train + (dir / "one").string() + " > " +
                 (dir / "one.log").string() + " 2>&1"),
             0)
       << tessera::test::read_file(dir / "one.log");
   const std::string port = std::to_string(23000 + ::getpid() % 20000);
-  const std::string node = "timeout 200 " TESSERA_CLI " launch --nnodes 2 --nproc 1 --master-addr 127.0.0.1 --master-port " +
+  const std::string node = "timeout 200 " + TESSERA_CLI + " launch --nnodes 2 --nproc 1 --master-addr 127.0.0.1 --master-port " +
                            port + " --node-rank ";
   // One output directory: it is part of the config, which every rank must share (rank 0 writes it).
   const std::string both = "(" + node + "0" + train + (dir / "nodes").string() + " > " + (dir / "node0.log").string() +

@@ -9,14 +9,15 @@
 #include "tessera/core/plugin_host.hpp"
 #include "tessera/core/plugin_loader.hpp"
 #include "support.hpp"
+#include "paths.hpp"
 
 namespace fs = std::filesystem;
 using namespace tessera;
 
 namespace {
 
-std::string test_plugin(const std::string& name) { return std::string(TESSERA_TEST_PLUGIN_DIR) + "/" + name + ".so"; }
-std::string intree_plugin(const std::string& name) { return std::string(TESSERA_PLUGIN_DIR) + "/" + name + ".so"; }
+std::string test_plugin(const std::string& name) { return TESSERA_TEST_PLUGIN_DIR + "/" + name + ".so"; }
+std::string intree_plugin(const std::string& name) { return TESSERA_PLUGIN_DIR + "/" + name + ".so"; }
 
 // Runs f, expects a PluginError, returns its message.
 template <class F>
@@ -227,7 +228,7 @@ TEST(Loader, AllowedValuesOfAPluginKeyAreEnforced) {
 TEST(Loader, InspectListsAllowedValues) {
   fs::path d = temp_dir("inspect");
   const std::string out = (d / "out.txt").string();
-  ASSERT_EQ(std::system((std::string(TESSERA_CLI) + " plugins inspect mse_c --plugin-path " TESSERA_PLUGIN_DIR " > " + out).c_str()), 0);
+  ASSERT_EQ(std::system((TESSERA_CLI + " plugins inspect mse_c --plugin-path " + TESSERA_PLUGIN_DIR + " > " + out).c_str()), 0);
   std::ifstream f(out);
   std::string text((std::istreambuf_iterator<char>(f)), {});
   EXPECT_NE(text.find("one of: mean | sum"), std::string::npos) << text;

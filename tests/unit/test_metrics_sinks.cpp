@@ -12,6 +12,7 @@
 #include "tessera/core/config.hpp"
 #include "tessera/core/metrics_sinks.hpp"
 #include "tessera/core/trainer.hpp"
+#include "paths.hpp"
 
 namespace fs = std::filesystem;
 using tessera::crc32c;
@@ -167,7 +168,7 @@ TEST(TensorBoardWriter, EventsDecodeToTheScalarsAtTheirSteps) {
 TEST(TensorBoardWriter, ATrainingRunLogsEveryRecordToCsvAndTensorBoard) {
   const fs::path dir = tessera::test::temp_dir("sinks", "run");
   const std::string text = std::string("[experiment]\nthreads = 1\nseed = 5\noutput_dir = \"") + (dir / "out").string() +
-                           "\"\nplugin_path = [\"" TESSERA_PLUGIN_DIR "\", \"" TESSERA_TEST_PLUGIN_DIR "\"]\n"
+                           "\"\nplugin_path = [\"" + TESSERA_PLUGIN_DIR + "\", \"" + TESSERA_TEST_PLUGIN_DIR + "\"]\n"
                            "[data]\ndataset = \"token_seq_dataset\"\nsize = 32\nbatch_size = 8\neval_split = \"val\"\n"
                            "[[encoder]]\nplugin = \"bigram_lm\"\n[[loss]]\nplugin = \"cross_entropy\"\n"
                            "logits = \"logits\"\ntarget = \"labels\"\nnormalize = \"tokens\"\n"

@@ -15,6 +15,7 @@
 #include "tessera/core/trainer.hpp"
 #include "tessera/kernels/precision.h"
 #include "support.hpp"
+#include "paths.hpp"
 
 namespace fs = std::filesystem;
 using namespace tessera;
@@ -27,7 +28,7 @@ fs::path temp_dir(const std::string& tag) { return tessera::test::temp_dir("prec
 
 Config config(const std::string& backend, const fs::path& out, const std::string& extra = "") {
   return Config::parse("[experiment]\nthreads = 2\nseed = 5\noutput_dir = \"" + out.string() +
-                           "\"\nplugin_path = [\"" TESSERA_PLUGIN_DIR "\"]\n"
+                           "\"\nplugin_path = [\"" + TESSERA_PLUGIN_DIR + "\"]\n"
                            "[data]\ntrain_limit = 640\ntest_limit = 200\nbatch_size = 64\n"
                            "[[encoder]]\nplugin = \"mlp\"\nhidden_features = 48\n"
                            "[[loss]]\nplugin = \"cross_entropy\"\n"
@@ -222,7 +223,7 @@ TEST(PrecisionBackends, StochasticRoundingTracksFp32AtATinyLearningRate) {
   auto run = [&](const std::string& backend, const std::string& extra) {
     fs::path out = temp_dir("sr_" + backend + std::to_string(extra.size()));
     std::string text = "[experiment]\nthreads = 2\nseed = 5\noutput_dir = \"" + out.string() +
-                       "\"\nplugin_path = [\"" TESSERA_PLUGIN_DIR "\"]\n"
+                       "\"\nplugin_path = [\"" + TESSERA_PLUGIN_DIR + "\"]\n"
                        "[data]\ntrain_limit = 3200\nbatch_size = 64\ntest_limit = 100\nshuffle = false\n"
                        "[[encoder]]\nplugin = \"mlp\"\nhidden_features = 64\n[[loss]]\nplugin = \"cross_entropy\"\n"
                        "[precision]\nplugin = \"" + backend + "\"\n" + extra + tiny +

@@ -16,6 +16,7 @@
 #include "tessera/core/options.hpp"
 #include "tessera/core/plugin_loader.hpp"
 #include "support.hpp"
+#include "paths.hpp"
 #include <tessera/half.h>
 
 namespace fs = std::filesystem;
@@ -49,7 +50,7 @@ TEST(Sdk, APluginWithoutKeysLoadsAndIsBuilt) {
   EXPECT_NE(r.out.find("config keys (0):"), std::string::npos) << r.out;
   fs::path d = temp_dir("keyless");
   const std::string cfg = tessera::test::write_file(
-      d / "k.toml", "[experiment]\nplugin_path = [\"" TESSERA_PLUGIN_DIR "\", \"" TESSERA_TEST_PLUGIN_DIR "\"]\n"
+      d / "k.toml", "[experiment]\nplugin_path = [\"" + TESSERA_PLUGIN_DIR + "\", \"" + TESSERA_TEST_PLUGIN_DIR + "\"]\n"
                     "[[encoder]]\nplugin = \"keyless\"\n[[encoder]]\nplugin = \"mlp\"\n[[loss]]\nplugin = \"cross_entropy\"\n");
   r = cli({"check", cfg});
   EXPECT_EQ(r.code, 0) << r.err;
@@ -82,8 +83,8 @@ TEST(Sdk, OneSidedBoundsAreOpenOnTheOtherSide) {
 // (logged, both files named); two of a name in one directory stay an error.
 TEST(Sdk, EarlierSearchDirectoriesOverrideLaterOnes) {
   fs::path a = temp_dir("override_a"), b = temp_dir("override_b");
-  fs::copy_file(std::string(TESSERA_PLUGIN_DIR) + "/mlp.so", a / "mlp.so");
-  fs::copy_file(std::string(TESSERA_PLUGIN_DIR) + "/mlp.so", b / "my_mlp.so");
+  fs::copy_file(TESSERA_PLUGIN_DIR + "/mlp.so", a / "mlp.so");
+  fs::copy_file(TESSERA_PLUGIN_DIR + "/mlp.so", b / "my_mlp.so");
   PluginRegistry reg;
   reg.scan({a.string(), b.string()});
   EXPECT_EQ(reg.get("mlp", TSR_KIND_ENCODER, "test")->path(), (a / "mlp.so").string());

@@ -7,6 +7,7 @@
 #include "tessera/core/config.hpp"
 #include "tessera/core/trainer.hpp"
 #include "support.hpp"
+#include "paths.hpp"
 
 namespace fs = std::filesystem;
 using namespace tessera;
@@ -23,7 +24,7 @@ TEST(SdkDtypes, LossReceivesTheDocumentedDtypeUnderEachBackend) {
     const std::string record = (dir / "dtypes.txt").string();
     Config cfg = Config::parse(
         "[experiment]\nthreads = 1\noutput_dir = \"" + (dir / "run").string() + "\"\ndevice = \"" +
-            (at::hasCUDA() ? "cuda" : "cpu") + "\"\nplugin_path = [\"" TESSERA_PLUGIN_DIR "\", \"" TESSERA_TEST_PLUGIN_DIR
+            (at::hasCUDA() ? "cuda" : "cpu") + "\"\nplugin_path = [\"" + TESSERA_PLUGIN_DIR + "\", \"" + TESSERA_TEST_PLUGIN_DIR +
             "\"]\n[data]\ntrain_limit = 64\ntest_limit = 64\nbatch_size = 32\n"
             "[[encoder]]\nplugin = \"dtype_probe\"\nname = \"before\"\ntag = \"encoder\"\ninputs = [\"image\", \"label\"]\n"
             "record = \"" + record + "\"\n"

@@ -10,6 +10,7 @@
 
 #include "support.hpp"
 #include "tessera/core/safetensors.hpp"
+#include "paths.hpp"
 
 namespace fs = std::filesystem;
 
@@ -19,7 +20,7 @@ using Weights = std::vector<std::pair<std::string, at::Tensor>>;
 
 std::string lm_config(const fs::path& dir, const std::string& normalize) {
   const fs::path p = dir / ("lm_" + normalize + ".toml");
-  std::ofstream(p) << "[experiment]\nthreads = 1\nseed = 5\nplugin_path = [\"" TESSERA_PLUGIN_DIR "\", \"" TESSERA_TEST_PLUGIN_DIR
+  std::ofstream(p) << "[experiment]\nthreads = 1\nseed = 5\nplugin_path = [\"" + TESSERA_PLUGIN_DIR + "\", \"" + TESSERA_TEST_PLUGIN_DIR +
                       "\"]\n"
                       "[data]\ndataset = \"token_seq_dataset\"\nsize = 64\nvocab = 16\nbatch_size = 8\neval_split = \"val\"\n"
                       "[[encoder]]\nplugin = \"bigram_lm\"\nname = \"lm\"\nvocab = 16\n"
@@ -42,7 +43,7 @@ LmRun train(const fs::path& dir, const std::string& cfg, int ranks, int batch, i
   const std::string tag = fs::path(cfg).stem().string() + "_n" + std::to_string(ranks) + "_b" + std::to_string(batch);
   const fs::path out = dir / tag;
   const std::string log = (dir / (tag + ".log")).string();
-  const std::string cmd = "timeout 300 " TESSERA_CLI " launch --nproc " + std::to_string(ranks) + " -- train " + cfg +
+  const std::string cmd = "timeout 300 " + TESSERA_CLI + " launch --nproc " + std::to_string(ranks) + " -- train " + cfg +
                           " --set experiment.output_dir=" + out.string() + " --set data.batch_size=" +
                           std::to_string(batch) + " --set train.grad_accum=" + std::to_string(accum) + " > " + log +
                           " 2>&1";
@@ -109,7 +110,7 @@ TEST(TokenNormalisation, AGatheredLossCannotEmitSumsOverTokens) {
   const fs::path dir = tessera::test::temp_dir("tokens", "gather");
   const std::string cfg = lm_config(dir, "tokens");
   const std::string log = (dir / "gather.log").string();
-  const std::string cmd = "timeout 120 " TESSERA_CLI " launch --nproc 2 -- train " + cfg + " --set experiment.output_dir=" +
+  const std::string cmd = "timeout 120 " + TESSERA_CLI + " launch --nproc 2 -- train " + cfg + " --set experiment.output_dir=" +
                           (dir / "out").string() + " --set 'loss.0.gather=[\"logits\", \"labels\"]' > " + log + " 2>&1";
   const int status = std::system(cmd.c_str());
   EXPECT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) == 0);

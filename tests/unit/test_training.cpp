@@ -20,6 +20,7 @@
 #include "tessera/core/output_guard.hpp"
 #include "tessera/core/trainer.hpp"
 #include "support.hpp"
+#include "paths.hpp"
 
 namespace fs = std::filesystem;
 using namespace tessera;
@@ -33,7 +34,7 @@ fs::path temp_dir(const std::string& tag) { return tessera::test::temp_dir("trai
 // A small, fast experiment on a subset: mlp on 2000 images.
 std::string small_config(const fs::path& out, int seed = 7, const std::string& extra = "") {
   return "[experiment]\nname = \"t\"\nthreads = 2\nseed = " + std::to_string(seed) + "\noutput_dir = \"" + out.string() +
-         "\"\nplugin_path = [\"" TESSERA_PLUGIN_DIR "\"]\n"
+         "\"\nplugin_path = [\"" + TESSERA_PLUGIN_DIR + "\"]\n"
          "[data]\ntrain_limit = 2000\ntest_limit = 1000\nbatch_size = 50\n"
          "[[encoder]]\nplugin = \"mlp\"\nname = \"head\"\nhidden_features = 64\ndropout = 0.1\n"
          "[[loss]]\nplugin = \"cross_entropy\"\nlabel_smoothing = 0.1\n"
@@ -176,7 +177,7 @@ TEST(EndToEnd, NonFiniteLossIsAnErrorOrACountedSkip) {
   auto config = [&](const fs::path& out, const std::string& mode) {
     std::string text = small_config(out, 7, "max_steps = 10\nnonfinite = \"" + mode + "\"\n") + probe;
     size_t at = text.find("plugin_path = [");
-    text.insert(at + 15, "\"" TESSERA_TEST_PLUGIN_DIR "\", ");
+    text.insert(at + 15, "\"" + TESSERA_TEST_PLUGIN_DIR + "\", ");
     return Config::parse(text, "nan.toml");
   };
   {
@@ -241,13 +242,14 @@ TEST(EndToEnd, SigtermStopsAtAStepBoundaryWithACheckpoint) {
   text.replace(text.find("log_every = 5"), 13, "log_every = 1");
   const std::string cfg = write_file(out / "sigterm.toml", text);
   const std::string log = (out / "train.log").string();
+  const std::string cli = TESSERA_CLI;  // before the fork: the child only execs
   const pid_t pid = ::fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
     const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     ::dup2(fd, 1);
     ::dup2(fd, 2);
-    ::execl(TESSERA_CLI, "tessera", "train", cfg.c_str(), static_cast<char*>(nullptr));
+    ::execl(cli.c_str(), "tessera", "train", cfg.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
   }
   // Wait for a few logged steps, then ask it to stop.
@@ -278,7 +280,7 @@ using tessera::test::CliResult;
 TEST(Cli, CheckReportsMisspeltKeyWithPositionAndSuggestion) {
   fs::path d = temp_dir("cli");
   std::string path = write_file(d / "bad.toml",
-                                "[experiment]\nname = \"x\"\nplugin_path = [\"" TESSERA_PLUGIN_DIR "\"]\n"
+                                "[experiment]\nname = \"x\"\nplugin_path = [\"" + TESSERA_PLUGIN_DIR + "\"]\n"
                                 "[[encoder]]\nplugin = \"mlp\"\n[[loss]]\nplugin = \"cross_entropy\"\n"
                                 "[optimizer]\nweight_decy = 0.1\n");
   CliResult r = cli({"check", path});
@@ -291,7 +293,7 @@ TEST(Cli, CheckReportsMisspeltKeyWithPositionAndSuggestion) {
 TEST(Cli, CheckValidatesPluginKeysToo) {
   fs::path d = temp_dir("cli2");
   std::string path = write_file(d / "bad.toml",
-                                "[experiment]\nplugin_path = [\"" TESSERA_PLUGIN_DIR "\"]\n"
+                                "[experiment]\nplugin_path = [\"" + TESSERA_PLUGIN_DIR + "\"]\n"
                                 "[[encoder]]\nplugin = \"convnet\"\nchanels = 8\n[[loss]]\nplugin = \"cross_entropy\"\n");
   CliResult r = cli({"check", path});
   EXPECT_EQ(r.code, 1);
@@ -301,14 +303,14 @@ TEST(Cli, CheckValidatesPluginKeysToo) {
 
 TEST(Cli, CheckAcceptsTheShippedConfigs) {
   for (const char* c : {"fashion_mnist.toml", "fashion_clip.toml", "fashion_clip_vit.toml"}) {
-    CliResult r = cli({"check", std::string(TESSERA_SOURCE_DIR) + "/configs/" + c,
+    CliResult r = cli({"check", TESSERA_SOURCE_DIR + "/configs/" + c,
                        "--set", std::string("experiment.plugin_path=[\"") + TESSERA_PLUGIN_DIR + "\"]"});
     EXPECT_EQ(r.code, 0) << c << ": " << r.err;
     EXPECT_NE(r.out.find("OK"), std::string::npos) << r.out;
   }
   // The language models: the GPU ones checked on this CPU (check reads no data).
   for (const char* c : {"gpt_tiny.toml", "lm_small_bench.toml", "gpt2_124m.toml", "lm_254m.toml"}) {
-    CliResult r = cli({"check", std::string(TESSERA_SOURCE_DIR) + "/configs/" + c, "--set",
+    CliResult r = cli({"check", TESSERA_SOURCE_DIR + "/configs/" + c, "--set",
                        std::string("experiment.plugin_path=[\"") + TESSERA_PLUGIN_DIR + "\"]", "--set",
                        "experiment.device=\"cpu\""});
     EXPECT_EQ(r.code, 0) << c << ": " << r.err;
@@ -463,7 +465,7 @@ TEST(EndToEnd, AStepTheMachineCannotHoldStopsWithTheFigureAndTheKey) {
   const std::string cfg = write_file(out / "oom.toml", small_config(out / "run", 7, "max_steps = 50\n"));
   const std::string log = (out / "log.txt").string();
   // 64 MiB is less than the process holds before its first step: the guard must fire.
-  const int rc = std::system((std::string(TESSERA_CLI) + " train " + cfg +
+  const int rc = std::system((TESSERA_CLI + " train " + cfg +
                               " --set train.memory_limit_mib=64 --set data.batch_size=400 > " + log + " 2>&1").c_str());
   const std::string text = tessera::test::read_file(log);
   EXPECT_EQ(WEXITSTATUS(rc), 1) << text;
@@ -474,7 +476,7 @@ TEST(EndToEnd, AStepTheMachineCannotHoldStopsWithTheFigureAndTheKey) {
   // The lock died with the process: the same run can start again at once (and finish; the
   // stopped run may have logged steps before the guard's first look, hence --overwrite).
   const int again = std::system(
-      (std::string(TESSERA_CLI) + " train " + cfg + " --set train.max_steps=2 --overwrite >> " + log + " 2>&1").c_str());
+      (TESSERA_CLI + " train " + cfg + " --set train.max_steps=2 --overwrite >> " + log + " 2>&1").c_str());
   EXPECT_EQ(WEXITSTATUS(again), 0) << tessera::test::read_file(log);
 }
 
@@ -485,14 +487,14 @@ TEST(EndToEnd, WarmupLongerThanTheRunWarnsAndAllStepsSkippedFails) {
   fs::path out = temp_dir("warmup");
   const std::string cfg = write_file(out / "w.toml", small_config(out / "run", 7, "max_steps = 3\n[eval]\nenabled = false\n"));
   const std::string log = (out / "log.txt").string();
-  const int rc = std::system((std::string(TESSERA_CLI) + " train " + cfg + " --set schedule.warmup_steps=1000 > " + log + " 2>&1").c_str());
+  const int rc = std::system((TESSERA_CLI + " train " + cfg + " --set schedule.warmup_steps=1000 > " + log + " 2>&1").c_str());
   const std::string text = tessera::test::read_file(log);
   EXPECT_EQ(WEXITSTATUS(rc), 0) << text;
   EXPECT_NE(text.find("warmup_steps = 1000 is longer than the run's 3 optimizer steps"), std::string::npos) << text;
 
   std::string all = small_config(out / "skip", 7, "max_steps = 4\nnonfinite = \"skip\"\n") +
                     "[[loss]]\nplugin = \"nan_probe\"\nname = \"probe\"\nevery = 1\n";
-  all.insert(all.find("plugin_path = [") + 15, "\"" TESSERA_TEST_PLUGIN_DIR "\", ");
+  all.insert(all.find("plugin_path = [") + 15, "\"" + TESSERA_TEST_PLUGIN_DIR + "\", ");
   Config c = Config::parse(all, "skip.toml");
   Experiment exp(c);
   try {
@@ -596,10 +598,10 @@ TEST(EndToEnd, AFreshRunNeverSilentlyReplacesAnEarlierOne) {
   // Through the CLI: --overwrite is the same as on_existing = "overwrite".
   const std::string cfg = write_file(root / "cli.toml", small_config(out, 7, "max_steps = 2\n[eval]\nenabled = false\n"));
   const std::string log = (root / "cli.log").string();
-  int rc = std::system((std::string(TESSERA_CLI) + " train " + cfg + " > " + log + " 2>&1").c_str());
+  int rc = std::system((TESSERA_CLI + " train " + cfg + " > " + log + " 2>&1").c_str());
   EXPECT_EQ(WEXITSTATUS(rc), 1) << tessera::test::read_file(log);
   EXPECT_NE(tessera::test::read_file(log).find("holds an earlier run"), std::string::npos);
-  rc = std::system((std::string(TESSERA_CLI) + " train " + cfg + " --overwrite > " + log + " 2>&1").c_str());
+  rc = std::system((TESSERA_CLI + " train " + cfg + " --overwrite > " + log + " 2>&1").c_str());
   EXPECT_EQ(WEXITSTATUS(rc), 0) << tessera::test::read_file(log);
   EXPECT_NE(tessera::test::read_file(log).find("replacing the earlier run in " + out.string()), std::string::npos)
       << tessera::test::read_file(log);

@@ -22,6 +22,7 @@
 #include "tessera/core/safetensors.hpp"
 #include "tessera/core/trainer.hpp"
 #include "captions.hpp"  // the fashion_mnist dataset's byte encoding of captions
+#include "paths.hpp"
 
 namespace fs = std::filesystem;
 using namespace tessera;
@@ -139,7 +140,7 @@ void check_gpt_against_reference(const std::string& keys, bool rmsnorm, bool swi
 }
 
 // ---- training through the engine: token shards, gpt, a token cross-entropy -------------------
-bool have_plugin(const std::string& name) { return fs::exists(std::string(TESSERA_PLUGIN_DIR) + "/" + name + ".so"); }
+bool have_plugin(const std::string& name) { return fs::exists(TESSERA_PLUGIN_DIR + "/" + name + ".so"); }
 
 // A nanoGPT shard (headerless uint16) of a learnable stream: a walk with a few fixed steps.
 std::string write_tokens(const fs::path& dir, int64_t n, int64_t vocab) {
@@ -163,7 +164,7 @@ struct RunResult {
 RunResult train_gpt(const fs::path& out, const std::string& tokens, bool checkpoint, const std::string& precision) {
   const std::string toml =
       "[experiment]\nname = \"ckpt\"\nseed = 5\nthreads = 2\noutput_dir = \"" + out.string() +
-      "\"\nplugin_path = [\"" TESSERA_PLUGIN_DIR "\", \"" TESSERA_TEST_PLUGIN_DIR "\"]\n"
+      "\"\nplugin_path = [\"" + TESSERA_PLUGIN_DIR + "\", \"" + TESSERA_TEST_PLUGIN_DIR + "\"]\n"
       "[data]\ndataset = \"token_shards\"\ntrain = \"" + tokens + "\"\nformat = \"nanogpt\"\nseq_len = 16\n"
       "vocab_size = 64\nbatch_size = 8\neval_split = \"train\"\n"
       "[[encoder]]\nplugin = \"gpt\"\nvocab_size = 64\nmax_seq_len = 16\nd_model = 32\nn_layers = 3\nn_heads = 4\n"

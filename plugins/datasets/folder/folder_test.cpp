@@ -9,6 +9,7 @@
 #include "folder/folder_scan.hpp"
 #include "media/test_util.hpp"
 #include "support.hpp"
+#include "paths.hpp"
 
 using namespace tessera;
 using namespace tessera::test_media;
@@ -222,7 +223,7 @@ TEST(FolderDataset, ManyThreadsGetTheSameTensors) {
 
 TEST(FolderDataset, TuxPaintStampsThroughTheShippedConfig) {
   if (!fs::exists("/usr/share/tuxpaint/stamps")) GTEST_SKIP() << "tuxpaint-stamps-default not installed";
-  const Config cfg = Config::load(std::string(TESSERA_SOURCE_DIR) + "/configs/data/tuxpaint_stamps.toml");
+  const Config cfg = Config::load(TESSERA_SOURCE_DIR + "/configs/data/tuxpaint_stamps.toml");
   auto ds = make_dataset(cfg, "folder");  // the [data] table as written, the core's keys included
   ASSERT_EQ(ds->splits().size(), 2u);
   const int64_t total = ds->splits()[0].size + ds->splits()[1].size;

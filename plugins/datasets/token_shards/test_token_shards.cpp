@@ -23,6 +23,7 @@
 #include "tessera/core/loader.hpp"
 #include "tessera/core/plugin_host.hpp"
 #include "tessera/core/plugin_loader.hpp"
+#include "paths.hpp"
 
 using namespace tessera;
 namespace fs = std::filesystem;
@@ -403,7 +404,7 @@ TEST(TokenShards, BytesAreTheTokenizerOfA256Vocabulary) {
 }
 
 TEST(TokenShards, KjvConfigResolvesAgainstThePluginSchema) {
-  Config cfg = Config::load(std::string(TESSERA_SOURCE_DIR) + "/configs/kjv_tokens.toml");
+  Config cfg = Config::load(TESSERA_SOURCE_DIR + "/configs/kjv_tokens.toml");
   toml::table data = cfg.table("data");
   EXPECT_EQ(data["dataset"].value_or(std::string()), "token_shards");
   for (const char* core : {"dataset", "batch_size", "eval_batch_size", "train_split", "eval_split", "train_limit",
@@ -427,7 +428,7 @@ struct CliRun {
 
 CliRun tessera_cli(const std::string& args, const fs::path& dir) {
   const fs::path log = dir / "cli.log";
-  const std::string cmd = std::string(TESSERA_CLI) + " " + args + " > " + log.string() + " 2>&1";
+  const std::string cmd = TESSERA_CLI + " " + args + " > " + log.string() + " 2>&1";
   const int status = std::system(cmd.c_str());
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, tessera::test::read_file(log)};
 }

@@ -16,6 +16,7 @@
 #include "webdataset/npy.hpp"
 #include "webdataset/pack.hpp"
 #include "webdataset/tar_index.hpp"
+#include "paths.hpp"
 
 using namespace tessera;
 using namespace tessera::test_media;
@@ -301,7 +302,7 @@ TEST(WebDatasetPack, FolderPackedToShardsServesTheSameTensors) {
 
 TEST(WebDatasetPack, TuxPaintStampsPackedServeTheSameTensors) {
   if (!fs::exists("/usr/share/tuxpaint/stamps")) GTEST_SKIP() << "tuxpaint-stamps-default not installed";
-  auto from_folder = make_dataset(Config::load(std::string(TESSERA_SOURCE_DIR) + "/configs/data/tuxpaint_stamps.toml"), "folder");
+  auto from_folder = make_dataset(Config::load(TESSERA_SOURCE_DIR + "/configs/data/tuxpaint_stamps.toml"), "folder");
   const folder::FolderScan scan = folder::scan_folder(folder::folder_options(from_folder->config()));
   const fs::path out = test::temp_dir("wds", "stamps");
   const auto packed = webdataset::pack_folder(scan, out.string(), 100);
