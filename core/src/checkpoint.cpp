@@ -109,6 +109,8 @@ CheckpointTensors gather_checkpoint(FlatParams& params, const StateStore& states
   }
   if (write_shared) {
     for (const auto& [name, t] : buffers) out.tensors.emplace_back("buffer/" + name, t.detach().cpu().clone());
+    for (const auto& st : states.buffers)  // the same on every rank: rank 0's
+      if (st.category == TSR_STATE_SCALARS) out.tensors.emplace_back("scalars/" + st.name, st.data.clone());
     out.tensors.emplace_back("rng/cpu", at::detail::getDefaultCPUGenerator().get_state());
   }
   return out;
@@ -419,6 +421,20 @@ void restore_checkpoint(const std::map<std::string, at::Tensor>& tensors, FlatPa
         st.data.narrow(0, lo - b0, hi - lo).copy_(p->second.narrow(0, lo - s.offset, hi - lo).to(st.data.scalar_type()));
       }
     }
+  }
+  for (auto& st : states.buffers) {
+    if (st.category != TSR_STATE_SCALARS) continue;
+    auto it = tensors.find("scalars/" + st.name);
+    if (it == tensors.end()) {
+      spdlog::info("checkpoint {} holds no state '{}' (written by another precision backend): it starts as {} "
+                   "initialises it", path, st.name, precision.label());
+      continue;
+    }
+    if (it->second.numel() != st.data.numel() || it->second.scalar_type() != st.data.scalar_type())
+      throw Error("checkpoint " + path + ": state '" + st.name + "' has " + std::to_string(it->second.numel()) + " " +
+                  std::string(c10::toString(it->second.scalar_type())) + " values, " + precision.label() + " keeps " +
+                  std::to_string(st.data.numel()) + " " + c10::toString(st.data.scalar_type()));
+    st.data.copy_(it->second);
   }
   for (const auto& [name, t] : buffers) {
     const at::Tensor& v = get("buffer/" + name, "encoder buffer '" + name + "'");

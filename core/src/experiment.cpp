@@ -71,8 +71,9 @@ std::vector<std::pair<std::string, double>> Experiment::bytes_per_param() const 
     p += static_cast<double>(b.params.nbytes());
     g += static_cast<double>(b.grads.nbytes());
   }
-  for (const auto& s : states_.buffers)
-    (s.category == TSR_STATE_MASTER ? master : states) += static_cast<double>(s.data.nbytes());
+  for (const auto& s : states_.buffers)  // TSR_STATE_SCALARS: a few bytes per run, not per parameter
+    if (s.category != TSR_STATE_SCALARS)
+      (s.category == TSR_STATE_MASTER ? master : states) += static_cast<double>(s.data.nbytes());
   return {{"parameters", p / n}, {"gradients", g / n}, {"master", master / n}, {"optimizer_states", states / n},
           {"total", (p + g + master + states) / n}};
 }

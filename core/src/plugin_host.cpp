@@ -220,7 +220,8 @@ class HostContext {
       t_last_error = "alloc_state is only available to precision backends";
       return TSR_ERR_UNSUPPORTED;
     }
-    if (!name || numel < 0 || !out || (category != TSR_STATE_OPTIMIZER && category != TSR_STATE_MASTER))
+    if (!name || numel < 0 || !out ||
+        (category != TSR_STATE_OPTIMIZER && category != TSR_STATE_MASTER && category != TSR_STATE_SCALARS))
       return TSR_ERR_INVALID_ARGUMENT;
     for (const auto& b : h->states->buffers)
       if (b.name == name) {
@@ -228,7 +229,9 @@ class HostContext {
         return TSR_ERR_INVALID_ARGUMENT;
       }
     try {
-      at::Tensor data = at::zeros({numel}, at::TensorOptions().dtype(to_scalar_type(dtype)).device(h->states->device));
+      // Scalars live in host memory, so the backend reads and writes them without a device sync.
+      const at::Device device = category == TSR_STATE_SCALARS ? at::Device(at::kCPU) : h->states->device;
+      at::Tensor data = at::zeros({numel}, at::TensorOptions().dtype(to_scalar_type(dtype)).device(device));
       h->states->buffers.push_back({name, category, data});
       *out = wrap_tensor(data);
       return TSR_OK;

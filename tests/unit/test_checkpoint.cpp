@@ -212,6 +212,7 @@ TEST(Checkpoint, PiecesAreTheBackendsFp32MasterAndReshard) {
       at::Tensor check = at::empty({mine.numel()});
       w->export_master(v.shard, check);
       ASSERT_TRUE(at::equal(check, written.narrow(0, mine.begin, mine.numel()))) << writer;
+      w->update_scale(true);  // fp16: the scale holds once (hysteresis 2); the others keep none
       for (auto& [k, t] : gather_checkpoint(wp, ws, *w, {mine}, {}, rank == 0).tensors) file[k] = t;
     }
     const int64_t n = written.numel();
@@ -234,7 +235,37 @@ TEST(Checkpoint, PiecesAreTheBackendsFp32MasterAndReshard) {
           ++states;
         }
       EXPECT_EQ(states, 2) << reader;  // AdamW's two moments
+      // fp16's loss scaler, written once (rank 0's), comes back on any world size; from
+      // another backend it starts as initialised.
+      EXPECT_EQ(file.count("scalars/loss_scaler"), std::string(writer) == "fp16" ? 1u : 0u) << writer;
+      if (std::string(reader) == "fp16") {
+        EXPECT_EQ(r->loss_scale(), 65536.0) << writer;
+        EXPECT_TRUE(r->update_scale(true));
+        // After the writer's overflow only one is left: this one backs off.
+        EXPECT_EQ(r->loss_scale(), std::string(writer) == "fp16" ? 32768.0 : 65536.0) << writer;
+      }
     }
+  }
+  // A scaler state of another shape is refused, naming it.
+  StateStore rs;
+  auto r = precision_backend("fp16", rs);
+  FlatParams rp = random_params(at::kHalf);
+  std::vector<OwnedRange> whole = init_shards(*r, rp);
+  std::map<std::string, at::Tensor> file;
+  {
+    StateStore ws;
+    auto w = precision_backend("fp16", ws);
+    FlatParams wp = random_params(at::kHalf);
+    std::vector<OwnedRange> all = init_shards(*w, wp);
+    for (auto& [k, t] : gather_checkpoint(wp, ws, *w, all, {}, true).tensors) file[k] = t;
+  }
+  file["scalars/loss_scaler"] = at::zeros({3}, at::kDouble);
+  try {
+    restore_checkpoint(file, rp, rs, *r, whole, {}, "ckpt");
+    FAIL() << "a loss scaler of 3 values must be refused";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("checkpoint ckpt: state 'loss_scaler' has 3 Double values, [precision] (fp16) keeps 4 Double"),
+              std::string::npos) << e.what();
   }
 }
 

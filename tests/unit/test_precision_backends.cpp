@@ -100,9 +100,10 @@ struct BackendRig {
     buf.params = at::zeros({n}, dtype);
     buf.grads = at::zeros({n}, dtype);
   }
-  double state_bytes_per_param() const {
+  double state_bytes_per_param() const {  // a backend's few scalars are not per parameter
     double b = 0;
-    for (const auto& s : states.buffers) b += static_cast<double>(s.data.nbytes());
+    for (const auto& s : states.buffers)
+      if (s.category != TSR_STATE_SCALARS) b += static_cast<double>(s.data.nbytes());
     return b / static_cast<double>(buf.numel());
   }
   double bytes_per_param() const {
@@ -325,6 +326,55 @@ TEST(PrecisionBackends, Fp16DynamicLossScaling) {
   EXPECT_TRUE(p.find_overflow(v.shard));
 }
 
+// fp16's scaler keeps its state (scale, clean steps, overflows left before a back-off, overflows)
+// in one TSR_STATE_SCALARS buffer in host memory, whatever the device: a second instance given
+// that buffer's values, as a checkpoint restores them, goes on exactly as the first.
+TEST(PrecisionBackends, Fp16LossScalerStateLivesInAScalarsBufferAndResumes) {
+  const std::string config = "initial_scale = 1024.0\ngrowth_interval = 3\nhysteresis = 2\nmin_scale = 1.0\n";
+  BackendRig a("fp16", config, at::kHalf, 32);
+  ShardView va(a.buf, a.backend->describe());
+  EXPECT_EQ(a.backend->loss_scale(), 1024.0);
+  EXPECT_FALSE(a.backend->update_scale(false));  // before the shard: the instance's own copy
+  a.backend->init_shard_for(va.shard, optim(TSR_OPTIM_ADAMW, 0));
+  const StateBuffer* kept = nullptr;
+  for (const auto& st : a.states.buffers)
+    if (st.category == TSR_STATE_SCALARS) {
+      EXPECT_EQ(kept, nullptr) << "one scalars buffer per instance";
+      kept = &st;
+    }
+  ASSERT_NE(kept, nullptr);
+  EXPECT_EQ(kept->name, "loss_scaler");
+  EXPECT_TRUE(kept->data.device().is_cpu());
+  EXPECT_EQ(kept->data.scalar_type(), at::kDouble);
+  ASSERT_EQ(kept->data.numel(), 4);
+  EXPECT_EQ(kept->data[0].item<double>(), 1024.0);
+  EXPECT_EQ(kept->data[1].item<double>(), 1.0);  // the clean step taken before the shard moved in
+  // clean, clean (the third: grows to 2048), overflow (hysteresis holds the scale once), clean
+  for (bool inf : {false, false, true, false}) a.backend->update_scale(inf);
+  const std::vector<double> mid = {2048.0, 1.0, 1.0, 1.0};  // scale, clean, overflows left, overflows
+  EXPECT_EQ(std::vector<double>(kept->data.data_ptr<double>(), kept->data.data_ptr<double>() + 4), mid);
+  // A fresh instance restored from that buffer, and the original, see the same future.
+  BackendRig b("fp16", config, at::kHalf, 32);
+  ShardView vb(b.buf, b.backend->describe());
+  b.backend->init_shard_for(vb.shard, optim(TSR_OPTIM_ADAMW, 0));
+  at::Tensor restored;
+  for (auto& st : b.states.buffers)
+    if (st.category == TSR_STATE_SCALARS) restored = st.data;
+  ASSERT_TRUE(restored.defined());
+  restored.copy_(kept->data);
+  EXPECT_EQ(b.backend->loss_scale(), 2048.0);
+  const bool events[] = {true, false, false, false, true, true, false, true, true, true, true};
+  for (bool inf : events) {
+    EXPECT_EQ(a.backend->update_scale(inf), b.backend->update_scale(inf));
+    EXPECT_EQ(a.backend->loss_scale(), b.backend->loss_scale());
+  }
+  // One overflow left: the first event backs off at once (a fresh scaler would hold 2048).
+  EXPECT_EQ(b.backend->loss_scale(), 256.0);
+  EXPECT_EQ(restored[3].item<double>(), 8.0);
+  // ... and the bytes per parameter stay the formula's (the scalars are per instance).
+  EXPECT_EQ(b.bytes_per_param(), 16.0);
+}
+
 // init_shard_for allocates exactly the states of the optimizer; 1.0's init_shard as for AdamW.
 TEST(PrecisionBackends, StatesFollowTheOptimizer) {
   struct Expect {
@@ -431,7 +481,14 @@ TEST(PrecisionBackends, LionOnEveryBackendMatchesTheAtenReference) {
     r.buf.params.copy_(random_like(r.buf.params, 3));
     ShardView v(r.buf, r.backend->describe());
     r.backend->init_shard_for(v.shard, optim(TSR_OPTIM_LION, 0));
-    EXPECT_EQ(r.states.buffers.size(), std::string(c.plugin) == "fp32" || std::string(c.plugin) == "bf16_pure" ? 1u : 2u);
+    at::Tensor mom;  // Lion's one state; fp16's scaler is not per parameter
+    size_t per_parameter = 0;
+    for (const auto& st : r.states.buffers) {
+      if (st.category == TSR_STATE_OPTIMIZER) mom = st.data;
+      per_parameter += st.category != TSR_STATE_SCALARS;
+    }
+    ASSERT_TRUE(mom.defined()) << c.plugin;
+    EXPECT_EQ(per_parameter, std::string(c.plugin) == "fp32" || std::string(c.plugin) == "bf16_pure" ? 1u : 2u);
     const bool pure = std::string(c.plugin) == "bf16_pure";
     at::Tensor p = r.buf.params.to(at::kFloat).clone(), m = at::zeros({n});
     for (int64_t s = 1; s <= 4; ++s) {
@@ -453,7 +510,6 @@ TEST(PrecisionBackends, LionOnEveryBackendMatchesTheAtenReference) {
     }
     EXPECT_TRUE(bitwise_equal(r.backend->export_master(v.shard), p)) << c.plugin;
     EXPECT_TRUE(bitwise_equal(r.buf.params, round_as_params(p, c.plugin))) << c.plugin;
-    at::Tensor mom = r.states.buffers.back().data;
     EXPECT_TRUE(bitwise_equal(mom.to(at::kFloat), m)) << c.plugin;
     EXPECT_GT((p - random_like(r.buf.params, 3).to(at::kFloat)).abs().max().item<float>(), 1e-3) << c.plugin;
   }

@@ -1,4 +1,4 @@
-/* tessera/abi.h — the Tessera plugin ABI, version 1.3. Pure C11, and a plugin author's whole
+/* tessera/abi.h — the Tessera plugin ABI, version 1.4. Pure C11, and a plugin author's whole
  * manual: status codes, dtypes, opaque handles, the host table (core -> plugin), the plugin
  * descriptor (plugin -> core) and one function table per plugin kind, each call with its contract.
  *
@@ -140,7 +140,7 @@ extern "C" {
 #endif
 
 #define TSR_ABI_MAJOR 1
-#define TSR_ABI_MINOR 3
+#define TSR_ABI_MINOR 4
 #define TSR_ENTRY_SYMBOL "tessera_plugin_entry"
 
 #if defined(_WIN32)
@@ -340,7 +340,8 @@ typedef struct tsr_host {
    * instance is destroyed). Training thread only, from within init_shard / init_shard_for;
    * TSR_ERR_UNSUPPORTED for other kinds. Name a buffer "<shard name>.<state>" (e.g.
    * "f32.exp_avg"): checkpoints store a TSR_STATE_OPTIMIZER buffer by its <state> part, so
-   * another backend that uses the same <state> names resumes the moments. */
+   * another backend that uses the same <state> names resumes the moments. A TSR_STATE_SCALARS
+   * buffer (since 1.4) is in host memory whatever the device, and is stored by its whole name. */
   tsr_status (*alloc_state)(tsr_host_ctx* ctx, const char* name, int32_t category,
                             int32_t dtype, int64_t numel, tsr_tensor** out);
 
@@ -414,7 +415,15 @@ enum {
   TSR_MASTER_REMAINDER16 = 2 /* 16-bit remainder that with bf16 params is exact fp32 */
 };
 enum { TSR_OPTIM_ADAMW = 0, TSR_OPTIM_SGD = 1, TSR_OPTIM_LION = 2 /* since 1.1 */ };
-enum { TSR_STATE_OPTIMIZER = 0, TSR_STATE_MASTER = 1 }; /* alloc_state categories */
+/* alloc_state categories. OPTIMIZER and MASTER buffers run along a shard (numel = the shard's),
+ * live on its device, count in bytes/param, and are split and resharded with it in checkpoints.
+ * SCALARS (since 1.4; a core of 1.3 or older refuses it with TSR_ERR_INVALID_ARGUMENT) is the
+ * backend's own small state that is the same on every rank, e.g. a loss scale and its counters:
+ * any numel and dtype, in host memory (read and written directly, no device sync), not counted
+ * per parameter, saved once per checkpoint (rank 0's) and restored into every rank whatever the
+ * world size. Allocate it once per instance (not per shard), with a name of its own. A checkpoint
+ * without it (written by another backend) leaves it as the backend initialised it. */
+enum { TSR_STATE_OPTIMIZER = 0, TSR_STATE_MASTER = 1, TSR_STATE_SCALARS = 2 };
 
 typedef struct tsr_precision_info {
   uint32_t struct_size;
@@ -425,9 +434,9 @@ typedef struct tsr_precision_info {
   int32_t autocast_dtype; /* TSR_DTYPE_NONE for no autocast */
 } tsr_precision_info;
 
-/* A backend keeps ALL of its state (moments, masters, remainders, its loss scale and
- * counters) in buffers from host->alloc_state: the core accounts for their memory and saves
- * and restores optimizer states with checkpoints by name; the master goes through
+/* A backend keeps ALL of its state (moments, masters, remainders; its loss scale and counters
+ * in a TSR_STATE_SCALARS buffer) in buffers from host->alloc_state: the core accounts for their
+ * memory and saves and restores optimizer states and scalars with checkpoints by name; the master goes through
  * export_master / import_master as exact fp32, so a checkpoint converts between backends and
  * the core knows no number format. */
 
