@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -31,6 +32,14 @@
 
 namespace tessera {
 namespace {
+
+// "error: ", or "[rank N] error: " in a rank above 0 of a data-parallel job (RANK, as the
+// launchers set it), so that the ranks' last words in one log say whose they are.
+std::string error_prefix() {
+  const char* rank = std::getenv("RANK");
+  if (!rank || !*rank || std::string(rank) == "0") return "error: ";
+  return std::string("[rank ") + rank + "] error: ";
+}
 
 const char* kMainFooter = R"(Each command takes --help (tessera train --help). Plugins are searched in [experiment]
 plugin_path, then $TESSERA_PLUGIN_PATH (':'-separated), then beside the executable
@@ -595,19 +604,19 @@ int run_cli(const std::vector<std::string>& args) {
     throw std::invalid_argument("unknown command '" + args[1] + "'");
   } catch (const std::invalid_argument& e) {
     const std::string m = e.what();
-    std::cerr << "error: " << m << (m.find("(see tessera") == std::string::npos ? "\n(see tessera --help)\n" : "\n");
+    std::cerr << error_prefix() << m << (m.find("(see tessera") == std::string::npos ? "\n(see tessera --help)\n" : "\n");
     return 2;
   } catch (const Interrupted& e) {
     std::cerr << e.what() << "\n";
     return 128 + e.signal();
   } catch (const Error& e) {
-    std::cerr << "error: " << e.what() << "\n";
+    std::cerr << error_prefix() << e.what() << "\n";
     return 1;
   } catch (const c10::Error& e) {
-    std::cerr << "error: " << e.what_without_backtrace() << "\n";
+    std::cerr << error_prefix() << e.what_without_backtrace() << "\n";
     return 1;
   } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << "\n";
+    std::cerr << error_prefix() << e.what() << "\n";
     return 1;
   }
 }

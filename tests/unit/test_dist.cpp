@@ -349,6 +349,46 @@ TEST(DataParallel, RanksWithDifferentConfigsRefuseToStart) {
   EXPECT_NE(t0.find("different configs"), std::string::npos) << t0;
 }
 
+// An output directory that holds an earlier run: rank 0 decides for every rank. Refused, each
+// rank stops saying why (rank 0 names the files, the others that rank 0 refused) and nothing
+// there changes; with on_existing = "suffix" every rank, rank 1's checkpoint part included,
+// moves to <dir>-2.
+TEST(DataParallel, RankZeroDecidesWhereEveryRankWritesBesideAnEarlierRun) {
+  if (!have_data()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  fs::path dir = temp_dir("claim");
+  const std::string cfg = write_config(dir, 4);
+  const std::string ckpt = " --set checkpoint.every_steps=4";
+  const Weights first = launch_and_load(dir, cfg, 2, "run", ckpt);
+  ASSERT_FALSE(first.empty());
+  auto bytes = [](const fs::path& p) {
+    std::ifstream f(p, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(f)), {});
+  };
+  const std::string model = bytes(dir / "run/model.safetensors"), metrics = bytes(dir / "run/metrics.jsonl");
+  const std::string log = (dir / "again.log").string();
+  EXPECT_NE(run("timeout 300 " + TESSERA_CLI + " launch --nproc 2 -- train " + cfg + ckpt +
+                " --set experiment.output_dir=" + (dir / "run").string() + " > " + log + " 2>&1"),
+            0);
+  const std::string text = bytes(log);
+  const std::string run_dir = (dir / "run").string();
+  EXPECT_NE(text.find("\nerror: output directory " + run_dir + " holds an earlier run (" + run_dir + "/metrics.jsonl"),
+            std::string::npos) << text;
+  EXPECT_NE(text.find("\n[rank 1] error: rank 0 could not use the output directory " + run_dir + " (its error says why)"),
+            std::string::npos) << text;
+  EXPECT_EQ(bytes(dir / "run/model.safetensors"), model);
+  EXPECT_EQ(bytes(dir / "run/metrics.jsonl"), metrics);
+  EXPECT_FALSE(fs::exists(dir / "run-2"));
+  // suffix: the same run again, all of it in run-2, the earlier one untouched.
+  const Weights second = launch_and_load(dir, cfg, 2, "run", ckpt + " --set experiment.on_existing=suffix");
+  EXPECT_TRUE(bitwise_equal(first, tessera::load_safetensors((dir / "run-2/model.safetensors").string()).tensors));
+  EXPECT_EQ(bytes(dir / "run/model.safetensors"), model);
+  EXPECT_EQ(bytes(dir / "run/metrics.jsonl"), metrics);
+  for (const char* part : {"rank_0.safetensors", "rank_1.safetensors"}) {
+    EXPECT_TRUE(fs::exists(dir / "run-2/checkpoints/step_4" / part)) << part;
+    EXPECT_EQ(bytes(dir / "run-2/checkpoints/step_4" / part), bytes(dir / "run/checkpoints/step_4" / part)) << part;
+  }
+}
+
 // Checkpoints are world-size agnostic: each rank writes the state pieces it owns (ZeRO-2 here: optimizer state,
 // master and gradients split), and any number of ranks reads them back. 2 ranks -> 1 and 1 -> 4 continue like the
 // uninterrupted run (SGD: only the summation order of the batch split differs).
